@@ -1,0 +1,323 @@
+"""The ``tdtp`` command: export, import, inspect, tail, status, replay.
+
+Every failure the engine can name (bad input, bad configuration, a dead broker)
+becomes one line on stderr and a non-zero exit, never a traceback; progress goes to
+stderr too, so stdout carries only results (JSON lines for ``inspect`` and ``tail``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from tdtp.packet import TdtpError
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+BROKER_SCHEMES = ("spool://", "rabbitmq://", "kafka://")
+
+
+def is_broker_url(text: str) -> bool:
+    return text.startswith(BROKER_SCHEMES)
+
+
+def _add_export(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "export",
+        help="export a table or query as TDTP parts to a directory or a broker",
+        description=(
+            "Export rows as TDTP parts. Stream mode (default for brokers) publishes each part as soon as "
+            "it is full with TotalParts=0 and ends with a summary; batch mode (default for directories) "
+            "writes TotalParts into every part. Use batch mode when the consumer is the Go TDTP tool: "
+            "its reader needs TotalParts."
+        ),
+    )
+    p.add_argument(
+        "--source", required=True, help="sqlite:///x.db, postgresql://user@host:port/db, csv:///x.csv, ..."
+    )
+    what = p.add_mutually_exclusive_group(required=True)
+    what.add_argument("--table", help="table to export (schema.table allowed)")
+    what.add_argument("--query", help="SQL query to export")
+    p.add_argument(
+        "--to", required=True, help="output directory, or spool:///DIR/STREAM, rabbitmq://..., kafka://..."
+    )
+    p.add_argument(
+        "--mode", choices=("batch", "stream"), help="default: batch for a directory, stream for a broker"
+    )
+    p.add_argument(
+        "--part-bytes", type=int, default=1_900_000, help="part budget in encoded bytes (default 1900000)"
+    )
+    p.add_argument("--compress", choices=("zstd", "none"), default="zstd")
+    p.add_argument("--level", type=int, default=1, help="zstd level (default 1)")
+    p.add_argument("--hashes", action="store_true", help="write TDTP v1.4 XXH3 integrity hashes")
+    p.add_argument("--columns", help="comma-separated column list")
+    p.add_argument("--where", help="SQL condition added to the table read")
+    p.add_argument("--name", help="table name written into the parts (default: the source's)")
+    p.add_argument("--export-id", help="export id (MessageID base); generated when absent")
+    p.add_argument("--quiet", action="store_true", help="no progress on stderr")
+
+
+def _add_import(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("import", help="import TDTP parts from files, a directory or a broker into a database")
+    p.add_argument(
+        "--from", dest="sources", required=True, nargs="+", help="directories, part files or one broker URL"
+    )
+    p.add_argument("--target", required=True, help="sqlite:///x.db or postgresql://...")
+    p.add_argument("--table", help="target table (default: the parts' TableName)")
+    p.add_argument("--mode", choices=("replace", "upsert", "append"), default="replace")
+    p.add_argument("--workers", type=int, help="parallel workers (default: CPU count)")
+    start = p.add_mutually_exclusive_group()
+    start.add_argument("--from-seq", type=int, help="replay from this sequence number (inclusive)")
+    start.add_argument("--after-seq", type=int, help="replay after this sequence number")
+    start.add_argument("--online", action="store_true", help="only parts published from now on")
+    p.add_argument("--follow", action="store_true", help="keep importing live parts until interrupted")
+    p.add_argument("--timeout", type=float, help="with --follow: stop after this many idle seconds")
+    p.add_argument("--quiet", action="store_true")
+
+
+def _add_inspect(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "inspect", help="print one JSON line per part file: header, schema, rows, compression, hashes"
+    )
+    p.add_argument("files", nargs="+")
+
+
+def _add_tail(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("tail", help="print part headers from a broker as they arrive")
+    p.add_argument("url")
+    start = p.add_mutually_exclusive_group()
+    start.add_argument("--from-seq", type=int, help="start with history from this sequence number")
+    start.add_argument("--after-seq", type=int)
+    p.add_argument("--timeout", type=float, help="stop after this many idle seconds")
+    p.add_argument("--no-follow", action="store_true", help="stop once caught up")
+
+
+def _add_status(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("status", help="import progress of one export in a target database")
+    p.add_argument("export_id")
+    p.add_argument("--target", required=True)
+
+
+def _add_replay(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("replay", help="retry dead-lettered parts kept in a target database")
+    p.add_argument("--target", required=True)
+    p.add_argument("--export-id", help="only this export's dead letters")
+    p.add_argument("--workers", type=int)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="tdtp",
+        description="Stream tables as TDTP parts through files or brokers and import them in parallel.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    for add in (_add_export, _add_import, _add_inspect, _add_tail, _add_status, _add_replay):
+        add(sub)
+    return parser
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from tdtp.exporter import export_to_dir, export_to_log
+    from tdtp.metrics import Progress
+    from tdtp.parts import PartOptions
+    from tdtp.sources import open_source
+
+    to_broker = is_broker_url(args.to)
+    mode = args.mode or ("stream" if to_broker else "batch")
+    if to_broker and mode == "batch":
+        raise TdtpError("batch mode needs a directory: a broker export is a stream", where="--mode")
+    options = PartOptions(
+        part_bytes=args.part_bytes,
+        compress="" if args.compress == "none" else args.compress,
+        level=args.level,
+        hashes=args.hashes,
+        batch=mode == "batch",
+    )
+    columns = [c.strip() for c in args.columns.split(",")] if args.columns else None
+    progress = Progress("export", quiet=args.quiet)
+    with open_source(
+        args.source, table=args.table, query=args.query, columns=columns, where=args.where
+    ) as source:
+        if to_broker:
+            from tdtp.brokers import open_broker
+
+            with open_broker(args.to) as log:
+                stats = export_to_log(
+                    source, log, options=options, export_id=args.export_id, table=args.name, progress=progress
+                )
+        else:
+            stats = export_to_dir(
+                source,
+                args.to,
+                options=options,
+                export_id=args.export_id,
+                base_name=f"{args.name}.tdtp.xml" if args.name else None,
+                progress=progress,
+            )
+    print(json.dumps(stats.as_dict(), default=str))
+    return EXIT_OK
+
+
+def cmd_import(args: argparse.Namespace) -> int:
+    from tdtp.importer import ImportOptions, ParallelImporter
+
+    options = ImportOptions(mode=args.mode, table=args.table)
+    if args.workers:
+        options.workers = args.workers
+    importer = ParallelImporter(args.target, options)
+    brokers = [s for s in args.sources if is_broker_url(s)]
+    if brokers:
+        if len(args.sources) != 1:
+            raise TdtpError("give one broker URL, or only files and directories", where="--from")
+        from tdtp.brokers import open_broker
+
+        with open_broker(brokers[0]) as log:
+            try:
+                stats = importer.import_log(
+                    log,
+                    from_seq=args.from_seq,
+                    after_seq=args.after_seq,
+                    online=args.online,
+                    follow=args.follow,
+                    timeout=args.timeout,
+                )
+            except KeyboardInterrupt:
+                print("interrupted: stopped cleanly; rerun to continue", file=sys.stderr)
+                return EXIT_FAILED
+    else:
+        if args.follow or args.online or args.from_seq is not None or args.after_seq is not None:
+            raise TdtpError("--follow/--online/--from-seq/--after-seq need a broker URL", where="--from")
+        stats = importer.import_files([Path(s) for s in args.sources])
+    if not args.quiet:
+        print(stats.summary_line(), file=sys.stderr)
+    print(json.dumps(stats.as_dict(), default=str))
+    return EXIT_FAILED if stats.dead_letters else EXIT_OK
+
+
+def inspect_file(path: Path) -> dict[str, object]:
+    """Header, schema, row count, compression and hash status of one part file."""
+    from tdtp.codec import decode_packet
+    from tdtp.packet import Summary, is_summary_body
+
+    data = path.read_bytes()
+    if is_summary_body(data):
+        return {"file": str(path), "kind": "summary", **json.loads(Summary.from_json(data).to_json())}
+    packet = decode_packet(data, where=str(path))
+    h = packet.header
+    return {
+        "file": str(path),
+        "kind": "data",
+        "version": packet.version,
+        "type": h.type,
+        "table": h.table_name,
+        "message_id": h.message_id,
+        "export_id": h.batch_id,
+        "part": h.part_number,
+        "total_parts": h.total_parts,
+        "records_in_part": h.records_in_part,
+        "timestamp": h.timestamp,
+        "rows": len(packet.rows),
+        "compression": packet.compression or "none",
+        "compact": packet.compact,
+        "hashes": packet.hash_status,
+        "bytes": len(data),
+        "schema": [
+            {
+                k: v
+                for k, v in (("name", f.name), ("type", f.type), ("key", f.key), ("subtype", f.subtype))
+                if v
+            }
+            for f in packet.schema.fields
+        ],
+    }
+
+
+def cmd_inspect(args: argparse.Namespace) -> int:
+    failed = 0
+    for name in args.files:
+        try:
+            print(json.dumps(inspect_file(Path(name)), default=str), flush=True)
+        except TdtpError as err:
+            print(f"tdtp inspect: {err}", file=sys.stderr)
+            failed += 1
+        except OSError as err:
+            print(f"tdtp inspect: {name}: {err.strerror}", file=sys.stderr)
+            failed += 1
+    return EXIT_FAILED if failed else EXIT_OK
+
+
+def cmd_tail(args: argparse.Namespace) -> int:
+    from tdtp.brokers import CaughtUp, open_broker
+
+    online = args.from_seq is None and args.after_seq is None
+    with open_broker(args.url) as log:
+        try:
+            for item in log.read(
+                from_seq=args.from_seq,
+                after_seq=args.after_seq,
+                online=online,
+                follow=not args.no_follow,
+                timeout=args.timeout,
+            ):
+                if isinstance(item, CaughtUp):
+                    print(json.dumps({"caught_up": item.seq}), flush=True)
+                    continue
+                print(json.dumps({"seq": item.seq, "bytes": len(item.body), **item.headers}), flush=True)
+        except KeyboardInterrupt:
+            pass
+    return EXIT_OK
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from tdtp.importer import export_status
+
+    status = export_status(args.target, args.export_id)
+    print(json.dumps(status.as_dict(), default=str))
+    return EXIT_OK
+
+
+def cmd_replay(args: argparse.Namespace) -> int:
+    from tdtp.importer import ImportOptions, ParallelImporter
+
+    options = ImportOptions()
+    if args.workers:
+        options.workers = args.workers
+    stats = ParallelImporter(args.target, options).replay_dead_letters(args.export_id)
+    print(json.dumps(stats.as_dict(), default=str))
+    return EXIT_FAILED if stats.dead_letters else EXIT_OK
+
+
+COMMANDS = {
+    "export": cmd_export,
+    "import": cmd_import,
+    "inspect": cmd_inspect,
+    "tail": cmd_tail,
+    "status": cmd_status,
+    "replay": cmd_replay,
+}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return COMMANDS[args.command](args)
+    except TdtpError as err:
+        print(f"tdtp {args.command}: {err}", file=sys.stderr)
+        return EXIT_FAILED
+    except BrokenPipeError:
+        return EXIT_OK
+    except OSError as err:
+        where = f"{err.filename}: " if err.filename else ""
+        print(f"tdtp {args.command}: {where}{err.strerror or err}", file=sys.stderr)
+        return EXIT_FAILED
+    except KeyboardInterrupt:
+        print(f"tdtp {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

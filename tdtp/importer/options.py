@@ -1,0 +1,57 @@
+"""Import settings shared by the CLI, the Dagster import asset and the benchmarks."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+from tdtp.packet import TdtpError
+
+MODES = ("replace", "upsert", "append")
+EXECUTORS = ("process", "thread")
+
+
+@dataclass
+class ImportOptions:
+    """How an import runs.
+
+    ``workers`` defaults to the CPU count because decoding is CPU-bound; on
+    PostgreSQL every worker also has its own connection, so COPY work spreads
+    over server backends too.  ``queue_parts`` (default ``2 * workers``) bounds
+    the parts received but not yet committed, and ``memory_limit_mb`` pauses
+    receiving while the parts in flight would need more than that (their bodies
+    times the expansion measured on finished parts).  ``executor`` is
+    ``"process"`` (default: the GIL would serialize decoding in threads) or
+    ``"thread"`` (cheaper to start; fine for a few small parts).
+    """
+
+    workers: int = os.cpu_count() or 1
+    mode: str = "replace"
+    table: str | None = None
+    retries: int = 3
+    backoff_seconds: float = 0.2
+    queue_parts: int | None = None
+    memory_limit_mb: float = 1024
+    create_table: bool = True
+    executor: str = "process"
+    lock_timeout_seconds: float = 30.0
+    progress: bool = False
+
+    def resolved_queue_parts(self) -> int:
+        return self.queue_parts if self.queue_parts and self.queue_parts > 0 else 2 * self.resolved_workers()
+
+    def resolved_workers(self) -> int:
+        return max(1, int(self.workers or 1))
+
+    def validate(self) -> None:
+        """One clear error for a bad setting, before any connection is opened."""
+        if self.mode not in MODES:
+            raise TdtpError(f"unknown write mode {self.mode!r}; use one of {', '.join(MODES)}", where="mode")
+        if self.executor not in EXECUTORS:
+            raise TdtpError(f"unknown executor {self.executor!r}; use process or thread", where="executor")
+        if self.retries < 0:
+            raise TdtpError("retries must be >= 0", where="retries")
+        if self.backoff_seconds < 0:
+            raise TdtpError("backoff_seconds must be >= 0", where="backoff_seconds")
+        if self.memory_limit_mb <= 0:
+            raise TdtpError("memory_limit_mb must be > 0", where="memory_limit_mb")

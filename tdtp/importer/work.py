@@ -1,0 +1,364 @@
+"""One part, start to finish: verify, decode, stage with its ledger row, retry what is transient.
+
+This is the code that runs in worker processes (or threads).  A job carries the
+raw part bytes, so the receiving process never parses XML: it stays a thin loop
+of receive, dispatch, acknowledge.  On PostgreSQL the worker also writes, with
+its own connection (COPY runs in as many server backends as there are workers).
+SQLite allows one writer, so there workers only decode and the main process
+writes (see :mod:`tdtp.importer.engine`).
+
+Errors that retrying cannot fix (a malformed or corrupted part, a value the
+target refuses, a missing column) fail at once; errors of the moment (lost
+connection, lock timeout, deadlock, a busy SQLite file) are retried with
+exponential backoff before the part is dead-lettered.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import resource
+import signal
+import sqlite3
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from tdtp.codec import decode_packet, decode_values, part_checksum
+from tdtp.importer.staging import StagedExport, in_ledger, stage_export, write_part
+from tdtp.importer.target import Target
+from tdtp.packet import IntegrityError, Schema, TdtpError
+from tdtp.sinks.copy_text import lines_to_copy
+
+IMPORTED = "imported"
+DUPLICATE = "duplicate"
+FAILED = "failed"
+
+
+@dataclass
+class WorkerConfig:
+    """Everything a worker needs, sent once per worker process."""
+
+    target: Target
+    table: str | None
+    mode: str | None  # None: keep each export's recorded mode (replays)
+    retries: int
+    backoff_seconds: float
+    create_table: bool
+    lock_timeout: float
+    write: bool  # False: decode only (SQLite: the main process writes)
+
+
+@dataclass
+class PartJob:
+    """A part to import, as received: bytes plus what the message headers claimed."""
+
+    body: bytes
+    source: str
+    export_hint: str = ""
+    part_hint: int = 0
+    rows_hint: int | None = None
+    partition: str = ""
+    producer: str | None = None  # "foreign" when a message came without our headers
+    resolution: str = "imported"  # what a dead letter of this part is marked when it lands
+    dead_letter_id: int | None = None  # set when the job replays a dead letter
+
+
+@dataclass
+class DecodedPart:
+    export_id: str
+    part_number: int
+    total_parts: int
+    table: str
+    schema: Schema
+    lines: list[str]
+    rows: int
+    checksum: int
+    values: list[tuple] | None = None
+    copy: bytes | None = None  # PostgreSQL: the rows as COPY text, for the publisher
+
+
+@dataclass
+class PartOutcome:
+    """What happened to one job; sent back to the receiving process."""
+
+    status: str
+    source: str
+    export_id: str = ""
+    part_number: int = 0
+    total_parts: int = 0
+    table: str = ""
+    rows: int = 0
+    nbytes: int = 0
+    seconds: float = 0.0
+    attempts: int = 0
+    error: str = ""
+    peak_rss_mb: float = 0.0
+    decoded: DecodedPart | None = field(default=None, repr=False)
+    copy: bytes | None = field(default=None, repr=False)
+
+
+def decode_part(
+    job: PartJob, *, table_override: str | None, want_values: bool, want_copy: bool
+) -> DecodedPart:
+    """Parse and verify a part: hashes (codec), RecordsInPart (codec), and the sender's headers.
+
+    ``want_copy`` also converts the rows to COPY text here, in the worker, so a
+    value the conversion refuses dead-letters this part instead of failing the
+    publish later.
+    """
+    packet = decode_packet(job.body, where=job.source)
+    h = packet.header
+    export_id = h.batch_id
+    where = f"{job.source}: part {h.part_number}" if h.part_number else job.source
+    if job.export_hint and job.export_hint != export_id:
+        raise IntegrityError(
+            f"message header says export {job.export_hint!r}, the part says {export_id!r}", where=where
+        )
+    number = h.part_number or 1  # a lone packet without PartNumber is part 1 of 1
+    total = h.total_parts or (1 if not h.part_number else 0)
+    if job.part_hint and job.part_hint != number:
+        raise IntegrityError(f"message header says part {job.part_hint}, the part says {number}", where=where)
+    if job.rows_hint is not None and job.rows_hint != len(packet.rows):
+        raise IntegrityError(
+            f"message header says {job.rows_hint} rows, the part holds {len(packet.rows)}", where=where
+        )
+    table = table_override or h.table_name
+    if not table:
+        raise TdtpError("the part names no table (TableName) and no target table was given", where=where)
+    values = None
+    if want_values:
+        try:
+            values = decode_values(packet)
+        except TdtpError as exc:
+            raise exc.at(job.source) from None
+    copy = None
+    if want_copy and packet.rows:
+        copy = lines_to_copy(packet.schema, packet.rows, where=f"{job.source}: part {number}").encode()
+    return DecodedPart(
+        export_id=export_id,
+        part_number=number,
+        total_parts=total,
+        table=table,
+        schema=packet.schema,
+        lines=packet.rows,
+        rows=len(packet.rows),
+        checksum=part_checksum(packet.rows) if packet.rows else 0,
+        values=values,
+        copy=copy,
+    )
+
+
+def is_retryable(exc: BaseException) -> bool:
+    """True for failures of the moment; False for what the same bytes would hit again."""
+    if isinstance(exc, TargetUnavailable):
+        return True
+    if isinstance(exc, TdtpError):
+        # Sinks wrap driver errors in TdtpError; a wrapped lock timeout is still transient.
+        cause = exc.__cause__
+        return _is_db_error(cause) and is_retryable(cause)
+    if isinstance(exc, sqlite3.OperationalError):
+        text = str(exc).lower()
+        return "locked" in text or "busy" in text
+    if isinstance(exc, sqlite3.Error):
+        return False
+    try:
+        import psycopg
+    except ImportError:  # pragma: no cover
+        return True
+    if isinstance(exc, psycopg.OperationalError):
+        return True  # connection lost, lock timeout, deadlock, serialization failure, shutdown
+    # Other driver errors (bad value, constraint, undefined column) recur with the same part.
+    return not isinstance(exc, psycopg.Error)
+
+
+def _is_db_error(exc: BaseException | None) -> bool:
+    if exc is None:
+        return False
+    if isinstance(exc, sqlite3.Error):
+        return True
+    try:
+        import psycopg
+    except ImportError:  # pragma: no cover
+        return False
+    return isinstance(exc, psycopg.Error)
+
+
+class TargetUnavailable(TdtpError):
+    """The target could not be reached: worth retrying."""
+
+
+def error_text(exc: BaseException, source: str) -> str:
+    """One line naming where and what, for dead letters and the run's error list."""
+    if isinstance(exc, TdtpError):
+        text = str(exc)
+        return text if source in text else f"{source}: {text}"
+    first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+    return f"{source}: {type(exc).__name__}: {first}"
+
+
+class PartWriter:
+    """Stages decoded parts through one connection; remembers which exports it has prepared."""
+
+    def __init__(self, config: WorkerConfig) -> None:
+        self.config = config
+        self.target = config.target
+        self._conn: Any = None
+        self._staged: dict[str, StagedExport] = {}
+
+    @property
+    def conn(self) -> Any:
+        if self._conn is None:
+            try:
+                self._conn = self.target.connect(lock_timeout=self.config.lock_timeout)
+            except TdtpError as exc:
+                raise TargetUnavailable(exc.message) from exc
+        return self._conn
+
+    def reset(self) -> None:
+        """Drop the connection after an error; the next attempt reconnects."""
+        if self._conn is not None:
+            with contextlib.suppress(Exception):  # already broken: closing is best effort
+                self._conn.close()
+        self._conn = None
+        self._staged.clear()
+
+    def close(self) -> None:
+        self.reset()
+
+    def write(self, part: DecodedPart, job: PartJob) -> str:
+        staged = self._staged.get(part.export_id)
+        if staged is None or staged.table != part.table:
+            staged = stage_export(
+                self.target,
+                self.conn,
+                export_id=part.export_id,
+                table=part.table,
+                schema=part.schema,
+                partition=job.partition,
+                mode=self.config.mode,
+                total_parts=part.total_parts,
+                producer=job.producer,
+                create_table=self.config.create_table,
+            )
+            self._staged[part.export_id] = staged
+        elif [list(p) for p in part.schema.signature()] != staged.signature:
+            raise IntegrityError(
+                "fields differ from the export's first part", where=f"{job.source}: part {part.part_number}"
+            )
+        if staged.closed:
+            if in_ledger(self.target, self.conn, part.export_id, part.part_number):
+                return DUPLICATE
+            raise IntegrityError(
+                f"export {part.export_id} is already published without this part",
+                where=f"{job.source}: part {part.part_number}",
+            )
+        done = write_part(
+            self.target,
+            self.conn,
+            staged,
+            part=part.part_number,
+            rows=part.rows,
+            schema=part.schema,
+            body=job.body,
+            values=part.values,
+            checksum=part.checksum,
+            partition=job.partition,
+            resolution=job.resolution,
+        )
+        return IMPORTED if done else DUPLICATE
+
+
+def write_with_retries(
+    writer: PartWriter, part: DecodedPart, job: PartJob, outcome: PartOutcome, *, retries: int, backoff: float
+) -> PartOutcome:
+    """Write a decoded part, retrying transient failures with exponential backoff."""
+    delay = backoff
+    while True:
+        outcome.attempts += 1
+        try:
+            outcome.status = writer.write(part, job)
+            outcome.error = ""
+            return outcome
+        except Exception as exc:  # noqa: BLE001 - classified below; nothing escapes a worker
+            writer.reset()
+            outcome.status = FAILED
+            outcome.error = error_text(exc, f"{job.source}: part {part.part_number} of {part.export_id}")
+            if not is_retryable(exc) or outcome.attempts > retries:
+                return outcome
+            time.sleep(delay)
+            delay = min(delay * 2, 30.0)
+
+
+def run_job(job: PartJob, config: WorkerConfig, writer: PartWriter | None) -> PartOutcome:
+    """Decode (no retry: the bytes will not change) then write (with retries) one part."""
+    started = time.perf_counter()
+    outcome = PartOutcome(status=FAILED, source=job.source, nbytes=len(job.body))
+    try:
+        part = decode_part(
+            job,
+            table_override=config.table,
+            want_values=not config.target.is_pg,
+            want_copy=config.target.is_pg,
+        )
+    except Exception as exc:  # noqa: BLE001 - a bad part must not take the worker down
+        outcome.attempts = 1
+        outcome.error = error_text(exc, job.source)
+        outcome.export_id = job.export_hint
+        outcome.part_number = job.part_hint
+        outcome.seconds = time.perf_counter() - started
+        return outcome
+    outcome.export_id = part.export_id
+    outcome.part_number = part.part_number
+    outcome.total_parts = part.total_parts
+    outcome.table = part.table
+    outcome.rows = part.rows
+    part.lines = []  # not needed any more: values (SQLite) or COPY text (PostgreSQL) carry the rows
+    if config.write and writer is not None:
+        write_with_retries(writer, part, job, outcome, retries=config.retries, backoff=config.backoff_seconds)
+        if outcome.status == IMPORTED:
+            outcome.copy = part.copy
+    else:
+        outcome.status = IMPORTED
+        outcome.decoded = part
+    outcome.seconds = time.perf_counter() - started
+    return outcome
+
+
+# ---------------------------------------------------------------- per-worker state
+
+_local = threading.local()
+
+
+def init_worker(config: WorkerConfig, in_process: bool) -> None:
+    """Pool initializer: one writer (one connection) per worker process or thread."""
+    if in_process:
+        _die_with_parent()
+    _local.config = config
+    _local.writer = PartWriter(config) if config.write else None
+
+
+def work(job: PartJob) -> PartOutcome:
+    """Entry point the pool calls for each job."""
+    outcome = run_job(job, _local.config, _local.writer)
+    outcome.peak_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return outcome
+
+
+def _die_with_parent() -> None:
+    """Linux: a worker gets SIGKILL when the importer dies, so no orphan keeps a transaction open.
+
+    An orphan's transaction would only roll back (the ledger keeps imports
+    exactly-once either way), but it would hold a connection and locks meanwhile.
+    """
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        pr_set_pdeathsig = 1
+        libc.prctl(pr_set_pdeathsig, signal.SIGKILL)
+        if os.getppid() == 1:  # the parent died before prctl took effect
+            os._exit(1)
+    except (OSError, AttributeError):  # not Linux: orphans end when their pipe closes
+        pass
