@@ -52,7 +52,7 @@ def ensure_table(pg: str, rows: int) -> None:
                    g % 2 = 0 AS flag,
                    g * 0.25::float8 AS score,
                    CASE WHEN g % 10 = 0 THEN NULL ELSE 'item ' || (g % 97) END AS label
-            FROM generate_series(1, %s) AS g""".replace("%s", str(int(rows)))
+            FROM generate_series(1::bigint, %s) AS g""".replace("%s", str(int(rows)))
         )
         conn.execute(f"ALTER TABLE {name} ADD PRIMARY KEY (id)")
         conn.execute(f"VACUUM ANALYZE {name}")
@@ -103,7 +103,7 @@ def child(mode: str, pg: str, rows: int, compress: str) -> dict[str, object]:
             "rows": stats.rows,
             "seconds": seconds,
             "bytes": stats.bytes,
-            "raw_chars": stats.raw_chars,
+            "raw_bytes": stats.raw_bytes,
             "parts": stats.parts,
             "first_part": first,
             "peak_rss_mb": peak_rss_mb(),

@@ -185,12 +185,19 @@ def _rows_bytes(packet: Packet, where: str) -> bytes:
         data = text.encode("utf-8")
     except UnicodeEncodeError as exc:
         raise _illegal_row_error(packet, where, text.count("\n", 0, exc.start)) from exc
+    _check_row_bytes(data, packet, where)
+    return data
+
+
+def _check_row_bytes(data: bytes, packet: Packet, where: str) -> None:
+    """Raise RowError for the first row holding a byte sequence XML 1.0 cannot carry."""
     if len(data.translate(None, _ILLEGAL_BYTES)) != len(data) or any(n in data for n in _NONCHARS):
         pos = data.translate(_MARK_ILLEGAL).find(b"\x00")
         if pos < 0:
             pos = min(p for p in (data.find(n) for n in _NONCHARS) if p >= 0)
+        if not packet.rows:  # row data given as bytes: build the row lines only to name the row
+            packet = Packet(packet.header, packet.schema, data.decode("utf-8", "replace").split("\n"))
         raise _illegal_row_error(packet, where, data.count(b"\n", 0, pos))
-    return data
 
 
 def _illegal_row_error(packet: Packet, where: str, line_index: int) -> RowError:
@@ -231,6 +238,15 @@ def _xml_escape_rows(data: bytes) -> bytes:
     return data
 
 
+def _compressor(level: int) -> zstandard.ZstdCompressor:
+    """One compressor per thread and level: creating a context per part costs more than small parts."""
+    cache = _tls.__dict__.setdefault("compressors", {})
+    comp = cache.get(level)
+    if comp is None:
+        comp = cache[level] = zstandard.ZstdCompressor(level=level)
+    return comp
+
+
 def _choose_version(packet: Packet, hashes: bool) -> str:
     """The version this packet honestly declares: 1.4 means hashes (Go rejects 1.4 without)."""
     if hashes:
@@ -252,16 +268,35 @@ def encode_packet(packet: Packet, *, compress: str = "", level: int = 1, hashes:
     dictionary) writes v1.4 xxh3 attributes.  Rows with characters XML cannot
     carry raise RowError naming the part, row and field.
     """
+    part_where = f"part {packet.header.part_number}: " if packet.header.part_number else ""
+    nrows = len(packet.rows)
+    data = _rows_bytes(packet, part_where) if nrows else b""
+    return _encode(packet, data, nrows, compress=compress, level=level, hashes=hashes)
+
+
+def encode_row_data(
+    packet: Packet, data: bytes, nrows: int, *, compress: str = "", level: int = 1, hashes: bool = False
+) -> bytes:
+    """Serialize a packet whose rows are given as bytes: row lines joined by LF, UTF-8.
+
+    The fast export path: rows read from PostgreSQL's COPY are already TDTP row
+    text, so they go from the socket into the part without becoming Python strings.
+    ``packet.rows`` is ignored (leave it empty).  Row lines must not hold raw LFs.
+    """
+    part_where = f"part {packet.header.part_number}: " if packet.header.part_number else ""
+    if nrows:
+        _check_row_bytes(data, packet, part_where)
+    return _encode(packet, data, nrows, compress=compress, level=level, hashes=hashes)
+
+
+def _encode(packet: Packet, data: bytes, nrows: int, *, compress: str, level: int, hashes: bool) -> bytes:
     if compress not in ("", "zstd"):
         raise PacketFormatError(f"unsupported compression {compress!r} (use '' or 'zstd')")
     h = packet.header
     schema = packet.schema
     _check_schema_text(schema)
     hashes = hashes or bool(schema.dictionary)
-    part_where = f"part {h.part_number}: " if h.part_number else ""
     rows = packet.rows
-    nrows = len(rows)
-    data = _rows_bytes(packet, part_where) if nrows else b""
 
     fields_xml = [_field_xml(f, f.type, f.specials if f.specials.any() else None) for f in schema.fields]
     schema_plain = _schema_xml(fields_xml, schema.dictionary)
@@ -292,13 +327,13 @@ def encode_packet(packet: Packet, *, compress: str = "", level: int = 1, hashes:
     if not nrows:
         return b"".join([head, f"<Data{data_hash_attr}></Data>".encode(), tail])
     if compress == "zstd":
-        frame = zstandard.ZstdCompressor(level=level).compress(data)
+        frame = _compressor(level).compress(data)
         b64 = base64.b64encode(frame)
         checksum = xxhash.xxh3_64_hexdigest(b64)
         open_tag = f'<Data compression="zstd" checksum="{checksum}"{data_hash_attr}><R>'.encode()
         return b"".join([head, open_tag, b64, b"</R></Data>", tail])
     body = _xml_escape_rows(data)
-    if body.count(b"\n") == nrows - 1:
+    if not rows or body.count(b"\n") == nrows - 1:
         body = body.replace(b"\n", b"</R><R>")
     else:  # some row line holds a raw LF (legal: readers keep it): join row by row
         body = b"</R><R>".join(_xml_escape_rows(r.encode("utf-8")) for r in rows)

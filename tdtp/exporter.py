@@ -23,6 +23,8 @@ class LineSource(Protocol):
 
     def lines(self) -> Iterator[str]: ...
 
+    def blocks(self) -> Iterator[bytes]: ...
+
 
 class PartSink(Protocol):
     def publish(self, body: bytes, headers: dict[str, str]) -> int: ...
@@ -60,7 +62,7 @@ def _run(
     stats = TransferStats(table=table or source.name, partition=partition)
     for item in build_parts(
         source.schema,
-        source.lines(),
+        blocks=source.blocks(),
         table=stats.table,
         export_id=export_id,
         options=options,
@@ -78,7 +80,7 @@ def _run(
         stats.rows += item.rows
         stats.parts += 1
         stats.bytes += len(item.body)
-        stats.raw_chars += item.raw_chars
+        stats.raw_bytes += item.raw_bytes
         if progress:
             progress.update(stats.rows, stats.parts)
     stats.seconds = time.perf_counter() - started

@@ -29,7 +29,7 @@ class TransferStats:
     rows: int = 0
     parts: int = 0
     bytes: int = 0
-    raw_chars: int = 0
+    raw_bytes: int = 0
     seconds: float = 0.0
     first_part_seconds: float | None = None
     peak_rss_mb: float = 0.0

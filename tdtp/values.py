@@ -19,7 +19,7 @@ import json
 import math
 import re
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import replace
 from datetime import UTC, date, datetime, time, timedelta, timezone
 from decimal import Decimal, InvalidOperation
@@ -550,3 +550,27 @@ def schema_for_export(schema: Schema) -> Schema:
             )
         fields.append(f.with_specials(sv))
     return Schema(tuple(fields), schema.dictionary)
+
+
+LINES_PER_BLOCK_BYTES = 64 * 1024
+
+
+def lines_to_blocks(lines: Iterable[str]) -> Iterator[bytes]:
+    """Group row lines into UTF-8 blocks of whole lines, each line ending in LF.
+
+    Blocks are what the part builder consumes (see ``tdtp.parts``); sources that
+    produce row lines one at a time are adapted here, in ~64 KiB steps so the
+    first part is not held back.
+    """
+    group: list[str] = []
+    size = 0
+    for line in lines:
+        group.append(line)
+        size += len(line) + 1
+        if size >= LINES_PER_BLOCK_BYTES:
+            group.append("")
+            yield "\n".join(group).encode("utf-8")
+            group, size = [], 0
+    if group:
+        group.append("")
+        yield "\n".join(group).encode("utf-8")

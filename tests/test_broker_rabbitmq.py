@@ -88,6 +88,24 @@ def test_unacked_message_is_redelivered_to_the_next_reader(queue_url: str, queue
         assert log.high_watermark() == 0
 
 
+@pytest.mark.parametrize("queue_type", ["quorum", "classic"])
+def test_parts_can_be_acked_after_the_read_ended(queue_url: str, queue_type: str) -> None:
+    """An importer may collect a batch, commit it, and ack afterwards: the acks still count."""
+    url = f"{queue_url}?queue_type={queue_type}"
+    with open_broker(url) as log:
+        for i in range(4):
+            log.publish(part(i), {"part": str(i)})
+        batch = messages(log)  # the read is over here
+        assert [m.headers["part"] for m in batch] == ["0", "1", "2", "3"]
+        acker = threading.Thread(target=lambda: [log.ack(m) for m in batch[:3]])  # e.g. a worker thread
+        acker.start()
+        acker.join()
+    with open_broker(url) as log:
+        left = messages(log)
+        assert [m.headers["part"] for m in left] == ["3"]  # the one never acked came back
+        log.ack(left[0])
+
+
 def test_go_producer_bare_xml_is_read_as_a_part(queue_url: str, unique_name: str) -> None:
     conn = pika.BlockingConnection(amqp_params())
     try:

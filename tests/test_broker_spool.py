@@ -127,12 +127,14 @@ def test_a_torn_last_record_is_never_returned_and_is_cut_by_the_next_writer(tmp_
     record = prefix + struct.pack("<I", _crc(prefix, b"", body)) + body
     with open(segment, "ab") as f:  # what a writer killed mid-append leaves: the start of record 3
         f.write(record[:1500])
-    reader = spool(tmp_path)
+    reader = spool(tmp_path, create=False)  # a reader repairs nothing, and returns nothing torn
     assert reader.high_watermark() == 3
     events = read_all(reader)
     assert [m.body for m in messages(events)] == [body_for(i) for i in range(3)]
     assert isinstance(events[-1], CaughtUp) and events[-1].seq == 3
-    writer = spool(tmp_path)
+    assert segment.stat().st_size == clean_size + 1500
+    writer = spool(tmp_path)  # opening to write cuts the debris
+    assert segment.stat().st_size == clean_size
     assert writer.publish(body_for(3)) == 3
     assert segment.stat().st_size == clean_size + REC_HEADER.size + len(body_for(3))  # debris gone
     assert [m.body for m in messages(read_all(writer))] == [body_for(i) for i in range(4)]
@@ -190,7 +192,7 @@ def test_sigkill_mid_append_loses_no_confirmed_record_and_returns_nothing_torn(t
     segment = tmp_path / segment_files(tmp_path)[0]
     killed_size = segment.stat().st_size
 
-    reader = spool(tmp_path)  # before any writer repairs anything
+    reader = spool(tmp_path, create=False)  # before any writer repairs anything
     got = messages(read_all(reader))
     assert [m.seq for m in got][: len(confirmed)] == confirmed
     assert all(m.body == big_body(m.seq) and m.headers == {"i": str(m.seq)} for m in got)

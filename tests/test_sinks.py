@@ -35,7 +35,7 @@ from tdtp.packet import (
     SchemaError,
     SpecialValues,
 )
-from tdtp.parts import resolve_nulls
+from tdtp.parts import resolve_null_lines
 from tdtp.sinks import Sink, open_sink
 from tdtp.sinks.copy_text import lines_to_copy
 from tdtp.sinks.ddl import create_table_sql, qualified, quote_ident
@@ -124,7 +124,7 @@ def test_pg_to_pg_round_trip_is_exact(
     pg_url: str, pg_conn: psycopg.Connection, pg_schema: str, every_type: str, fast: bool
 ) -> None:
     with open_source(pg_url, table=every_type, fast=fast) as src:
-        lines, schema = resolve_nulls(list(src.lines()), src.schema)
+        lines, schema = resolve_null_lines(list(src.lines()), src.schema)
     target = f"{pg_schema}.landed"
     with open_sink(pg_url) as sink:
         assert isinstance(sink, Sink)
@@ -330,7 +330,7 @@ def test_sqlite_hostile_identifiers_round_trip(tmp_path: Path) -> None:
 def test_sqlite_to_sqlite_round_trip_keeps_types_and_values(tmp_path: Path) -> None:
     src_url = _sqlite_db(tmp_path / "src.db")
     with open_source(src_url, table="items") as src:
-        lines, schema = resolve_nulls(list(src.lines()), src.schema)
+        lines, schema = resolve_null_lines(list(src.lines()), src.schema)
         src_rows = list(src.rows())
     dst_url = f"sqlite:///{tmp_path / 'out' / 'dst.db'}"
     with open_sink(dst_url) as sink:
@@ -346,7 +346,7 @@ def test_sqlite_to_sqlite_round_trip_keeps_types_and_values(tmp_path: Path) -> N
 
 def test_pg_to_sqlite_values(pg_url: str, every_type: str, tmp_path: Path) -> None:
     with open_source(pg_url, table=every_type) as src:
-        lines, schema = resolve_nulls(list(src.lines()), src.schema)
+        lines, schema = resolve_null_lines(list(src.lines()), src.schema)
     want = {r[0]: r for r in map(RowDecoder(schema).decode, lines)}
     url = f"sqlite:///{tmp_path / 'wh.db'}"
     with open_sink(url) as sink:
@@ -424,7 +424,7 @@ FILE_ROWS = [
 
 def _file_lines() -> tuple[list[str], Schema]:
     enc = RowEncoder(FILE_SCHEMA)
-    return resolve_nulls([enc.encode(r) for r in FILE_ROWS], FILE_SCHEMA)
+    return resolve_null_lines([enc.encode(r) for r in FILE_ROWS], FILE_SCHEMA)
 
 
 def test_csv_sink_then_csv_source(tmp_path: Path) -> None:

@@ -33,7 +33,7 @@ from tdtp.packet import (
     SchemaError,
     TdtpError,
 )
-from tdtp.parts import resolve_nulls
+from tdtp.parts import resolve_null_lines
 from tdtp.sources import PartitionFilter, Source, SourceError, open_source
 from tdtp.sources.files import SAMPLE_ROWS
 from tdtp.urls import parse_url, redact
@@ -159,7 +159,7 @@ def test_pg_fast_and_cursor_paths_give_identical_lines(pg_url: str, every_type: 
 def test_pg_lines_decode_to_the_stored_values(pg_url: str, every_type: str) -> None:
     with open_source(pg_url, table=every_type) as src:
         # As the part builder does: the NULL sentinel becomes a marker no value equals.
-        lines, schema = resolve_nulls(list(src.lines()), src.schema)
+        lines, schema = resolve_null_lines(list(src.lines()), src.schema)
     assert schema.fields[0].specials.null not in ("[NULL]", None)  # "[NULL]" is a value here
     decoder = RowDecoder(schema)
     by_id = {row[0]: row for row in map(decoder.decode, lines)}

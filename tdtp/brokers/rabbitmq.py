@@ -24,10 +24,13 @@ What a seq is:
 - **quorum / classic**: a queue has no offsets and no replay.  seq is a counter of
   this :class:`RabbitLog` object (deliveries for readers, confirms for
   publishers); ``from_seq``/``after_seq``/``online`` are refused.  Messages stay in
-  the queue until :meth:`RabbitLog.ack` (call it after the import committed);
-  unacked ones go back to the queue when the reader stops and are delivered to
-  the next reader.  ``high_watermark()`` = messages delivered in this session +
-  messages ready in the queue (passive declare).  Bodies are the bare XML
+  the queue until :meth:`RabbitLog.ack` (call it after the import committed, from
+  any thread, during or after the read); unacked ones go back to the queue when
+  the RabbitLog is closed (or its connection dies) and are delivered to the next
+  reader.  A sensor should read ``high_watermark()`` as "messages delivered in
+  this session + messages ready in the queue" (passive declare): it does not
+  count what other consumers took.  CaughtUp comes after the backlog that was
+  ready when the read started.  Bodies are the bare XML
   with ``content_type application/xml``, default exchange, routing key = queue,
   durable queue declared with Go's flags, so Go TDTP producers and consumers
   interoperate; our headers are extra and optional.
@@ -40,8 +43,18 @@ That costs one chunk of bodies (usually one part, since parts are published with
 confirms) and about ``hw_probe_quiet`` (0.1 s); an empty stream costs
 ``hw_probe_wait`` (1 s) because "nothing delivered" is the only sign of emptiness.
 
+Online reads of a stream start at the probed high watermark (an integer offset)
+rather than ``"next"``: the CaughtUp marker then names exactly the first live seq,
+and nothing published between the probe and the consumer's start is skipped.
+
+Reconnects: publish and read reopen a lost connection with backoff until
+``reconnect_timeout`` (a broker restart takes a few seconds); a stream reader
+resumes at the next offset, a publisher re-sends every unconfirmed message
+(at-least-once: a duplicate may land, the importer's ledger skips it).  A broker
+that cannot be reached at open gives a BrokerError after ``connect_timeout``.
+
 Dead letters go to the queue ``STREAM.dead`` (same queue type) with the reason in
-the ``x-tdtp-reason`` header.
+the ``x-tdtp-reason`` header (plus ``x-tdtp-seq`` and the original headers).
 """
 
 from __future__ import annotations

@@ -151,6 +151,8 @@ class SpoolLog(PartLog):
                 os.makedirs(self.directory, exist_ok=True)
             except OSError as exc:
                 raise self.error(f"cannot create spool directory: {exc}") from exc
+            if self._segments() and os.access(self.directory, os.W_OK):
+                self._repair()
         elif not self._segments():
             raise self.error("stream does not exist (no segments; open with create=True to start one)")
 
@@ -455,6 +457,20 @@ class SpoolLog(PartLog):
             os.fsync(f.fileno())
         os.replace(tmp, self._idx_path(first))
         return len(entries)
+
+    def _repair(self) -> None:
+        """On open: cut a torn tail a killed writer left, complete indexes, apply retention.
+
+        Done under the writer lock, so nobody is mid-append and anything after the
+        last whole record really is debris.  Read-only users skip it (and still never
+        see a torn record).
+        """
+        with self._wlock:
+            lock_fd = self._lock()
+            try:
+                self._sync_writer()
+            finally:
+                fcntl.flock(lock_fd, fcntl.LOCK_UN)
 
     def rebuild_index(self) -> int:
         """Rebuild every segment's index from the segment itself; return the records indexed.

@@ -16,6 +16,8 @@ ledger) and again checked when the log is caught up and when the run ends.
 from __future__ import annotations
 
 import multiprocessing
+import queue
+import threading
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import (
@@ -105,6 +107,30 @@ class _Flight:
     item: Incoming
     nbytes: int
     started: float
+
+
+def _receive_into(
+    items: Iterable[Incoming | CaughtUp],
+    events: queue.Queue,
+    room: threading.Semaphore,
+    stop: threading.Event,
+) -> None:
+    """The receiving thread: items into ``events`` in order, at most ``room`` ahead of dispatch."""
+    try:
+        for item in items:
+            if isinstance(item, CaughtUp):
+                events.put(("caught_up", item))
+                continue
+            while not room.acquire(timeout=0.2):
+                if stop.is_set():
+                    return
+            if stop.is_set():
+                return
+            events.put(("item", item))
+    except BaseException as exc:  # noqa: BLE001 - handed to the dispatching thread, which raises it
+        events.put(("error", exc))
+    finally:
+        events.put(("end", None))
 
 
 class ParallelImporter:
@@ -240,21 +266,45 @@ class _Run:
 
     # --------------------------------------------------------------------- run
     def run(self, items: Iterable[Incoming | CaughtUp], *, files: bool) -> ImportStats:
+        """Receive on a thread of its own; dispatch, collect and finalize on this one.
+
+        Receiving runs ahead by at most ``queue_parts`` items, so a broker reader
+        waiting for the next message never delays acknowledging or publishing
+        what the workers have finished.
+        """
         self.files = files
         self.started = time.perf_counter()
         pool = self._pool()
+        self.events: queue.Queue[tuple[str, Any]] = queue.Queue()
+        room = threading.Semaphore(self.opts.resolved_queue_parts())
+        stop = threading.Event()
+        receiver = threading.Thread(
+            target=_receive_into, args=(items, self.events, room, stop), name="tdtp-receive", daemon=True
+        )
+        receiver.start()
         try:
-            for item in items:
-                if isinstance(item, CaughtUp):
-                    self.stats.last_seq = item.seq - 1 if item.seq else self.stats.last_seq
+            while True:
+                kind, payload = self.events.get()
+                if kind == "item":
+                    room.release()
+                    self._receive(pool, payload)
+                elif kind == "caught_up":
+                    self.stats.last_seq = payload.seq - 1 if payload.seq else self.stats.last_seq
                     self._drain(pool)
                     self._settle()
-                    continue
-                self._receive(pool, item)
+                elif kind == "error":
+                    raise payload
+                elif kind == "end":
+                    break
                 self._collect(block=False)
             self._drain(pool)
             self._settle()
         finally:
+            stop.set()
+            receiver.join(1.0)
+            if receiver.is_alive() and self.log is not None:
+                self.log.close()  # a broker reader blocked waiting for messages: stop it
+                receiver.join()
             for live in self.publishers.values():
                 live.abort()  # incomplete exports: their staged parts wait for the next run
             self.publishers.clear()
@@ -317,6 +367,7 @@ class _Run:
             raise TdtpError(
                 "an import worker process died; rerun to continue (the ledger skips what is in)"
             ) from exc
+        future.add_done_callback(lambda _f: self.events.put(("wake", None)))
         self.inflight[future] = _Flight(item, len(item.body), time.perf_counter())
         self.inflight_bytes += len(item.body)
         self.stats.max_in_flight = max(self.stats.max_in_flight, len(self.inflight))

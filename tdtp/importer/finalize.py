@@ -291,16 +291,45 @@ def _published(target: Target, conn: Any, rec: ExportRecord, moved: int, partial
 
 
 def finalize_export(
-    target: Target, conn: Any, export_id: str, *, allow_partial: bool = False
+    target: Target,
+    conn: Any,
+    export_id: str,
+    *,
+    allow_partial: bool = False,
+    retries: int = 3,
+    backoff_seconds: float = 0.2,
 ) -> FinalizeResult:
     """Publish ``export_id`` if it is ready; otherwise say exactly what it is waiting for.
 
     ``allow_partial``: an export with no summary and no TotalParts in upsert/append
-    mode publishes what is staged so far (see the module docstring).
+    mode publishes what is staged so far (see the module docstring).  A failure
+    of the moment (lock timeout, lost connection) is retried with backoff.
     """
+    started = time.perf_counter()
+    delay = backoff_seconds
+    for attempt in range(retries + 1):
+        try:
+            result = _finalize_once(target, conn, export_id, allow_partial)
+            break
+        except Exception as exc:
+            if attempt >= retries or not _is_transient(exc):
+                result = _error(target, conn, export_id, exc)
+                break
+            time.sleep(delay)
+            delay *= 2
+    result.seconds = time.perf_counter() - started
+    return result
+
+
+def _is_transient(exc: BaseException) -> bool:
+    from tdtp.importer.work import is_retryable
+
+    return _is_db_error(exc) and is_retryable(exc)
+
+
+def _finalize_once(target: Target, conn: Any, export_id: str, allow_partial: bool) -> FinalizeResult:
     from tdtp.importer.publish import PgPublish, PublishError
 
-    started = time.perf_counter()
     try:
         with target.transaction(conn):
             if not try_publish_lock(target, conn, export_id):
@@ -322,9 +351,6 @@ def finalize_export(
                     result = _published(target, conn, verdict.rec, moved, verdict.partial)
     except PublishError as exc:
         result = dead_letter_staged(target, conn, export_id, exc)
-    except Exception as exc:
-        result = _error(target, conn, export_id, exc)
-    result.seconds = time.perf_counter() - started
     return result
 
 

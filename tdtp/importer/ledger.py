@@ -100,8 +100,28 @@ def _ddl(target: Target) -> list[str]:
     return statements
 
 
+def bookkeeping_exists(target: Target, conn: Any) -> bool:
+    names = [LEDGER, EXPORTS, DEAD_LETTERS] + ([STAGE_PARTS] if target.is_pg else [])
+    if target.is_pg:
+        row = conn.execute(
+            "SELECT bool_and(to_regclass(n) IS NOT NULL) FROM unnest(%s::text[]) AS n",
+            ([target.book(n) for n in names],),
+        ).fetchone()
+        return bool(row[0])
+    found = {
+        r[0]
+        for r in conn.execute(
+            f"SELECT name FROM sqlite_master WHERE type = 'table' AND name IN ({', '.join('?' * len(names))})",
+            names,
+        )
+    }
+    return found == set(names)
+
+
 def ensure_bookkeeping(target: Target, conn: Any) -> None:
     """Create the bookkeeping tables once; safe when several importers start together."""
+    if bookkeeping_exists(target, conn):
+        return  # no DDL (and no DDL locks) on every start
     with target.transaction(conn):
         if target.is_pg:
             conn.execute("SELECT pg_advisory_xact_lock(%s)", (_DDL_LOCK_KEY,))

@@ -10,10 +10,10 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
-from types import TracebackType
 from typing import Any, Literal, Protocol, runtime_checkable
 
 from tdtp.packet import Schema, TdtpError
+from tdtp.values import lines_to_blocks
 
 DEFAULT_BATCH_ROWS = 10_000
 
@@ -82,6 +82,8 @@ class Source(Protocol):
 
     def lines(self) -> Iterator[str]: ...
 
+    def blocks(self) -> Iterator[bytes]: ...
+
     def rows(self) -> Iterator[tuple[Any, ...]]: ...
 
     def close(self) -> None: ...
@@ -99,6 +101,14 @@ class SourceBase:
 
     def close(self) -> None:  # pragma: no cover - overridden
         pass
+
+    def lines(self) -> Iterator[str]:  # pragma: no cover - overridden
+        raise NotImplementedError
+
+    def blocks(self) -> Iterator[bytes]:
+        """Row lines as UTF-8 blocks of whole lines each ending in LF: what the part
+        builder consumes.  PostgreSQL overrides this to hand over COPY's bytes as they are."""
+        return lines_to_blocks(self.lines())
 
     def __enter__(self) -> SourceBase:
         return self

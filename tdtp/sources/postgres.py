@@ -284,7 +284,19 @@ class PostgresSource(SourceBase):
     def rows(self) -> Iterator[tuple[Any, ...]]:
         return self._cursor_rows()
 
+    def blocks(self) -> Iterator[bytes]:
+        if self._fast:
+            return self._copy_blocks()
+        return super().blocks()
+
     def _copy_lines(self) -> Iterator[str]:
+        for block in self._copy_blocks():
+            lines = block.decode("utf-8").split("\n")
+            lines.pop()  # after the final LF
+            yield from lines
+
+    def _copy_blocks(self) -> Iterator[bytes]:
+        """COPY's output as blocks of whole TDTP row lines (each ending in LF), still bytes."""
         stmt = self.copy_sql()
         row_no = 0  # rows emitted so far
         try:
@@ -303,21 +315,22 @@ class PostgresSource(SourceBase):
                     cut = data.rfind(b"\n") + 1
                     carry = data[cut:]
                     if cut:
-                        lines = self._chunk_lines(data[:cut], row_no)
-                        row_no += len(lines)
-                        yield from lines
+                        chunk = self._fix_chunk(data[:cut], row_no)
+                        row_no += chunk.count(b"\n")
+                        yield chunk
                 data = carry + b"".join(pending)
                 if data:
                     if not data.endswith(b"\n"):
                         data += b"\n"
-                    yield from self._chunk_lines(data, row_no)
+                    yield self._fix_chunk(data, row_no)
         except psycopg.Error as exc:
             raise SourceError(f"reading {self._what()} failed: {_pg_message(exc, self._url)}") from exc
         finally:
             self._end_read()
 
-    def _chunk_lines(self, data: bytes, first: int) -> list[str]:
-        """Complete COPY lines (ending in LF) -> TDTP row lines."""
+    def _fix_chunk(self, data: bytes, first: int) -> bytes:
+        """Complete COPY lines (ending in LF) -> TDTP row text: refuse XML-illegal bytes,
+        turn COPY-only escapes (\\t, \\r) into the characters themselves."""
         if len(data.translate(None, _ILLEGAL_CONTROL)) != len(data) or any(
             nc in data for nc in _NONCHARACTERS
         ):
@@ -326,10 +339,7 @@ class PostgresSource(SourceBase):
                 self._raise_illegal(data, bad.start(), first)
         if b"\\" in data and _COPY_ONLY_ESCAPE.search(data) is not None:
             data = _COPY_ESCAPE_PAIR.sub(lambda m: self._fix_escape(m, data, first), data)
-        text = data.decode("utf-8")
-        lines = text.split("\n")
-        lines.pop()  # after the final LF
-        return lines
+        return data  # client_encoding is UTF8, so the server has already converted and validated it
 
     def _fix_escape(self, m: re.Match[bytes], data: bytes, first: int) -> bytes:
         c = m.group(1)
