@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
+from types import TracebackType
 from typing import Any, Literal, Protocol, runtime_checkable
 
 from tdtp.packet import Schema, TdtpError
