@@ -3,7 +3,9 @@
 Usage: ``.venv/bin/python bench/parts.py [--rows 100000 1000000] [--pg URL] [--compress zstd|none]``
 
 For every table size it runs, each in a fresh process (so peak RSS is that mode's own):
-  copy    - psycopg ``COPY (SELECT * FROM t) TO STDOUT`` read and discarded: the anchor
+  copy    - ``COPY (SELECT * FROM t) TO STDOUT`` read through libpq's PQgetCopyData and
+            discarded: the anchor (the fastest plain read Python can do)
+  psycopg - the same read through psycopg's Copy iterator, for reference
   stream  - ``tdtp`` streaming export of the same table to part files
   batch   - the same in batch mode (every part needs TotalParts, so nothing leaves early)
 and prints first-part latency, total time, rows/s, MB/s, peak RSS and the ratios the
@@ -63,16 +65,20 @@ def child(mode: str, pg: str, rows: int, compress: str) -> dict[str, object]:
     from tdtp.metrics import peak_rss_mb
 
     name = table_name(rows)
-    if mode == "copy":
+    if mode in ("copy", "psycopg"):
+        from tdtp.sources.pg_copy import copy_out_chunks
+
         started = time.perf_counter()
         total = 0
-        with (
-            psycopg.connect(pg) as conn,
-            conn.cursor() as cur,
-            cur.copy(f"COPY (SELECT * FROM {name}) TO STDOUT") as copy,
-        ):
-            for block in copy:
-                total += len(block)
+        statement = f"COPY (SELECT * FROM {name}) TO STDOUT"
+        with psycopg.connect(pg) as conn:
+            if mode == "copy":  # libpq's PQgetCopyData in a loop: the fastest plain read from Python
+                for chunk in copy_out_chunks(conn, statement):
+                    total += len(chunk)
+            else:  # psycopg's Copy iterator, one row per iteration
+                with conn.cursor() as cur, cur.copy(statement) as copy:
+                    for block in copy:
+                        total += len(block)
         seconds = time.perf_counter() - started
         return {
             "mode": mode,
@@ -138,7 +144,7 @@ def main() -> int:
     for rows in args.rows:
         ensure_table(args.pg, rows)
         results[rows] = {}
-        for mode in ("copy", "stream", "batch"):
+        for mode in ("copy", "psycopg", "stream", "batch"):
             runs = sorted(
                 (run_child(mode, args.pg, rows, args.compress) for _ in range(args.repeat)),
                 key=lambda r: r["seconds"],

@@ -47,6 +47,7 @@ from tdtp.packet import (
 )
 from tdtp.sinks.ddl import qualified, quote_ident, split_qualified, sql_literal
 from tdtp.sources.base import PartitionFilter, SourceBase, SourceError, where_of
+from tdtp.sources.pg_copy import copy_out_chunks
 from tdtp.urls import ParsedUrl
 from tdtp.values import XML_ILLEGAL_RE, RowEncoder, schema_for_export, split_raw
 
@@ -300,29 +301,11 @@ class PostgresSource(SourceBase):
         stmt = self.copy_sql()
         row_no = 0  # rows emitted so far
         try:
-            with self._conn.cursor() as cur, cur.copy(stmt) as copy:
-                pending: list[bytes] = []
-                size = 0
-                carry = b""
-                for block in copy:
-                    pending.append(bytes(block))
-                    size += len(block)
-                    if size < _CHUNK_BYTES:
-                        continue
-                    data = carry + b"".join(pending)
-                    pending.clear()
-                    size = 0
-                    cut = data.rfind(b"\n") + 1
-                    carry = data[cut:]
-                    if cut:
-                        chunk = self._fix_chunk(data[:cut], row_no)
-                        row_no += chunk.count(b"\n")
-                        yield chunk
-                data = carry + b"".join(pending)
-                if data:
-                    if not data.endswith(b"\n"):
-                        data += b"\n"
-                    yield self._fix_chunk(data, row_no)
+            # libpq hands over whole rows, so every chunk ends at a line boundary.
+            for data in copy_out_chunks(self._conn, stmt, _CHUNK_BYTES):
+                chunk = self._fix_chunk(data, row_no)
+                row_no += chunk.count(b"\n")
+                yield chunk
         except psycopg.Error as exc:
             raise SourceError(f"reading {self._what()} failed: {_pg_message(exc, self._url)}") from exc
         finally:
