@@ -93,6 +93,7 @@ def test_publish_returns_seqs_and_read_replays_everything(open_log: Opener) -> N
 def test_publish_many_confirms_in_order(open_log: Opener) -> None:
     log = open_log(max_in_flight=3)
     assert list(log.publish_many((part(i), headers(i)) for i in range(7))) == list(range(7))
+    assert log.high_watermark() == 7
     assert [int(e.headers["part"]) for e in read_all(log) if isinstance(e, Message)] == list(range(7))
 
 

@@ -274,3 +274,20 @@ def test_dead_letters_are_files_a_user_can_open(tmp_path: Path) -> None:
     assert (dead / f"{1:020d}.body").read_bytes() == b"PK\x03\x04 a zip file"
     meta = json.loads((dead / f"{1:020d}.reason.json").read_text())
     assert meta["reason"] == "not a TDTP packet" and meta["headers"] == {"part": "1"} and meta["seq"] == 1
+
+
+def test_delete_removes_only_this_streams_files(tmp_path: Path) -> None:
+    other = spool(tmp_path, "customers")
+    other.publish(body_for(0))
+    log = spool(tmp_path, segment_bytes=10_000)
+    for i in range(5):
+        log.publish(body_for(i))
+    log.publish(b"junk")
+    read_all(log)
+    log.delete()
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "customers.00000000000000000000.dat",
+        "customers.00000000000000000000.idx",
+        "customers.current.dat",
+        "customers.lock",
+    ]

@@ -443,6 +443,10 @@ class PartLog(ABC):
     def dead_letters(self, limit: int = 1000) -> list[DeadLetter]:
         """The dead letters of this stream, oldest first, without removing them."""
 
+    @abstractmethod
+    def delete(self) -> None:
+        """Remove the stream and its dead letters from the broker for good (tests, cleanup)."""
+
     # --------------------------------------------------------------- lifecycle
     def close(self) -> None:
         """Stop readers at their next poll and release connections.  Idempotent."""

@@ -17,6 +17,12 @@ partitions is N independent logs: open one ``kafka://…/TOPIC?partition=K`` per
 partition (for example one exporter or importer per partition) -- simple, and the
 seqs never need decoding.
 
+Tansu caveat: its end offset counts record *batches*, so a producer that batches
+several records (kafka-python does for small messages sent back to back) leaves
+``high_watermark()`` too low, and a reader without ``follow`` stops early.  Our
+producer sends one record per batch; foreign producers writing to Tansu should
+too.  Real Kafka has no such problem.
+
 Progress lives outside Kafka (the Dagster cursor and the importer's ledger):
 consumers use no group id and commit nothing, which is also all Tansu supports.
 ``ack`` is a no-op.  Message headers are Kafka record headers (UTF-8 values).  A
@@ -180,6 +186,11 @@ class KafkaLog(PartLog):
                     **self._common(),
                     acks="all",
                     linger_ms=0,
+                    # One record per batch.  Tansu (0.6) advances a partition's end offset by one
+                    # per *batch*, so several small parts in one batch leave high_watermark()
+                    # behind for good (measured: 7 records, end offset 2).  Parts are large, so
+                    # batching would buy nothing anyway.
+                    batch_size=1,
                     max_request_size=self.max_message_bytes + OVERHEAD,
                     delivery_timeout_ms=int(self.publish_timeout * 1000),
                     max_block_ms=int(self.publish_timeout * 1000),

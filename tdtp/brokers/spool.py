@@ -38,6 +38,7 @@ import fcntl
 import json
 import os
 import re
+import shutil
 import struct
 import threading
 import time
@@ -645,6 +646,17 @@ class SpoolLog(PartLog):
                 body = f.read()
             out.append(DeadLetter(int(meta["seq"]), str(meta["reason"]), body, dict(meta.get("headers", {}))))
         return out
+
+    def delete(self) -> None:
+        """Remove every file of this stream (segments, indexes, lock, current link, dead letters)."""
+        with self._wlock:
+            self._close_writer()
+            pattern = re.compile(rf"^{re.escape(self.stream)}\.(\d{{20}}\.(dat|idx)|current\.dat|lock)(\.tmp)?$")
+            for name in os.listdir(self.directory):
+                if pattern.match(name):
+                    with contextlib.suppress(FileNotFoundError):
+                        os.unlink(os.path.join(self.directory, name))
+            shutil.rmtree(self.dead_dir, ignore_errors=True)
 
     def close(self) -> None:
         super().close()
