@@ -166,7 +166,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 def cmd_import(args: argparse.Namespace) -> int:
     from tdtp.importer import ImportOptions, ParallelImporter
 
-    options = ImportOptions(mode=args.mode, table=args.table)
+    options = ImportOptions(mode=args.mode, table=args.table, progress=not args.quiet)
     if args.workers:
         options.workers = args.workers
     importer = ParallelImporter(args.target, options)

@@ -256,6 +256,7 @@ class _Run:
             create_table=self.opts.create_table,
             lock_timeout=self.opts.lock_timeout_seconds,
             write=self.target.is_pg,
+            nice=self.opts.worker_nice,
         )
         # SQLite has one writer: workers decode, this process writes.
         self.local_writer = None if self.target.is_pg else PartWriter(self.config)
@@ -275,6 +276,7 @@ class _Run:
         self.files = files
         self.started = time.perf_counter()
         pool = self._pool()
+        self.pool = pool
         self.events: queue.Queue[tuple[str, Any]] = queue.Queue()
         room = threading.Semaphore(self.opts.resolved_queue_parts())
         stop = threading.Event()
@@ -531,7 +533,7 @@ class _Run:
 
     def _publish_live(self, st: _ExportState, item: Incoming, outcome: PartOutcome) -> None:
         """PostgreSQL: hand a staged part's COPY text to its export's live publisher (start one if allowed)."""
-        if not self.target.is_pg or self.replay or st.closed or st.no_live:
+        if not self.target.is_pg or not self.opts.live_publish or self.replay or st.closed or st.no_live:
             return
         live = self.publishers.get(st.export_id)
         if live is None:
@@ -542,6 +544,7 @@ class _Run:
                 st.export_id,
                 lock_timeout=self.opts.lock_timeout_seconds,
                 queue_parts=self.opts.resolved_queue_parts(),
+                executor=self.pool,
             )
             if not live.start():
                 st.no_live = True
@@ -563,15 +566,26 @@ class _Run:
         )
 
     def _finalize(self, st: _ExportState, *, allow_partial: bool = False) -> FinalizeResult:
+        started = time.perf_counter()
+        try:
+            return self._finalize_now(st, allow_partial=allow_partial)
+        finally:
+            self.stats.finalize_seconds += time.perf_counter() - started
+
+    def _finalize_now(self, st: _ExportState, *, allow_partial: bool) -> FinalizeResult:
         live = self.publishers.pop(st.export_id, None)
         if live is not None:
             result = live.finish(allow_partial=allow_partial)
             if result is None:  # the thread ended early (its reason is in the result it could not set)
-                result = finalize_export(self.target, self.conn, st.export_id, allow_partial=allow_partial)
+                result = finalize_export(
+                    self.target, self.conn, st.export_id, allow_partial=allow_partial, executor=self.pool
+                )
             if not result.finalized:
                 st.no_live = True
         else:
-            result = finalize_export(self.target, self.conn, st.export_id, allow_partial=allow_partial)
+            result = finalize_export(
+                self.target, self.conn, st.export_id, allow_partial=allow_partial, executor=self.pool
+            )
         if result.dead_lettered_part is not None:
             st.parts.discard(result.dead_lettered_part)
             self.stats.dead_letters += 1

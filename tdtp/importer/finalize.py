@@ -298,6 +298,7 @@ def finalize_export(
     allow_partial: bool = False,
     retries: int = 3,
     backoff_seconds: float = 0.2,
+    executor: Any = None,
 ) -> FinalizeResult:
     """Publish ``export_id`` if it is ready; otherwise say exactly what it is waiting for.
 
@@ -309,7 +310,7 @@ def finalize_export(
     delay = backoff_seconds
     for attempt in range(retries + 1):
         try:
-            result = _finalize_once(target, conn, export_id, allow_partial)
+            result = _finalize_once(target, conn, export_id, allow_partial, executor)
             break
         except Exception as exc:
             if attempt >= retries or not _is_transient(exc):
@@ -327,7 +328,9 @@ def _is_transient(exc: BaseException) -> bool:
     return _is_db_error(exc) and is_retryable(exc)
 
 
-def _finalize_once(target: Target, conn: Any, export_id: str, allow_partial: bool) -> FinalizeResult:
+def _finalize_once(
+    target: Target, conn: Any, export_id: str, allow_partial: bool, executor: Any = None
+) -> FinalizeResult:
     from tdtp.importer.publish import PgPublish, PublishError
 
     try:
@@ -343,7 +346,7 @@ def _finalize_once(target: Target, conn: Any, export_id: str, allow_partial: boo
                 elif verdict.newer is not None:
                     result = _supersede(target, conn, verdict.rec, verdict.newer)
                 elif target.is_pg:
-                    pub = PgPublish(target, conn, verdict.rec)
+                    pub = PgPublish(target, conn, verdict.rec, executor)
                     pub.prepare()
                     result = _published(target, conn, verdict.rec, pub.publish_pending(), verdict.partial)
                 else:
@@ -376,7 +379,11 @@ def finish_live(target: Target, conn: Any, live: Any, pub: Any, *, allow_partial
             # The summary named another partition than the live transaction assumed: start over.
             conn.rollback()
             result = finalize_export(
-                target, _autocommit(target, conn), live.export_id, allow_partial=allow_partial
+                target,
+                _autocommit(target, conn),
+                live.export_id,
+                allow_partial=allow_partial,
+                executor=live.executor,
             )
         else:
             result = _published(target, conn, verdict.rec, pub.publish_pending(), verdict.partial)

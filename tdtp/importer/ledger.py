@@ -293,15 +293,6 @@ def set_mode(target: Target, conn: Any, export_id: str, mode: str) -> None:
         )
 
 
-def set_export_state(target: Target, conn: Any, export_id: str, status: str, note: str = "") -> None:
-    target.execute(
-        conn,
-        f"UPDATE {target.book(EXPORTS)} SET status = %s, note = %s, updated_at = {now_sql(target)} "
-        "WHERE export_id = %s",
-        (status, note, export_id),
-    )
-
-
 # ------------------------------------------------------------------------------ ledger
 
 

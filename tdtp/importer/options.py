@@ -23,6 +23,13 @@ class ImportOptions:
     times the expansion measured on finished parts).  ``executor`` is
     ``"process"`` (default: the GIL would serialize decoding in threads) or
     ``"thread"`` (cheaper to start; fine for a few small parts).
+
+    ``live_publish`` (PostgreSQL): open an export's publish transaction while its
+    parts arrive, so publishing overlaps decoding and the export itself.  A run
+    that ends before its export is complete rolls that work back (the staged
+    parts stay); turn it off for runs that land only a slice of a big export.
+    ``worker_nice`` lowers worker processes' CPU priority, leaving the publisher
+    (and the exporter on the same machine) ahead of them.
     """
 
     workers: int = os.cpu_count() or 1
@@ -36,6 +43,8 @@ class ImportOptions:
     executor: str = "process"
     lock_timeout_seconds: float = 30.0
     progress: bool = False
+    worker_nice: int = 0
+    live_publish: bool = True
 
     def resolved_queue_parts(self) -> int:
         return self.queue_parts if self.queue_parts and self.queue_parts > 0 else 2 * self.resolved_workers()

@@ -22,8 +22,11 @@ timestamps that TDTP marks as UTC are read as UTC.
 
 from __future__ import annotations
 
+import contextlib
 import queue
 import threading
+from collections import deque
+from concurrent.futures import Executor, Future
 from typing import Any
 
 import psycopg
@@ -69,10 +72,13 @@ def describe_pg_error(exc: psycopg.Error) -> str:
 class PgPublish:
     """An export's rows going into the target inside the caller's open transaction."""
 
-    def __init__(self, target: Target, conn: Any, rec: ExportRecord) -> None:
+    def __init__(
+        self, target: Target, conn: Any, rec: ExportRecord, executor: Executor | None = None
+    ) -> None:
         self.target = target
         self.conn = conn
         self.rec = rec
+        self.executor = executor
         self.columns = [name for name, _ in rec.columns]
         self.published: dict[int, int] = {}
         self.predicate: tuple[str, tuple] | None = None
@@ -139,31 +145,105 @@ class PgPublish:
             raise PublishError(part, f"COPY loaded {loaded} rows, the ledger says {rows}")
         self.published[part] = loaded
 
-    def add_staged(self, part: int, rows: int) -> None:
-        """Publish a part from its staged body (staged by an earlier run, or by another importer)."""
-        if part in self.published:
-            return
-        row = self.conn.execute(
-            f"SELECT body FROM {self.target.book(STAGE_PARTS)} WHERE export_id = %s AND part_number = %s",
-            (self.rec.export_id, part),
-        ).fetchone()
-        if row is None:
-            raise PublishError(part, "the part is in the ledger but its staged body is missing")
-        packet = decode_packet(bytes(row[0]), where=f"staged part {part} of {self.rec.export_id}")
-        data = lines_to_copy(packet.schema, packet.rows).encode() if packet.rows else None
-        self.add(part, rows, data)
-
     def pending(self) -> list[tuple[int, int, bool]]:
         return pending_parts(self.target, self.conn, self.rec.export_id)
 
     def publish_pending(self) -> int:
-        """Load every unpublished ledger part not loaded yet; mark them all published; return rows moved."""
+        """Load every unpublished ledger part not loaded yet; mark them all published; return rows moved.
+
+        Parts not fed live (staged by an earlier run, by another importer, or all
+        of them when publishing at the end) are read back and converted on a
+        helper thread with its own connection, a few parts ahead, so decoding
+        overlaps the server's COPY work instead of alternating with it.
+        """
         pending = self.pending()
-        for part, rows, _staged in pending:
-            self.add_staged(part, rows)
+        todo = [(p, r) for p, r, _ in pending if p not in self.published]
+        if todo:
+            for part, rows, data in _staged_copy_texts(self.target, self.rec.export_id, todo, self.executor):
+                self.add(part, rows, data)
         parts = [p for p, _, _ in pending]
         mark_published(self.target, self.conn, self.rec.export_id, parts)
         return sum(self.published.get(p, 0) for p in parts)
+
+
+def convert_staged(conn: Any, target: Target, export_id: str, part: int) -> bytes | None:
+    """A staged part's rows as COPY text, read back from the stage (binary fetch: no hex round trip)."""
+    row = conn.execute(
+        f"SELECT body FROM {target.book(STAGE_PARTS)} WHERE export_id = %s AND part_number = %s",
+        (export_id, part),
+        binary=True,
+    ).fetchone()
+    if row is None:
+        raise PublishError(part, "the part is in the ledger but its staged body is missing")
+    packet = decode_packet(bytes(row[0]), where=f"staged part {part} of {export_id}")
+    return lines_to_copy(packet.schema, packet.rows).encode() if packet.rows else None
+
+
+def _converted_by_pool(executor: Executor, export_id: str, todo: list[tuple[int, int]], window: int) -> Any:
+    from tdtp.importer.work import convert_staged_job
+
+    futures: deque[tuple[int, int, Future]] = deque()
+    pending = iter(todo)
+    try:
+        for part, rows in pending:
+            futures.append((part, rows, executor.submit(convert_staged_job, export_id, part)))
+            if len(futures) >= window:
+                break
+        while futures:
+            part, rows, future = futures.popleft()
+            data = future.result()
+            nxt = next(pending, None)
+            if nxt is not None:
+                futures.append((nxt[0], nxt[1], executor.submit(convert_staged_job, export_id, nxt[0])))
+            yield part, rows, data
+    finally:
+        for _, _, future in futures:
+            future.cancel()
+
+
+def _staged_copy_texts(
+    target: Target,
+    export_id: str,
+    todo: list[tuple[int, int]],
+    executor: Executor | None = None,
+    ahead: int = 3,
+) -> Any:
+    """Yield ``(part, rows, copy_text)`` for staged parts in order.
+
+    With the run's worker pool the conversions run in worker processes, a window
+    ahead; without one (a ``finalize()`` call on its own) on one helper thread,
+    which shares the GIL with the thread feeding COPY and so overlaps less.
+    """
+    if executor is not None:
+        yield from _converted_by_pool(executor, export_id, todo, ahead * 2)
+        return
+    out: queue.Queue[tuple] = queue.Queue(maxsize=ahead)
+    stop = threading.Event()
+
+    def produce() -> None:
+        try:
+            with target.connect() as conn:
+                for part, rows in todo:
+                    if stop.is_set():
+                        return
+                    out.put(("ok", part, rows, convert_staged(conn, target, export_id, part)))
+        except BaseException as exc:  # noqa: BLE001 - re-raised on the consuming thread
+            out.put(("error", exc))
+
+    helper = threading.Thread(target=produce, name=f"tdtp-restage-{export_id}", daemon=True)
+    helper.start()
+    try:
+        for _ in todo:
+            item = out.get()
+            if item[0] == "error":
+                raise item[1]
+            yield item[1], item[2], item[3]
+    finally:
+        stop.set()
+        while helper.is_alive():  # let a producer blocked on a full queue finish
+            with contextlib.suppress(queue.Empty):
+                out.get(timeout=0.05)
+        helper.join()
 
 
 _FINISH = "finish"
@@ -179,7 +259,16 @@ class LivePublisher:
     its queue.
     """
 
-    def __init__(self, target: Target, export_id: str, *, lock_timeout: float, queue_parts: int) -> None:
+    def __init__(
+        self,
+        target: Target,
+        export_id: str,
+        *,
+        lock_timeout: float,
+        queue_parts: int,
+        executor: Executor | None = None,
+    ) -> None:
+        self.executor = executor
         self.target = target
         self.export_id = export_id
         self.lock_timeout = lock_timeout
@@ -229,17 +318,13 @@ class LivePublisher:
             self._ready.set()
             if pub is None:
                 return
-            backlog = {p: r for p, r, staged in pub.pending() if staged}
+            # Parts staged before this publisher started (earlier runs) are loaded at
+            # finish, not now: if this run ends before the export is complete, the
+            # rollback then throws away only the parts that arrived in this run.
             while True:
-                try:
-                    item = self._queue.get(timeout=0 if backlog else None)
-                except queue.Empty:
-                    part, rows = backlog.popitem()
-                    self._guard(pub, lambda p=part, r=rows: pub.add_staged(p, r))
-                    continue
+                item = self._queue.get()
                 kind = item[0]
                 if kind == "part":
-                    backlog.pop(item[1], None)
                     self._guard(pub, lambda i=item: pub.add(i[1], i[2], i[3]))
                 elif kind == _FINISH:
                     self.result = finalize.finish_live(self.target, conn, self, pub, allow_partial=item[1])
@@ -270,9 +355,13 @@ class LivePublisher:
             self.reason = "nothing to publish"
             conn.rollback()
             return None
-        pub = PgPublish(self.target, conn, rec)
+        pub = PgPublish(self.target, conn, rec, self.executor)
         try:
+            # Deleting a partition another export is replacing right now would wait for that
+            # export's whole import: give up quickly and publish this one at the end instead.
+            conn.execute("SET LOCAL lock_timeout = '2s'")
             pub.prepare()
+            conn.execute(f"SET LOCAL lock_timeout = '{int(self.lock_timeout * 1000)}ms'")
         except (TdtpError, psycopg.Error) as exc:
             self.reason = str(exc)
             conn.rollback()

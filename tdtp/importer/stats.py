@@ -42,6 +42,8 @@ class ImportStats:
     errors: list[str] = field(default_factory=list)
     seconds: float = 0.0
     first_part_seconds: float | None = None
+    staged_seconds: float = 0.0  # when the last part of the run was committed to the ledger
+    finalize_seconds: float = 0.0  # time spent finishing publishes (the part not overlapped with staging)
     peak_rss_mb: float = 0.0
     worker_peak_rss_mb: float = 0.0
     memory_pauses: int = 0
@@ -80,6 +82,7 @@ class ImportStats:
         self.part_seconds.append(seconds)
         if self.first_part_seconds is None:
             self.first_part_seconds = elapsed
+        self.staged_seconds = elapsed
 
     def merge(self, other: ImportStats) -> None:
         """Fold a replay's figures into a run's (used when an import also replays)."""
@@ -117,6 +120,8 @@ class ImportStats:
             "first_part_seconds": None
             if self.first_part_seconds is None
             else round(self.first_part_seconds, 3),
+            "staged_seconds": round(self.staged_seconds, 3),
+            "finalize_seconds": round(self.finalize_seconds, 3),
             "avg_part_seconds": round(self.avg_part_seconds, 4),
             "p50_part_seconds": round(self.p50_part_seconds, 4),
             "p95_part_seconds": round(self.p95_part_seconds, 4),

@@ -48,6 +48,7 @@ class WorkerConfig:
     create_table: bool
     lock_timeout: float
     write: bool  # False: decode only (SQLite: the main process writes)
+    nice: int = 0  # worker processes' niceness (see ImportOptions.worker_nice)
 
 
 @dataclass
@@ -335,8 +336,21 @@ def init_worker(config: WorkerConfig, in_process: bool) -> None:
     """Pool initializer: one writer (one connection) per worker process or thread."""
     if in_process:
         _die_with_parent()
+        if config.nice:
+            with contextlib.suppress(OSError):
+                os.nice(config.nice)
     _local.config = config
     _local.writer = PartWriter(config) if config.write else None
+
+
+def convert_staged_job(export_id: str, part: int) -> bytes | None:
+    """Pool entry point for publishing at the end: a staged part read back as COPY text."""
+    from tdtp.importer.publish import convert_staged
+
+    writer: PartWriter | None = getattr(_local, "writer", None)
+    if writer is None:
+        writer = _local.writer = PartWriter(_local.config)
+    return convert_staged(writer.conn, _local.config.target, export_id, part)
 
 
 def work(job: PartJob) -> PartOutcome:
