@@ -176,7 +176,8 @@ def cmd_import(args: argparse.Namespace) -> int:
             raise TdtpError("give one broker URL, or only files and directories", where="--from")
         from tdtp.brokers import open_broker
 
-        with open_broker(brokers[0]) as log:
+        # Without --follow the stream must already exist: a typo should not import "nothing".
+        with open_broker(brokers[0], create=args.follow or args.online) as log:
             try:
                 stats = importer.import_log(
                     log,
@@ -255,7 +256,7 @@ def cmd_tail(args: argparse.Namespace) -> int:
     from tdtp.brokers import CaughtUp, open_broker
 
     online = args.from_seq is None and args.after_seq is None
-    with open_broker(args.url) as log:
+    with open_broker(args.url, create=not args.no_follow) as log:
         try:
             for item in log.read(
                 from_seq=args.from_seq,

@@ -163,7 +163,7 @@ class KafkaLog(PartLog):
         count = self._partition_count(topic)
         if count is None:
             if not create:
-                raise self.error(f"topic {topic!r} does not exist (open with create=True to create it)")
+                raise self.error(f"topic {topic!r} does not exist")
             configs = {"max.message.bytes": str(self.max_message_bytes + OVERHEAD)}
             if self.retention_bytes is not None:
                 configs["retention.bytes"] = str(self.retention_bytes)

@@ -320,7 +320,7 @@ class RabbitLog(PartLog):
                 result = channel.queue_declare(queue, durable=True, arguments=self.arguments or None)
         except pex.ChannelClosedByBroker as exc:
             if exc.reply_code == 404 and not _starting(exc):
-                raise self.error(f"queue {queue!r} does not exist (open with create=True to declare it)") from exc
+                raise self.error(f"queue {queue!r} does not exist") from exc
             if exc.reply_code == 406:
                 raise self.error(
                     f"queue {queue!r} exists with other settings than queue_type={self.queue_type} "

@@ -155,7 +155,7 @@ class SpoolLog(PartLog):
             if self._segments() and os.access(self.directory, os.W_OK):
                 self._repair()
         elif not self._segments():
-            raise self.error("stream does not exist (no segments; open with create=True to start one)")
+            raise self.error("stream does not exist (nothing has been published to it)")
 
     # ------------------------------------------------------------------ paths
     def _seg_path(self, first: int) -> str:
