@@ -191,7 +191,9 @@ def _rows_bytes(packet: Packet, where: str) -> bytes:
 
 def _check_row_bytes(data: bytes, packet: Packet, where: str) -> None:
     """Raise RowError for the first row holding a byte sequence XML 1.0 cannot carry."""
-    if len(data.translate(None, _ILLEGAL_BYTES)) != len(data) or any(n in data for n in _NONCHARS):
+    if len(data.translate(None, _ILLEGAL_BYTES)) != len(data) or (
+        not data.isascii() and any(n in data for n in _NONCHARS)
+    ):
         pos = data.translate(_MARK_ILLEGAL).find(b"\x00")
         if pos < 0:
             pos = min(p for p in (data.find(n) for n in _NONCHARS) if p >= 0)
@@ -275,16 +277,25 @@ def encode_packet(packet: Packet, *, compress: str = "", level: int = 1, hashes:
 
 
 def encode_row_data(
-    packet: Packet, data: bytes, nrows: int, *, compress: str = "", level: int = 1, hashes: bool = False
+    packet: Packet,
+    data: bytes,
+    nrows: int,
+    *,
+    compress: str = "",
+    level: int = 1,
+    hashes: bool = False,
+    checked: bool = False,
 ) -> bytes:
     """Serialize a packet whose rows are given as bytes: row lines joined by LF, UTF-8.
 
     The fast export path: rows read from PostgreSQL's COPY are already TDTP row
     text, so they go from the socket into the part without becoming Python strings.
     ``packet.rows`` is ignored (leave it empty).  Row lines must not hold raw LFs.
+    ``checked=True`` skips the scan for characters XML cannot carry, for callers whose
+    rows were already checked (every ``Source`` checks what it yields).
     """
     part_where = f"part {packet.header.part_number}: " if packet.header.part_number else ""
-    if nrows:
+    if nrows and not checked:
         _check_row_bytes(data, packet, part_where)
     return _encode(packet, data, nrows, compress=compress, level=level, hashes=hashes)
 

@@ -63,6 +63,7 @@ def _run(
     for item in build_parts(
         source.schema,
         blocks=source.blocks(),
+        checked=True,  # every Source refuses values XML cannot carry
         table=stats.table,
         export_id=export_id,
         options=options,

@@ -167,6 +167,7 @@ class PartBuilder:
     export_id: str
     options: PartOptions = field(default_factory=PartOptions)
     partition: str = ""
+    checked: bool = False  # rows come from a Source, which refuses what XML cannot carry
 
     def make_part(self, number: int, data: bytes, total_parts: int) -> Part:
         """``data``: whole row lines, each ending in LF (empty for a part without rows)."""
@@ -188,6 +189,7 @@ class PartBuilder:
             compress=self.options.compress,
             level=self.options.level,
             hashes=self.options.hashes,
+            checked=self.checked,
         )
         return Part(
             number=number,
@@ -221,10 +223,12 @@ def build_parts(
     options: PartOptions | None = None,
     partition: str = "",
     summary_extra: dict[str, object] | None = None,
+    checked: bool = False,
 ) -> Iterator[Part | Summary]:
     """Yield the parts of one export, then its Summary.
 
-    Give rows either as ``lines`` (row lines) or as ``blocks`` (see the module doc).
+    Give rows either as ``lines`` (row lines) or as ``blocks`` (see the module doc);
+    ``checked=True`` says a Source already refused characters XML cannot carry.
     Streaming: each part as soon as it is full, ``TotalParts=0``.  Batch
     (``options.batch``): every part with ``TotalParts`` set, after the source ends.
     """
@@ -232,7 +236,7 @@ def build_parts(
     if blocks is None:
         blocks = lines_to_blocks(lines or ())
     export_id = export_id or export_message_id("REF")
-    builder = PartBuilder(schema, table, export_id, options, partition)
+    builder = PartBuilder(schema, table, export_id, options, partition, checked)
     sizer = _Sizer(options.part_bytes, len(builder.make_part(1, b"", 0).body))
     started = utc_timestamp()
     total_rows = total_bytes = checksum = 0

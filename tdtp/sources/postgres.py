@@ -314,8 +314,9 @@ class PostgresSource(SourceBase):
     def _fix_chunk(self, data: bytes, first: int) -> bytes:
         """Complete COPY lines (ending in LF) -> TDTP row text: refuse XML-illegal bytes,
         turn COPY-only escapes (\\t, \\r) into the characters themselves."""
-        if len(data.translate(None, _ILLEGAL_CONTROL)) != len(data) or any(
-            nc in data for nc in _NONCHARACTERS
+        # U+FFFE/U+FFFF need non-ASCII bytes: skip their search on ASCII chunks.
+        if len(data.translate(None, _ILLEGAL_CONTROL)) != len(data) or (
+            not data.isascii() and any(nc in data for nc in _NONCHARACTERS)
         ):
             bad = _ILLEGAL_BYTES.search(data)
             if bad is not None:
