@@ -1,0 +1,283 @@
+"""What Dagster costs on top of the engine: 1M rows through Dagster vs. the same chain through the CLI.
+
+Both chains move the demo ``orders`` table (1M rows, generated on first use) from
+SQLite through the file spool into the same kind of target, whole (one export):
+
+- **CLI**: ``tdtp export`` to the spool, then ``tdtp import`` from it (two processes,
+  one after the other), timed from the first command's start to the second's end.
+- **Dagster**: real ``dagster-webserver`` and ``dagster-daemon`` on a temporary
+  DAGSTER_HOME; the export job is launched through GraphQL; the part-arrival sensor
+  launches import-parts runs while the export is still publishing, then the import
+  asset's run (publish + four checks).  Timed from the launch to the end of that run.
+
+Figures, from Dagster's run records and event log:
+
+- end to end, both chains, and Dagster's overhead in percent of the CLI time;
+- sensor-to-run latency: export's first part published -> first import-parts run
+  created, and export finished -> publish run created;
+- per-run overhead: a run's wall time (created -> ended) minus its steps' own time
+  (queue wait, process start, code loading, event writes), per job.
+
+Usage::
+
+    .venv/bin/python bench/dagster.py                      # fanout 1 (default config)
+    .venv/bin/python bench/dagster.py --fanout 1,2 --repeat 2
+    .venv/bin/python bench/dagster.py --target postgresql://postgres@127.0.0.1:5432/postgres
+
+Writes a JSON report to bench/out/dagster.json as well as a table on stdout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+# This file is named dagster.py: drop its own folder from the path so that
+# `import dagster` finds the package, not this script.
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
+sys.path.insert(0, str(ROOT))
+
+import dagster as dg  # noqa: E402
+import yaml  # noqa: E402
+from dagster._core.events import DagsterEventType  # noqa: E402
+
+from tdtp_assets import names  # noqa: E402
+from tdtp_assets.demo import ORDERS_ROWS, ensure_demo_db  # noqa: E402
+from tests.e2e.dagster_procs import dagster_services, describe_runs, wait_for_location, wait_until  # noqa: E402
+
+LAUNCH_RUN = """
+mutation Launch($params: ExecutionParams!) {
+  launchRun(executionParams: $params) {
+    __typename
+    ... on LaunchRunSuccess { run { runId } }
+    ... on Error { message }
+  }
+}
+"""
+
+
+def cli(*args: str) -> dict[str, Any]:
+    out = subprocess.run(
+        [sys.executable, "-m", "tdtp.cli", *args, "--quiet"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if out.returncode != 0:
+        raise SystemExit(f"tdtp {args[0]} failed: {out.stderr.strip()}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+CREATED_TABLES: list[tuple[str, str]] = []
+
+
+def target_url(template: str, work: Path, tag: str) -> tuple[str, str]:
+    """A fresh target (URL, table) per chain so neither sees the other's rows."""
+    if template.startswith("sqlite"):
+        return f"sqlite:///{work}/target_{tag}.db", "orders"
+    table = f"bench_{tag}_{uuid.uuid4().hex[:6]}"
+    CREATED_TABLES.append((template, table))
+    return template, table
+
+
+def drop_created_tables() -> None:
+    """PostgreSQL targets: drop the tables this bench created (bookkeeping rows stay, keyed by export id)."""
+    import psycopg
+
+    for url, table in CREATED_TABLES:
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute(f'DROP TABLE IF EXISTS "{table}"')
+
+
+def run_cli(demo_db: Path, work: Path, target_template: str, workers: int) -> dict[str, Any]:
+    url, table = target_url(target_template, work, "cli")
+    spool = f"spool:///{work}/cli_spool/orders"
+    started = time.perf_counter()
+    exported = cli("export", "--source", f"sqlite:///{demo_db}", "--table", "orders", "--to", spool)
+    middle = time.perf_counter()
+    imported = cli("import", "--from", spool, "--target", url, "--table", table, "--workers", str(workers))
+    ended = time.perf_counter()
+    assert imported["total_rows"] == ORDERS_ROWS, imported
+    return {
+        "end_to_end_seconds": round(ended - started, 2),
+        "export_process_seconds": round(middle - started, 2),
+        "import_process_seconds": round(ended - middle, 2),
+        "export_seconds": exported.get("seconds"),
+        "import_seconds": imported.get("seconds"),
+        "parts": exported.get("parts"),
+    }
+
+
+def step_seconds(instance: dg.DagsterInstance, run_id: str) -> float:
+    """Sum of the run's step durations (STEP_START -> STEP_SUCCESS/FAILURE)."""
+    starts: dict[str, float] = {}
+    total = 0.0
+    for entry in instance.all_logs(run_id):
+        event = entry.dagster_event
+        if event is None or not event.step_key:
+            continue
+        if event.event_type == DagsterEventType.STEP_START:
+            starts[event.step_key] = entry.timestamp
+        elif event.event_type in (DagsterEventType.STEP_SUCCESS, DagsterEventType.STEP_FAILURE):
+            total += entry.timestamp - starts.pop(event.step_key, entry.timestamp)
+    return total
+
+
+def run_dagster(demo_db: Path, work: Path, target_template: str, workers: int, fanout: int) -> dict[str, Any]:
+    url, table = target_url(target_template, work, f"dagster_f{fanout}")
+    tables = {
+        "defaults": {"workers": workers, "fanout": fanout},
+        "sensor": {"interval_seconds": 1},
+        "tables": {
+            "orders": {
+                "source": f"sqlite:///{demo_db}",
+                "table": "orders",
+                "broker": f"spool:///{work}/dagster_spool_f{fanout}/orders",
+                "target": {"url": url, "table": table},
+            }
+        },
+    }
+    tables_file = work / f"tables_f{fanout}.yaml"
+    tables_file.write_text(yaml.safe_dump(tables))
+    env = {"TDTP_TABLES": str(tables_file), "TDTP_HOME": str(work / "data")}
+    with dagster_services(
+        work / f"dagster_home_f{fanout}", env, instance_yaml=ROOT / "dagster.yaml"
+    ) as services:
+        wait_for_location(services)
+        instance = services.instance()
+        params = {
+            "selector": {
+                "repositoryLocationName": "tdtp",
+                "repositoryName": "__repository__",
+                "jobName": names.export_job_name("orders"),
+            },
+            "runConfigData": {},
+        }
+        launched = time.time()
+        result = services.graphql(LAUNCH_RUN, {"params": params})["launchRun"]
+        if result["__typename"] != "LaunchRunSuccess":
+            raise SystemExit(f"launch failed: {result}")
+
+        def published() -> bool:
+            runs = instance.get_runs(filters=dg.RunsFilter(job_name=names.publish_job_name("orders")))
+            return any(r.status == dg.DagsterRunStatus.SUCCESS for r in runs)
+
+        wait_until(published, 600, "the publish run", lambda: describe_runs(instance) + services.log_tail())
+        records = instance.get_run_records()
+        by_job: dict[str, list] = {}
+        for record in records:
+            by_job.setdefault(record.dagster_run.job_name, []).append(record)
+        export = by_job[names.export_job_name("orders")][0]
+        lands = sorted(
+            by_job.get(names.import_parts_job_name("orders"), []),
+            key=lambda r: r.create_timestamp.timestamp(),
+        )
+        publish = [
+            r
+            for r in by_job[names.publish_job_name("orders")]
+            if r.dagster_run.status == dg.DagsterRunStatus.SUCCESS
+        ][0]
+        mat = (
+            instance.fetch_materializations(names.export_key("orders"), limit=1)
+            .records[0]
+            .asset_materialization
+        )
+        export_meta = {k: v.value for k, v in mat.metadata.items()}
+        export_steps_started = _first_step_start(instance, export.dagster_run.run_id)
+        first_part_at = export_steps_started + float(export_meta["first_part_seconds"])
+        overhead: dict[str, list[float]] = {}
+        for job, recs in by_job.items():
+            for rec in recs:
+                if rec.end_time is None:
+                    continue
+                wall = rec.end_time - rec.create_timestamp.timestamp()
+                overhead.setdefault(job, []).append(wall - step_seconds(instance, rec.dagster_run.run_id))
+        checks_passed = all(
+            e.dagster_event.event_specific_data.passed
+            for e in instance.all_logs(
+                publish.dagster_run.run_id, of_type=DagsterEventType.ASSET_CHECK_EVALUATION
+            )
+        )
+        report = {
+            "fanout": fanout,
+            "end_to_end_seconds": round(publish.end_time - launched, 2),
+            "export_run_seconds": round(export.end_time - export.create_timestamp.timestamp(), 2),
+            "export_seconds": export_meta.get("seconds"),
+            "parts": export_meta.get("parts"),
+            "land_runs": len(lands),
+            "sensor_to_first_land_run_seconds": round(
+                lands[0].create_timestamp.timestamp() - first_part_at, 2
+            ),
+            "export_end_to_publish_run_seconds": round(
+                publish.create_timestamp.timestamp() - export.end_time, 2
+            ),
+            "per_run_overhead_seconds": {job: round(statistics.median(v), 2) for job, v in overhead.items()},
+            "checks_passed": checks_passed,
+        }
+        instance.dispose()
+        return report
+
+
+def _first_step_start(instance: dg.DagsterInstance, run_id: str) -> float:
+    for entry in instance.all_logs(run_id, of_type=DagsterEventType.STEP_START):
+        return entry.timestamp
+    raise RuntimeError(f"run {run_id} has no step")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--fanout", default="1", help="comma-separated fanout values for the Dagster chain")
+    parser.add_argument("--workers", type=int, default=os.cpu_count() or 2)
+    parser.add_argument("--repeat", type=int, default=1)
+    parser.add_argument(
+        "--target", default="sqlite", help="'sqlite' (a fresh file per chain) or a PostgreSQL URL"
+    )
+    parser.add_argument("--out", default=str(ROOT / "bench" / "out" / "dagster.json"))
+    args = parser.parse_args()
+
+    with tempfile.TemporaryDirectory(prefix="tdtp-bench-dagster-") as tmp:
+        work = Path(tmp)
+        demo_db = work / "demo.db"
+        ensure_demo_db(demo_db)
+        results: dict[str, Any] = {"rows": ORDERS_ROWS, "workers": args.workers, "cli": [], "dagster": []}
+        for i in range(args.repeat):
+            round_dir = work / f"r{i}"
+            round_dir.mkdir()
+            results["cli"].append(run_cli(demo_db, round_dir, args.target, args.workers))
+            for fanout in [int(x) for x in args.fanout.split(",")]:
+                results["dagster"].append(run_dagster(demo_db, round_dir, args.target, args.workers, fanout))
+        drop_created_tables()
+    cli_median = statistics.median(r["end_to_end_seconds"] for r in results["cli"])
+    print(f"1M rows, demo orders, {args.workers} workers, target {args.target}")
+    print(f"CLI export+import:           {cli_median:6.2f} s (median of {len(results['cli'])})")
+    for fanout in sorted({r["fanout"] for r in results["dagster"]}):
+        runs = [r for r in results["dagster"] if r["fanout"] == fanout]
+        e2e = statistics.median(r["end_to_end_seconds"] for r in runs)
+        overhead = (e2e - cli_median) / cli_median * 100
+        results[f"dagster_overhead_percent_fanout_{fanout}"] = round(overhead, 1)
+        first = runs[0]
+        print(f"Dagster (fanout {fanout}):         {e2e:6.2f} s  overhead {overhead:+.0f}%")
+        print(
+            f"  sensor: first part -> first import run {first['sensor_to_first_land_run_seconds']} s; "
+            f"export end -> publish run {first['export_end_to_publish_run_seconds']} s; "
+            f"{first['land_runs']} import runs for {first['parts']} parts"
+        )
+        print(f"  per-run overhead (median s): {first['per_run_overhead_seconds']}")
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(results, indent=2))
+    print(f"report: {args.out}")
+
+
+if __name__ == "__main__":
+    main()

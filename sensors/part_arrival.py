@@ -1,0 +1,225 @@
+"""The part-arrival sensor: turns new messages in each table's stream into import runs.
+
+Each tick, per table:
+
+1. Polls the stream's high watermark (the next seq; no part body is read) and
+   launches import-parts runs for the seqs that arrived since the cursor, at most
+   ``max_parts_per_run`` per run so one run's fixed cost (a few seconds) is spread
+   over many parts.  ``run_key = "<stream>:<from>-<until>"``: a seq range is launched
+   once, also across daemon restarts (Dagster checks run keys against run storage),
+   and the cursor moves past it so the next tick never asks again (#3726: run-key
+   dedupe alone would re-check every key on every tick).
+2. Reads the import-parts runs' observations since the cursor (by storage id) and,
+   for every export that is complete, launches a run of the import asset for that
+   export's partition: it publishes (a no-op when the importer already did) and runs
+   the blocking checks.  An export whose summary is in but that still misses parts
+   waits until no import-parts run of the table is in flight, then gets the same
+   run, so its checks fail and say what is missing instead of waiting forever.
+
+The cursor is JSON: ``{"seq": {stream: last launched seq}, "obs": {table: storage id},
+"waiting": {table: {export_id: partition}}}``.  A tick does one cheap broker call and
+two small storage queries per table, far inside Dagster's 60 s tick limit.
+"""
+
+import json
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+import dagster as dg
+from dagster._core.definitions.unresolved_asset_job_definition import UnresolvedAssetJobDefinition
+
+from tdtp_assets import names
+from tdtp_assets.jobs import plan_op_name, run_tags
+from tdtp_assets.partitions import partitions_def_for
+from tdtp_assets.tables_config import TableConfig, TablesConfig
+
+SENSOR_NAME = "tdtp_part_arrival"
+IN_FLIGHT = [
+    dg.DagsterRunStatus.QUEUED,
+    dg.DagsterRunStatus.NOT_STARTED,
+    dg.DagsterRunStatus.STARTING,
+    dg.DagsterRunStatus.STARTED,
+]
+_PUBLISHABLE = ("finalized", "complete")
+_STUCK = ("importing", "blocked")
+
+
+@dataclass
+class Cursor:
+    """The sensor's progress; survives daemon restarts in Dagster's storage."""
+
+    seq: dict[str, int] = field(default_factory=dict)
+    obs: dict[str, int] = field(default_factory=dict)
+    waiting: dict[str, dict[str, str]] = field(default_factory=dict)
+
+    @classmethod
+    def parse(cls, text: str | None) -> "Cursor":
+        if not text:
+            return cls()
+        doc = json.loads(text)
+        return cls(
+            seq={k: int(v) for k, v in doc.get("seq", {}).items()},
+            obs={k: int(v) for k, v in doc.get("obs", {}).items()},
+            waiting={k: dict(v) for k, v in doc.get("waiting", {}).items()},
+        )
+
+    def dump(self) -> str:
+        doc: dict[str, Any] = {"seq": self.seq, "obs": self.obs}
+        if any(self.waiting.values()):
+            doc["waiting"] = {k: v for k, v in self.waiting.items() if v}
+        return json.dumps(doc, sort_keys=True)
+
+
+def seq_ranges(last_launched: int, high_watermark: int, batch: int) -> list[tuple[int, int]]:
+    """Inclusive ranges covering ``last_launched+1 .. high_watermark-1``, at most ``batch`` seqs each."""
+    first, last = last_launched + 1, high_watermark - 1
+    return [(a, min(a + batch - 1, last)) for a in range(first, last + 1, batch)]
+
+
+def land_request(table: TableConfig, first: int, last: int) -> dg.RunRequest:
+    stream = table.stream_label
+    return dg.RunRequest(
+        run_key=f"{stream}:{first}-{last}",
+        job_name=names.import_parts_job_name(table.name),
+        run_config={"ops": {plan_op_name(table.name): {"config": {"from_seq": first, "until_seq": last}}}},
+        tags={**run_tags(table), names.TAG_STREAM: stream, names.TAG_SEQ_RANGE: f"{first}-{last}"},
+    )
+
+
+def publish_request(
+    table: TableConfig, export_id: str, partition: str | None, *, stuck: bool
+) -> dg.RunRequest:
+    suffix = ":incomplete" if stuck else ""
+    return dg.RunRequest(
+        run_key=f"{table.stream_label}:publish:{export_id}{suffix}",
+        job_name=names.publish_job_name(table.name),
+        partition_key=partition,
+        run_config={"ops": {names.import_op_name(table.name): {"config": {"export_id": export_id}}}},
+        tags={**run_tags(table), names.TAG_EXPORT: export_id},
+    )
+
+
+def _valid_partition(table: TableConfig, partition: str | None, context: dg.SensorEvaluationContext) -> bool:
+    pdef = partitions_def_for(table.partition)
+    if pdef is None:
+        return True
+    if partition and pdef.has_partition_key(partition):
+        return True
+    context.log.warning(
+        f"{table.name}: export partition {partition!r} is not a partition of this asset; skipped"
+    )
+    return False
+
+
+def high_watermarks(context: dg.SensorEvaluationContext, tables: list[TableConfig]) -> dict[str, int]:
+    """Every table's high watermark, polled side by side.
+
+    A poll is network-bound (an empty RabbitMQ stream takes about a second to probe),
+    so polling in threads keeps a tick short with many tables.  A broker that fails
+    is logged and skipped: one unreachable broker must not stop the other tables.
+    """
+
+    def poll(table: TableConfig) -> tuple[str, int | None]:
+        broker = getattr(context.resources, names.broker_resource(table.name))
+        try:
+            return table.name, broker.high_watermark()
+        except Exception as exc:
+            context.log.warning(f"{table.name}: cannot read the high watermark of {broker.safe_url}: {exc}")
+            return table.name, None
+
+    with ThreadPoolExecutor(max_workers=min(8, max(1, len(tables)))) as pool:
+        return {name: hw for name, hw in pool.map(poll, tables) if hw is not None}
+
+
+def _land_requests(
+    context: dg.SensorEvaluationContext, table: TableConfig, cursor: Cursor, hw: int | None
+) -> list[dg.RunRequest]:
+    if hw is None:
+        return []
+    stream = table.stream_label
+    broker = getattr(context.resources, names.broker_resource(table.name))
+    last = cursor.seq.get(stream, -1)
+    if hw - 1 < last:
+        context.log.warning(
+            f"{table.name}: stream {broker.safe_url} is at seq {hw - 1}, behind the cursor {last}; "
+            "was the stream recreated?  Starting over from its beginning."
+        )
+        last = -1
+    ranges = seq_ranges(last, hw, table.max_parts_per_run)
+    if ranges:
+        cursor.seq[stream] = ranges[-1][1]
+    return [land_request(table, a, b) for a, b in ranges]
+
+
+def _publish_requests(
+    context: dg.SensorEvaluationContext, table: TableConfig, cursor: Cursor, landing_now: bool
+) -> list[dg.RunRequest]:
+    after = cursor.obs.get(table.name)
+    records = context.instance.fetch_observations(
+        dg.AssetRecordsFilter(asset_key=names.import_key(table.name), after_storage_id=after),
+        limit=1000,
+        ascending=True,
+    ).records
+    waiting = cursor.waiting.setdefault(table.name, {})
+    requests: dict[str, dg.RunRequest] = {}
+    for record in records:
+        cursor.obs[table.name] = record.storage_id
+        obs = record.event_log_entry.asset_observation
+        if obs is None:
+            continue
+        meta = {k: v.value for k, v in obs.metadata.items()}
+        export_id = str(meta.get(names.META_EXPORT_ID) or "")
+        state = str(meta.get("state") or "")
+        partition = record.partition_key
+        if not export_id or not _valid_partition(table, partition, context):
+            continue
+        if state in _PUBLISHABLE:
+            waiting.pop(export_id, None)
+            requests[export_id] = publish_request(table, export_id, partition, stuck=False)
+        elif state in _STUCK and meta.get(names.META_SUMMARY_LANDED):
+            waiting[export_id] = partition or ""
+    if waiting and not landing_now:
+        busy = context.instance.get_runs(
+            filters=dg.RunsFilter(job_name=names.import_parts_job_name(table.name), statuses=IN_FLIGHT),
+            limit=1,
+        )
+        if not busy:
+            for export_id, partition in list(waiting.items()):
+                requests.setdefault(
+                    export_id, publish_request(table, export_id, partition or None, stuck=True)
+                )
+                del waiting[export_id]
+    return list(requests.values())
+
+
+def build_part_arrival_sensor(
+    config: TablesConfig, jobs: list[dg.JobDefinition | UnresolvedAssetJobDefinition]
+) -> dg.SensorDefinition:
+    tables = list(config.tables.values())
+    broker_keys = {names.broker_resource(t.name) for t in tables}
+
+    @dg.sensor(
+        name=SENSOR_NAME,
+        jobs=jobs,
+        minimum_interval_seconds=config.sensor.interval_seconds,
+        default_status=dg.DefaultSensorStatus.RUNNING
+        if config.sensor.running
+        else dg.DefaultSensorStatus.STOPPED,
+        required_resource_keys=broker_keys,
+        description=(
+            "Polls each table's part stream (high watermark only) and launches import runs for the parts that "
+            "arrived, batched per run; launches the import asset's run (publish + checks) once an export is complete."
+        ),
+    )
+    def part_arrival(context: dg.SensorEvaluationContext) -> dg.SensorResult:
+        cursor = Cursor.parse(context.cursor)
+        requests: list[dg.RunRequest] = []
+        marks = high_watermarks(context, tables)
+        for table in tables:
+            landing = _land_requests(context, table, cursor, marks.get(table.name))
+            requests += landing
+            requests += _publish_requests(context, table, cursor, landing_now=bool(landing))
+        return dg.SensorResult(run_requests=requests, cursor=cursor.dump())
+
+    return part_arrival

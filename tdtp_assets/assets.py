@@ -1,0 +1,239 @@
+"""The asset factory: one export asset and one import asset per table of the tables file.
+
+``tdtp/export/<table>`` streams one partition's rows into the table's broker stream and
+publishes the summary; ``tdtp/import/<table>`` is the table in the target, and a
+materialization of one of its partitions means "that partition is published there".
+
+Why two assets and not one: the export and the import run in different processes at
+different times (the part-arrival sensor lands parts while the export is still
+reading), and the graph should show that the target depends on the export.
+
+All protocol work is the engine's (``tdtp.exporter``, ``tdtp.importer``); this module
+wires partitions, resources and metadata.
+"""
+
+from typing import Any
+
+import dagster as dg
+from pydantic import Field
+
+from tdtp.exporter import export_to_log
+from tdtp.parts import PartOptions
+from tdtp_assets import names
+from tdtp_assets.figures import transfer_metadata
+from tdtp_assets.importing import publish_export
+from tdtp_assets.partitions import filter_as_dict, partition_filter_for, partitions_def_for
+from tdtp_assets.tables_config import TableConfig, describe, scheme_of
+
+# Dagster shows an icon for these kind names.
+_KIND = {
+    "postgresql": "postgres",
+    "sqlite": "sqlite",
+    "kafka": "kafka",
+    "rabbitmq": "rabbitmq",
+    "spool": "file",
+}
+
+
+def run_partition(context: dg.AssetExecutionContext | dg.AssetCheckExecutionContext) -> str | None:
+    """The one partition this run covers (None: unpartitioned).
+
+    Every partition is its own export (own export id and summary): that is what lets
+    the importer replace exactly that partition, so a run never covers a range.
+    Backfills launch one run per partition (no backfill policy); a single-partition
+    range, as some launchers send, counts as that partition.
+    """
+    if context.has_partition_key:
+        return context.partition_key
+    if context.has_partition_key_range:
+        keys = list(context.partition_keys)
+        if len(keys) == 1:
+            return keys[0]
+        raise dg.Failure(
+            f"one partition per run, got {len(keys)} ({keys[0]}..{keys[-1]}); launch one run each"
+        )
+    return None
+
+
+def _kinds(*conns: Any) -> set[str]:
+    kinds = {"tdtp"}
+    for conn in conns:
+        kind = _KIND.get(scheme_of(conn))
+        if kind:
+            kinds.add(kind)
+    return set(sorted(kinds)[:3])
+
+
+class _SeqRecorder:
+    """Wraps a part log to remember the first and last seq the export published.
+
+    The import asset uses that range to land an export by itself when no sensor did
+    (a materialization from the UI with the sensor stopped).
+    """
+
+    def __init__(self, log: Any) -> None:
+        self._log = log
+        self.first: int | None = None
+        self.last: int | None = None
+
+    def publish(self, body: bytes, headers: dict[str, str]) -> int:
+        seq = self._log.publish(body, headers)
+        if self.first is None:
+            self.first = seq
+        self.last = seq
+        return seq
+
+
+def build_export_asset(table: TableConfig) -> dg.AssetsDefinition:
+    """``tdtp/export/<table>``: stream one partition of the source into the broker."""
+    name = table.name
+    source_key, broker_key = names.source_resource(name), names.broker_resource(name)
+    what = f"table `{table.source_table}`" if table.source_table else "a query"
+    description = (table.description + "\n\n" if table.description else "") + (
+        f"Streams {what} from {describe(table.source)} as TDTP parts into {describe(table.broker)}, "
+        "then publishes the export summary (TotalParts, TotalRows, checksum). Parts leave while rows "
+        "are still being read; the part-arrival sensor imports them."
+    )
+
+    @dg.asset(
+        key=names.export_key(name),
+        partitions_def=partitions_def_for(table.partition),
+        group_name=table.group,
+        kinds=_kinds(table.source, table.broker),
+        owners=table.owners,
+        tags={"tdtp/table": name},
+        description=description,
+        required_resource_keys={source_key, broker_key},
+        metadata={"source": describe(table.source), "broker": describe(table.broker)},
+    )
+    def export_asset(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
+        source = getattr(context.resources, source_key)
+        broker = getattr(context.resources, broker_key)
+        key = run_partition(context) or ""
+        pfilter = partition_filter_for(table.partition, key)
+        options = PartOptions(
+            part_bytes=table.part_bytes, compress="" if table.compress == "none" else "zstd"
+        )
+        with (
+            source.open(
+                table=table.source_table,
+                query=table.query,
+                columns=table.columns,
+                where=table.where,
+                partition=pfilter,
+            ) as src,
+            broker.open() as log,
+        ):
+            recorder = _SeqRecorder(log)
+            stats = export_to_log(
+                src,
+                recorder,
+                options=options,
+                partition=key,
+                table=name,
+                partition_filter=filter_as_dict(pfilter),
+            ).as_dict()
+        context.log.info(
+            f"exported {stats['rows']:,} rows in {stats['parts']} parts as {stats['export_id']} "
+            f"(seq {recorder.first}..{recorder.last}) in {stats['seconds']:.2f} s"
+        )
+        return dg.MaterializeResult(
+            metadata={
+                **transfer_metadata(stats, rows=int(stats["rows"])),
+                names.META_EXPORT_ID: stats["export_id"],
+                names.META_PARTITION: key,
+                names.META_FIRST_SEQ: dg.MetadataValue.int(
+                    recorder.first if recorder.first is not None else -1
+                ),
+                names.META_LAST_SEQ: dg.MetadataValue.int(recorder.last if recorder.last is not None else -1),
+                "checksum": stats.get("checksum", ""),
+                "stream": describe(table.broker),
+            }
+        )
+
+    return export_asset
+
+
+class ImportConfig(dg.Config):
+    """Which export an import run publishes.  Empty: the latest export of the partition."""
+
+    export_id: str = Field(default="", description="Export id to publish; the sensor sets it.")
+
+
+def latest_export(
+    instance: dg.DagsterInstance, table: str, partition: str | None, export_id: str = ""
+) -> dict:
+    """Facts of the partition's latest export (or of ``export_id``) from its materialization metadata."""
+    records = instance.fetch_materializations(
+        dg.AssetRecordsFilter(
+            asset_key=names.export_key(table), asset_partitions=[partition] if partition else None
+        ),
+        limit=50 if export_id else 1,
+    ).records
+    for record in records:
+        mat = record.asset_materialization
+        if mat is None:
+            continue
+        meta = {k: v.value for k, v in mat.metadata.items()}
+        if not export_id or meta.get(names.META_EXPORT_ID) == export_id:
+            meta["latest"] = record is records[0]
+            return meta
+    return {}
+
+
+def build_import_asset(table: TableConfig) -> dg.AssetsDefinition:
+    """``tdtp/import/<table>``: the table in the target; a partition materializes when it is published."""
+    name = table.name
+    target_key, broker_key = names.target_resource(name), names.broker_resource(name)
+    description = (table.description + "\n\n" if table.description else "") + (
+        f"Table `{table.target_table}` in {describe(table.target.url)} (mode {table.target.mode}). "
+        "Parts land in staging as they arrive (part-arrival sensor); a materialization publishes the "
+        "partition in one transaction once the summary and every part are in, then the checks compare "
+        "the target with the summary."
+    )
+
+    @dg.asset(
+        key=names.import_key(name),
+        deps=[names.export_key(name)],
+        partitions_def=partitions_def_for(table.partition),
+        group_name=table.group,
+        kinds=_kinds(table.target.url),
+        owners=table.owners,
+        tags={"tdtp/table": name},
+        description=description,
+        required_resource_keys={target_key, broker_key},
+        metadata={
+            "target": describe(table.target.url),
+            "table": table.target_table,
+            "mode": table.target.mode,
+        },
+        output_required=False,
+    )
+    def import_asset(context: dg.AssetExecutionContext, config: ImportConfig):
+        key = run_partition(context) or ""
+        export = latest_export(context.instance, name, key or None, config.export_id)
+        if not export and config.export_id:
+            # Parts from a producer outside this Dagster (the CLI, another system): the
+            # target's bookkeeping knows the export; only its seq range is unknown here.
+            export = {names.META_EXPORT_ID: config.export_id, names.META_PARTITION: key, "latest": True}
+        if not export:
+            raise dg.Failure(
+                f"{name}: no export of partition {key or '(all)'} is recorded; "
+                f"materialize {names.export_key(name).to_user_string()} first"
+            )
+        if not export["latest"]:
+            context.log.info(
+                f"{export[names.META_EXPORT_ID]} was superseded by a newer export; nothing to publish"
+            )
+            return
+        metadata = publish_export(
+            context,
+            table,
+            getattr(context.resources, target_key),
+            getattr(context.resources, broker_key),
+            export,
+        )
+        if metadata is not None:
+            yield dg.MaterializeResult(metadata=metadata)
+
+    return import_asset

@@ -1,0 +1,189 @@
+"""Blocking asset checks on every import asset: the target must match what the export sent.
+
+Each check judges the partition its run materialized (Dagster 1.13 records a
+partitioned check's evaluation against the step's partition key) and the export that
+materialization published (its ``export_id`` metadata).  They read committed state
+only — the ledger, the export's summary and the rows now in the target — never a
+counter that may still be catching up.
+
+- ``rows_match_summary``: rows in the target for the partition (replace mode; the rows
+  this export published in upsert/append mode) equal the summary's TotalRows.
+- ``parts_complete``: parts in the ledger equal TotalParts with no gaps.
+- ``no_dead_letters``: no part of the export is waiting in the dead letters.
+- ``checksum_matches``: the sum of the ledger's part checksums equals the summary's.
+"""
+
+import warnings
+from collections.abc import Iterator
+
+import dagster as dg
+
+from tdtp.importer.status import ExportStatus
+from tdtp_assets import names
+from tdtp_assets.assets import run_partition
+from tdtp_assets.importing import target_partition_rows
+from tdtp_assets.partitions import partitions_def_for
+from tdtp_assets.tables_config import TableConfig
+
+ROWS = "rows_match_summary"
+PARTS = "parts_complete"
+DEAD = "no_dead_letters"
+CHECKSUM = "checksum_matches"
+
+DESCRIPTIONS = {
+    ROWS: "Rows in the target for this partition equal the export summary's TotalRows.",
+    PARTS: "Every part 1..TotalParts of the export is in the ledger (no gaps).",
+    DEAD: "No part of the export is in the dead letters.",
+    CHECKSUM: "The ledger's checksum (sum of part XXH3 checksums) equals the summary's.",
+}
+
+
+def _ranges(numbers: list[int], limit: int = 30) -> str:
+    spans: list[list[int]] = []
+    for n in sorted(numbers):
+        if spans and spans[-1][1] == n - 1:
+            spans[-1][1] = n
+        else:
+            spans.append([n, n])
+    text = ", ".join(f"{a}" if a == b else f"{a}-{b}" for a, b in spans[:limit])
+    return text + (f" (+{len(spans) - limit} more ranges)" if len(spans) > limit else "")
+
+
+def judge(
+    status: ExportStatus, rows_in_target: int | None, mode: str
+) -> Iterator[tuple[str, bool, str, dict[str, object]]]:
+    """``(check, passed, description, metadata)`` for each check: pure, so tests can call it directly."""
+    total_rows = status.total_rows
+    if not status.summary_received or total_rows is None:
+        why = f"the summary of {status.export_id} has not arrived ({status.parts_in_ledger} parts in the ledger)"
+        for name in (ROWS, PARTS, CHECKSUM):
+            yield name, False, why, {"export_id": status.export_id}
+    else:
+        counted = rows_in_target if mode == "replace" else status.published_rows
+        counted_as = "rows in the target partition" if mode == "replace" else f"rows published ({mode})"
+        if counted is None:
+            yield (
+                ROWS,
+                False,
+                f"the target table has no rows for this partition (expected {total_rows:,})",
+                {"expected_rows": total_rows},
+            )
+        else:
+            diff = total_rows - counted
+            text = (
+                f"{counted:,} {counted_as} == TotalRows {total_rows:,}"
+                if diff == 0
+                else f"{abs(diff):,} rows {'missing' if diff > 0 else 'too many'}: {counted:,} {counted_as}, "
+                f"TotalRows {total_rows:,}"
+            )
+            yield (
+                ROWS,
+                diff == 0,
+                text,
+                {
+                    "expected_rows": total_rows,
+                    "target_rows": counted,
+                    "rows_missing": max(diff, 0),
+                    "rows_extra": max(-diff, 0),
+                },
+            )
+        total_parts = status.total_parts or 0
+        missing = status.missing_parts
+        ok = not missing and status.parts_in_ledger == total_parts
+        text = (
+            f"{status.parts_in_ledger} of {total_parts} parts in the ledger"
+            if ok
+            else f"parts missing: {_ranges(missing)} ({status.parts_in_ledger} of {total_parts} in the ledger)"
+        )
+        yield (
+            PARTS,
+            ok,
+            text,
+            {
+                "total_parts": total_parts,
+                "parts_in_ledger": status.parts_in_ledger,
+                "missing_parts": _ranges(missing),
+            },
+        )
+        expected, have = status.checksum_expected or "", status.checksum_in_ledger
+        yield (
+            CHECKSUM,
+            status.checksum_ok is True,
+            (
+                f"checksum {have} matches"
+                if status.checksum_ok
+                else f"ledger checksum {have or '(none)'} != summary {expected}"
+            ),
+            {"expected": expected, "ledger": have},
+        )
+    dead = status.dead_letters
+    parts = sorted({int(d["part_number"]) for d in dead})
+    yield (
+        DEAD,
+        not dead,
+        (
+            "no dead letters"
+            if not dead
+            else f"{len(dead)} dead letter(s), parts {_ranges(parts)}: {dead[0]['reason']}"
+        ),
+        {"dead_letters": len(dead), "dead_parts": _ranges(parts)},
+    )
+
+
+def build_checks(table: TableConfig) -> dg.AssetChecksDefinition:
+    """The four checks of one import asset, evaluated together (one status read per run)."""
+    key = names.import_key(table.name)
+    target_key = names.target_resource(table.name)
+    with warnings.catch_warnings():
+        # Partitioned check specs are marked preview in 1.13; they are what makes a
+        # check's result belong to one partition.
+        warnings.simplefilter("ignore", dg.PreviewWarning)
+        specs = [
+            dg.AssetCheckSpec(
+                name,
+                asset=key,
+                blocking=True,
+                description=DESCRIPTIONS[name],
+                partitions_def=partitions_def_for(table.partition),
+            )
+            for name in (ROWS, PARTS, DEAD, CHECKSUM)
+        ]
+
+    @dg.multi_asset_check(
+        name=f"tdtp_checks_{table.name}",
+        specs=specs,
+        required_resource_keys={target_key},
+        description=f"Reconcile {table.target_table} with the export summary, per partition.",
+    )
+    def import_checks(context: dg.AssetCheckExecutionContext):
+        partition = run_partition(context)
+        records = context.instance.fetch_materializations(
+            dg.AssetRecordsFilter(asset_key=key, asset_partitions=[partition] if partition else None), limit=1
+        ).records
+        mat = records[0].asset_materialization if records else None
+        export_id = (
+            str(mat.metadata[names.META_EXPORT_ID].value)
+            if mat and names.META_EXPORT_ID in mat.metadata
+            else ""
+        )
+        if not export_id:
+            for name in (ROWS, PARTS, DEAD, CHECKSUM):
+                yield dg.AssetCheckResult(
+                    check_name=name,
+                    passed=False,
+                    description=f"partition {partition or '(all)'} was never published",
+                )
+            return
+        target = getattr(context.resources, target_key)
+        with target.importer(table=table.target_table, mode=table.target.mode, workers=1) as importer:
+            status = importer.status(export_id)
+        rows = target_partition_rows(target.url, table.target_table, export_id)
+        for name, passed, description, metadata in judge(status, rows, table.target.mode):
+            yield dg.AssetCheckResult(
+                check_name=name,
+                passed=passed,
+                description=description,
+                metadata={"export_id": export_id, "partition": partition or "", **metadata},
+            )
+
+    return import_checks

@@ -1,0 +1,221 @@
+"""Glue between Dagster steps and the engine's importer: land a seq range, publish an export.
+
+The import-parts job lands ranges of the stream (parts go to staging and the ledger;
+the importer publishes an export by itself once it is complete), and reports every
+export it touched as an observation of the import asset's partition.  The import
+asset publishes one export (a no-op when the importer already did) and records the
+figures.  Both read the truth from the target's bookkeeping tables via the engine,
+never from what a step remembers, so a retried or re-executed step sees the same.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import dagster as dg
+
+from tdtp.importer.finalize import partition_predicate
+from tdtp.importer.ledger import load_export
+from tdtp.importer.status import ExportStatus
+from tdtp.importer.target import Target
+from tdtp_assets import names
+from tdtp_assets.figures import import_metadata
+from tdtp_assets.tables_config import TableConfig
+
+# Observation metadata that carries one land run's figures, summed per export later.
+_FIGURE_KEYS = ("parts_imported", "total_rows", "bytes", "seconds", "duplicates", "retries", "dead_letters")
+
+
+def partition_of(table: TableConfig, status: ExportStatus) -> str | None:
+    """The Dagster partition an export belongs to (None for an unpartitioned table)."""
+    return (status.partition or None) if table.partition else None
+
+
+def observe_exports(
+    context: dg.OpExecutionContext,
+    table: TableConfig,
+    statuses: list[ExportStatus],
+    stats: dict[str, Any],
+    seq_range: tuple[int, int],
+) -> None:
+    """Log what a land run did to each export it touched, on the import asset's partition.
+
+    The sensor reads these observations to launch the import asset's run for a
+    partition once its export is complete (or stuck), and the import asset sums the
+    figures of every land run of its export.
+    """
+    for status in statuses:
+        partition = partition_of(table, status)
+        if table.partition and not partition:
+            context.log.warning(f"export {status.export_id} carries no partition key; not reported")
+            continue
+        context.log_event(
+            dg.AssetObservation(
+                asset_key=names.import_key(table.name),
+                partition=partition,
+                metadata={
+                    names.META_EXPORT_ID: status.export_id,
+                    "state": status.state,
+                    names.META_SUMMARY_LANDED: status.summary_received,
+                    names.META_COMPLETE: status.complete,
+                    "finalized": status.finalized,
+                    "parts_in_ledger": status.parts_in_ledger,
+                    "total_parts": -1 if status.total_parts is None else status.total_parts,
+                    "missing_parts": _ranges_text(status.missing_parts),
+                    "from_seq": seq_range[0],
+                    names.META_UNTIL_SEQ: seq_range[1],
+                    **{f"run_{k}": stats.get(k) or 0 for k in _FIGURE_KEYS},
+                    "run_first_part_seconds": stats.get("first_part_seconds") or 0.0,
+                    "run_peak_rss_mb": max(
+                        stats.get("peak_rss_mb") or 0.0, stats.get("worker_peak_rss_mb") or 0.0
+                    ),
+                },
+            )
+        )
+
+
+def _ranges_text(numbers: list[int]) -> str:
+    out: list[str] = []
+    for n in sorted(numbers):
+        if out and out[-1][1] == n - 1:
+            out[-1][1] = n
+        else:
+            out.append([n, n])
+    return ", ".join(f"{a}" if a == b else f"{a}-{b}" for a, b in out)
+
+
+def land_figures(
+    instance: dg.DagsterInstance, table: TableConfig, partition: str | None, export_id: str
+) -> dict:
+    """Time, memory and incident counts of the land runs that carried ``export_id`` (one observation each).
+
+    A land run carrying several partitions counts fully for each of them: its rows/s
+    for one partition is a lower bound, never an overstatement.
+    """
+    records = instance.fetch_observations(
+        dg.AssetRecordsFilter(
+            asset_key=names.import_key(table.name), asset_partitions=[partition] if partition else None
+        ),
+        limit=500,
+    ).records
+    out: dict[str, Any] = {"seconds": 0.0, "first_part_seconds": None, "peak_rss_mb": 0.0, "land_runs": 0}
+    out.update({k: 0 for k in ("duplicates", "retries", "dead_letters")})
+    seen_runs: set[str] = set()
+    for record in records:
+        obs = record.event_log_entry.asset_observation
+        if obs is None:
+            continue
+        meta = {k: v.value for k, v in obs.metadata.items()}
+        if meta.get(names.META_EXPORT_ID) != export_id or record.run_id in seen_runs:
+            continue
+        seen_runs.add(record.run_id)
+        out["seconds"] += float(meta.get("run_seconds") or 0)
+        for k in ("duplicates", "retries", "dead_letters"):
+            out[k] += int(meta.get(f"run_{k}") or 0)
+        fp = float(meta.get("run_first_part_seconds") or 0)
+        if fp and (out["first_part_seconds"] is None or fp < out["first_part_seconds"]):
+            out["first_part_seconds"] = fp
+        out["peak_rss_mb"] = max(out["peak_rss_mb"], float(meta.get("run_peak_rss_mb") or 0))
+    out["land_runs"] = len(seen_runs)
+    return out
+
+
+def target_partition_rows(target_url: str, table: str, export_id: str) -> int | None:
+    """Rows now in the target table for the export's partition (all rows when unpartitioned).
+
+    Uses the importer's own partition predicate (from the summary's partition filter),
+    so the count covers exactly the rows that replace mode swapped in.  None when the
+    export or the table is not there.
+    """
+    target = Target.parse(target_url)
+    conn = target.connect()
+    try:
+        rec = load_export(target, conn, export_id)
+        if rec is None:
+            return None
+        predicate = partition_predicate(target, rec.summary)
+        sql = f"SELECT count(*) FROM {target.table(table)}"
+        params: tuple = ()
+        if predicate is not None:
+            sql += f" WHERE {predicate[0]}"
+            params = predicate[1]
+        if target.is_pg:
+            with conn.transaction():
+                conn.execute("SET LOCAL TimeZone = 'UTC'")  # the predicate's bounds are UTC
+                return int(target.execute(conn, sql, params).fetchone()[0])
+        return int(target.execute(conn, sql, params).fetchone()[0])
+    except Exception as exc:  # a missing table reads as "no rows here", which the check reports
+        if type(exc).__module__.startswith(("sqlite3", "psycopg")):
+            return None
+        raise
+    finally:
+        conn.close()
+
+
+def publish_export(
+    context: dg.AssetExecutionContext,
+    table: TableConfig,
+    target: Any,
+    broker: Any,
+    export: dict[str, Any],
+) -> dict[str, Any] | None:
+    """Make sure the export is landed and published; return the import materialization's metadata.
+
+    Normally the sensor's land runs already did both and this only reads the state.
+    When they did not (sensor stopped, parts dead-lettered) it lands the export's own
+    seq range, known from the export's metadata, and finalizes; an export that still
+    cannot be published is materialized with ``published: false`` so the blocking
+    checks fail and say what is missing.  None: a newer export of the partition was
+    published first, so this one has nothing to materialize.
+    """
+    export_id = str(export[names.META_EXPORT_ID])
+    started = time.perf_counter()
+    landed_here: dict[str, Any] | None = None
+    finalize: dict[str, Any] = {}
+    with target.importer(table=table.target_table, mode=table.target.mode, workers=table.workers) as importer:
+        status = importer.status(export_id)
+        if not status.finalized and not status.complete:
+            first, last = int(export.get(names.META_FIRST_SEQ, -1)), int(export.get(names.META_LAST_SEQ, -1))
+            if first >= 0 and last >= first:
+                context.log.info(f"{export_id}: {status.state}; landing seq {first}..{last} in this run")
+                with broker.open() as log:
+                    # until_seq is exclusive in the engine.
+                    landed_here = importer.import_log(log, from_seq=first, until_seq=last + 1).as_dict()
+                status = importer.status(export_id)
+        if not status.finalized and status.complete:
+            result = importer.finalize(export_id)
+            finalize = result.as_dict()
+            context.log.info(f"{export_id}: {result.describe()}")
+            status = importer.status(export_id)
+    if status.state == "superseded":
+        context.log.info(f"{export_id}: superseded ({status.note}); nothing to publish")
+        return None
+    if not status.finalized:
+        context.log.warning(f"{export_id} is not published:\n{status.describe()}")
+    partition = export.get(names.META_PARTITION) or None
+    figures = land_figures(context.instance, table, partition, export_id)
+    if landed_here:
+        figures = _merge(figures, landed_here)
+    rows_in_target = target_partition_rows(target.url, table.target_table, export_id)
+    return import_metadata(
+        status,
+        figures,
+        rows_in_target=rows_in_target,
+        export=export,
+        finalize=finalize,
+        publish_seconds=time.perf_counter() - started,
+    )
+
+
+def _merge(figures: dict[str, Any], stats: dict[str, Any]) -> dict[str, Any]:
+    """Add this run's own landing to the land runs' figures."""
+    out = dict(figures)
+    out["seconds"] += float(stats.get("seconds") or 0)
+    for k in ("duplicates", "retries", "dead_letters"):
+        out[k] += int(stats.get(k) or 0)
+    if out["first_part_seconds"] is None:
+        out["first_part_seconds"] = stats.get("first_part_seconds")
+    out["peak_rss_mb"] = max(out["peak_rss_mb"], float(stats.get("peak_rss_mb") or 0))
+    out["land_runs"] += 1
+    return out

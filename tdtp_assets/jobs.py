@@ -1,0 +1,177 @@
+"""Jobs per table: export (for schedules), import-parts (for the sensor), publish (import asset + checks).
+
+Jobs are per table because a job holds assets of one partitions definition only, and
+because a run should initialize only its own table's resources (a missing secret of
+one table must not stop another table's imports).
+
+Executors: every job runs its steps in process.  On this kind of machine a
+multiprocess step costs about a second to start (DESIGN §4), more than landing a
+batch of parts takes; the importer's own worker processes give the parallelism.
+``fanout > 1`` in the tables file switches the import-parts job to the multiprocess
+executor with that many ops landing sub-ranges side by side (``bench/dagster.py``
+compares both).
+"""
+
+from typing import Any
+
+import dagster as dg
+from dagster._core.definitions.unresolved_asset_job_definition import UnresolvedAssetJobDefinition
+from pydantic import Field
+
+from tdtp_assets import names
+from tdtp_assets.importing import observe_exports
+from tdtp_assets.tables_config import TableConfig
+
+
+def run_tags(table: TableConfig) -> dict[str, str]:
+    """Tags every run of a table carries; ``tdtp/target`` is what concurrency limits key on."""
+    return {names.TAG_TABLE: table.name, names.TAG_TARGET: table.target_label}
+
+
+def build_export_job(table: TableConfig) -> UnresolvedAssetJobDefinition:
+    return dg.define_asset_job(
+        names.export_job_name(table.name),
+        selection=dg.AssetSelection.assets(names.export_key(table.name)),
+        description=f"Export {table.name}: one partition per run (schedules and backfills use it).",
+        tags={names.TAG_TABLE: table.name},
+        executor_def=dg.in_process_executor,
+    )
+
+
+def build_publish_job(table: TableConfig) -> UnresolvedAssetJobDefinition:
+    """Materialize one partition of the import asset; its blocking checks run in the same run."""
+    return dg.define_asset_job(
+        names.publish_job_name(table.name),
+        selection=dg.AssetSelection.assets(names.import_key(table.name)),
+        description=f"Publish one export of {table.name} in the target and run its checks.",
+        tags=run_tags(table),
+        executor_def=dg.in_process_executor,
+    )
+
+
+class PartRange(dg.Config):
+    """The stream positions an import-parts run lands (inclusive)."""
+
+    from_seq: int = Field(ge=0, description="First seq to import (inclusive).")
+    until_seq: int = Field(ge=0, description="Last seq to import (inclusive).")
+
+
+def split_range(first: int, last: int, pieces: int) -> list[tuple[int, int]]:
+    """``first..last`` in at most ``pieces`` contiguous, near-equal inclusive sub-ranges."""
+    count = last - first + 1
+    pieces = max(1, min(pieces, count))
+    size, extra = divmod(count, pieces)
+    out, start = [], first
+    for i in range(pieces):
+        end = start + size + (1 if i < extra else 0) - 1
+        out.append((start, end))
+        start = end + 1
+    return out
+
+
+def plan_op_name(table: str) -> str:
+    return f"plan_parts_{table}"
+
+
+def build_import_parts_job(table: TableConfig) -> dg.JobDefinition:
+    """Land a range of the table's stream: plan -> land (fanned out) -> report.
+
+    The report step turns what happened to each export into an observation of the
+    import asset's partition; the sensor reads those to launch the publish run.
+    """
+    name = table.name
+    target_key, broker_key = names.target_resource(name), names.broker_resource(name)
+    fanout = table.fanout
+    workers_per_op = max(1, table.workers // fanout)
+
+    @dg.op(
+        name=plan_op_name(name), out=dg.DynamicOut(list), description="Split the seq range over the land ops."
+    )
+    def plan(context: dg.OpExecutionContext, config: PartRange):
+        if config.until_seq < config.from_seq:
+            raise dg.Failure(f"until_seq {config.until_seq} is before from_seq {config.from_seq}")
+        for first, last in split_range(config.from_seq, config.until_seq, fanout):
+            yield dg.DynamicOutput([first, last], mapping_key=f"seq_{first}_{last}")
+
+    @dg.op(
+        name=f"land_parts_{name}",
+        required_resource_keys={target_key, broker_key},
+        retry_policy=dg.RetryPolicy(max_retries=2, delay=2, backoff=dg.Backoff.EXPONENTIAL),
+        description="Import the parts of a seq range into staging (ledger-protected, idempotent).",
+    )
+    def land(context: dg.OpExecutionContext, seq_range: list) -> dict:
+        target = getattr(context.resources, target_key)
+        broker = getattr(context.resources, broker_key)
+        # until_seq is exclusive in the engine; our ranges are inclusive.
+        with (
+            target.importer(
+                table=table.target_table, mode=table.target.mode, workers=workers_per_op
+            ) as importer,
+            broker.open() as log,
+        ):
+            stats = importer.import_log(log, from_seq=seq_range[0], until_seq=seq_range[1] + 1).as_dict()
+        context.log.info(
+            f"seq {seq_range[0]}..{seq_range[1]}: {stats['parts_imported']} parts, {stats['total_rows']:,} rows, "
+            f"{stats['duplicates']} duplicates, {stats['dead_letters']} dead letters in {stats['seconds']:.2f} s"
+        )
+        stats["seq_range"] = list(seq_range)
+        return stats
+
+    @dg.op(
+        name=f"report_parts_{name}",
+        required_resource_keys={target_key},
+        description="Report each touched export's state on the import asset's partition.",
+    )
+    def report(context: dg.OpExecutionContext, results: list) -> dict:
+        target = getattr(context.resources, target_key)
+        total = _sum_stats(results)
+        export_ids = sorted({eid for r in results for eid in (r.get("exports") or {})})
+        with target.importer(table=table.target_table, mode=table.target.mode, workers=1) as importer:
+            statuses = [importer.status(eid) for eid in export_ids]
+        first = min(r["seq_range"][0] for r in results)
+        last = max(r["seq_range"][1] for r in results)
+        observe_exports(context, table, statuses, total, (first, last))
+        for status in statuses:
+            context.log.info(status.describe())
+        context.add_output_metadata(
+            {
+                "parts_imported": total["parts_imported"],
+                "rows": total["total_rows"],
+                "bytes": total["bytes"],
+                "duplicates": total["duplicates"],
+                "dead_letters": total["dead_letters"],
+                "exports": ", ".join(f"{s.export_id}: {s.state}" for s in statuses),
+            }
+        )
+        return total
+
+    executor = (
+        dg.multiprocess_executor.configured({"max_concurrent": fanout})
+        if fanout > 1
+        else dg.in_process_executor
+    )
+
+    @dg.job(
+        name=names.import_parts_job_name(name),
+        description=f"Land a range of {name}'s part stream into {table.target_table} (launched by the sensor).",
+        tags={**run_tags(table), names.TAG_STREAM: name},
+        executor_def=executor,
+    )
+    def import_parts() -> None:
+        report(plan().map(land).collect())
+
+    return import_parts
+
+
+def _sum_stats(results: list[dict[str, Any]]) -> dict[str, Any]:
+    """One run's figures from its land ops (seconds: the longest op, as they overlap)."""
+    total: dict[str, Any] = {
+        k: sum(int(r.get(k) or 0) for r in results)
+        for k in ("parts_imported", "total_rows", "bytes", "duplicates", "retries", "dead_letters")
+    }
+    total["seconds"] = max((float(r.get("seconds") or 0) for r in results), default=0.0)
+    firsts = [float(r["first_part_seconds"]) for r in results if r.get("first_part_seconds") is not None]
+    total["first_part_seconds"] = min(firsts) if firsts else None
+    total["peak_rss_mb"] = max((float(r.get("peak_rss_mb") or 0) for r in results), default=0.0)
+    total["worker_peak_rss_mb"] = max((float(r.get("worker_peak_rss_mb") or 0) for r in results), default=0.0)
+    return total

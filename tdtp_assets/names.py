@@ -1,0 +1,63 @@
+"""Names shared by assets, checks, jobs and the sensor: asset keys, resource keys, tags.
+
+Kept in one place because the sensor finds runs and events by these names; a rename
+in one module but not another would silently stop imports.
+"""
+
+from __future__ import annotations
+
+import dagster as dg
+
+TAG_TABLE = "tdtp/table"
+TAG_TARGET = "tdtp/target"
+TAG_STREAM = "tdtp/stream"
+TAG_EXPORT = "tdtp/export_id"
+TAG_SEQ_RANGE = "tdtp/seq_range"
+
+# Metadata keys written on export materializations and read back by the import asset.
+META_EXPORT_ID = "export_id"
+META_FIRST_SEQ = "first_seq"
+META_LAST_SEQ = "summary_seq"
+META_PARTITION = "partition"
+
+# Observation metadata the import-parts job writes and the sensor reads.
+META_SUMMARY_LANDED = "summary_landed"
+META_COMPLETE = "complete"
+META_UNTIL_SEQ = "until_seq"
+
+
+def export_key(table: str) -> dg.AssetKey:
+    return dg.AssetKey(["tdtp", "export", table])
+
+
+def import_key(table: str) -> dg.AssetKey:
+    return dg.AssetKey(["tdtp", "import", table])
+
+
+def source_resource(table: str) -> str:
+    return f"source_{table}"
+
+
+def broker_resource(table: str) -> str:
+    return f"broker_{table}"
+
+
+def target_resource(table: str) -> str:
+    return f"target_{table}"
+
+
+def export_job_name(table: str) -> str:
+    return f"tdtp_export_{table}"
+
+
+def import_parts_job_name(table: str) -> str:
+    return f"tdtp_import_parts_{table}"
+
+
+def publish_job_name(table: str) -> str:
+    return f"tdtp_publish_{table}"
+
+
+def import_op_name(table: str) -> str:
+    """The op name Dagster derives from the import asset key (used in run config)."""
+    return "tdtp__import__" + table

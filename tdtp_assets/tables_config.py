@@ -1,0 +1,489 @@
+"""The tables file: which tables move, from where, through which broker, into what.
+
+One YAML file describes every table (``TDTP_TABLES``, default: the demo file next to
+this module).  It is validated when the code location loads, so a typo never turns
+into a half-built asset graph: the first thing a user sees, in the UI and in
+``dagster definitions validate``, is one error naming the table and the key.
+
+Connection values are either a URL string or ``{env: NAME}``.  An ``{env: ...}`` value
+never reaches the UI or run storage: resources receive it as ``dagster.EnvVar`` and
+Dagster reads the variable when the run starts.
+
+URL strings may use two placeholders, so one file works on every machine:
+``{home}`` is the data directory as an absolute path (``TDTP_HOME``, default ``.tdtp``
+under the current directory; ``sqlite:///{home}/x.db`` then has the four slashes of an
+absolute path) and ``{table}`` is the table's name (how one default broker URL gives
+every table a stream of its own).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import re
+from collections.abc import Mapping
+from functools import cached_property
+from pathlib import Path
+from typing import Any, Literal
+from urllib.parse import urlsplit
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+DEMO_TABLES_FILE = Path(__file__).with_name("tables.demo.yaml")
+TABLES_ENV = "TDTP_TABLES"
+HOME_ENV = "TDTP_HOME"
+DEFAULT_HOME = ".tdtp"
+
+_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_BROKER_SCHEMES = ("spool", "rabbitmq", "kafka")
+
+
+class TablesConfigError(ValueError):
+    """The tables file cannot be used; the message names the file, the table and the key."""
+
+
+def data_home() -> Path:
+    """The directory demo data, spools and local databases live in (absolute)."""
+    return Path(os.environ.get(HOME_ENV) or DEFAULT_HOME).expanduser().resolve()
+
+
+class EnvRef(BaseModel):
+    """``{env: NAME}``: the value is read from the environment when a run starts."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    env: str
+
+    @field_validator("env")
+    @classmethod
+    def _valid_name(cls, value: str) -> str:
+        if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", value):
+            raise ValueError(f"{value!r} is not an environment variable name")
+        return value
+
+
+Connection = str | EnvRef
+
+
+def describe(conn: Connection) -> str:
+    """A label safe to show: the URL without credentials, or ``$NAME`` for an env reference."""
+    if isinstance(conn, EnvRef):
+        return f"${conn.env}"
+    parts = urlsplit(conn)
+    host = parts.hostname or ""
+    if parts.port:
+        host = f"{host}:{parts.port}"
+    return f"{parts.scheme}://{host}{parts.path}"
+
+
+def scheme_of(conn: Connection) -> str:
+    """``sqlite``/``postgresql``/``spool``/...; ``env`` when only the environment knows."""
+    if isinstance(conn, EnvRef):
+        return "env"
+    scheme = urlsplit(conn).scheme.split("+", 1)[0]
+    return "postgresql" if scheme == "postgres" else scheme
+
+
+def label_of(conn: Connection) -> str:
+    """A short identifier for a connection: database/file stem, or the env name (group and tag values)."""
+    if isinstance(conn, EnvRef):
+        raw = conn.env.lower()
+    else:
+        path = urlsplit(conn).path.rstrip("/")
+        raw = Path(path).stem if path else (urlsplit(conn).hostname or scheme_of(conn))
+    cleaned = re.sub(r"[^A-Za-z0-9_]", "_", raw).strip("_").lower()
+    return cleaned or "default"
+
+
+def sqlite_path(url: str) -> str | None:
+    """The file a ``sqlite://`` URL names, by the engine's rule (three slashes relative, four absolute)."""
+    if scheme_of(url) != "sqlite":
+        return None
+    return url.partition("://")[2][1:].split("?", 1)[0] or None
+
+
+class Partitioning(BaseModel):
+    """Exactly one of ``daily``/``hourly`` (a timestamp column) or ``static`` (a column with values).
+
+    Days and hours are UTC, as the sources compare them: a timestamp column holds UTC
+    (or naive UTC) values.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    daily: str | None = None
+    hourly: str | None = None
+    static: str | None = None
+    start: dt.date | dt.datetime | None = None
+    end: dt.date | dt.datetime | None = Field(default=None, description="exclusive; open-ended when absent")
+    values: list[str] | None = None
+
+    @field_validator("values", mode="before")
+    @classmethod
+    def _values_as_text(cls, value: Any) -> Any:
+        if isinstance(value, list):
+            return [str(v) for v in value]
+        return value
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> Partitioning:
+        kinds = [k for k in ("daily", "hourly", "static") if getattr(self, k)]
+        if len(kinds) != 1:
+            raise ValueError("give exactly one of daily: COLUMN, hourly: COLUMN or static: COLUMN")
+        for column in kinds:
+            _check_identifier(getattr(self, column), "partition column")
+        if self.static:
+            if not self.values:
+                raise ValueError("static partitioning needs values: [..]")
+            if len(set(self.values)) != len(self.values):
+                raise ValueError("static partition values must be distinct")
+            if self.start or self.end:
+                raise ValueError("start/end apply to daily or hourly partitioning, not static")
+        else:
+            if self.values:
+                raise ValueError("values apply to static partitioning only")
+            if self.start is None:
+                raise ValueError(f"{kinds[0]} partitioning needs start: YYYY-MM-DD")
+            if self.end is not None and _as_datetime(self.end) <= _as_datetime(self.start):
+                raise ValueError("end must be after start")
+        return self
+
+    @property
+    def kind(self) -> Literal["daily", "hourly", "static"]:
+        if self.daily:
+            return "daily"
+        return "hourly" if self.hourly else "static"
+
+    @property
+    def column(self) -> str:
+        return self.daily or self.hourly or self.static or ""
+
+
+def _as_datetime(value: dt.date | dt.datetime) -> dt.datetime:
+    if isinstance(value, dt.datetime):
+        return value.replace(tzinfo=None)
+    return dt.datetime(value.year, value.month, value.day)
+
+
+def _check_identifier(value: str, what: str) -> None:
+    # schema.table is allowed; each piece must be a plain SQL identifier.
+    if not all(_NAME.match(piece) for piece in value.split(".")):
+        raise ValueError(
+            f"{what} {value!r} is not a plain identifier (letters, digits, _; schema.name allowed)"
+        )
+
+
+class Target(BaseModel):
+    """Where the import lands: database URL, table, write mode."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    url: Connection
+    table: str | None = None
+    mode: Literal["replace", "upsert", "append"] = "replace"
+    name: str | None = Field(default=None, description="concurrency-limit tag value; derived from the URL")
+
+    @field_validator("table")
+    @classmethod
+    def _table_ident(cls, value: str | None) -> str | None:
+        if value is not None:
+            _check_identifier(value, "target table")
+        return value
+
+
+class Schedule(BaseModel):
+    """When a partitioned export runs by itself.  Off unless ``running: true``."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    running: bool = False
+    minute: int = Field(default=5, ge=0, le=59)
+    hour: int = Field(default=0, ge=0, le=23)
+    cron: str | None = Field(default=None, description="for static or unpartitioned tables")
+
+
+class Defaults(BaseModel):
+    """Values every table inherits unless it sets its own."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    broker: Connection = "spool:///{home}/spool/{table}"
+    part_bytes: int = Field(default=1_900_000, ge=4096, le=64 * 2**20)
+    compress: Literal["zstd", "none"] = "zstd"
+    workers: int = Field(default_factory=lambda: os.cpu_count() or 2, ge=1, le=64)
+    mode: Literal["replace", "upsert", "append"] = "replace"
+    owners: list[str] = Field(default_factory=list)
+    max_parts_per_run: int = Field(default=200, ge=1, le=100_000)
+    fanout: int = Field(default=1, ge=1, le=64)
+
+
+class SensorSettings(BaseModel):
+    """How the part-arrival sensor polls and batches."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    # dagster-daemon evaluates sensors at most every 5 s whatever this says below that.
+    interval_seconds: int = Field(default=5, ge=1, le=3600)
+    running: bool = True
+
+
+class TableSpec(BaseModel):
+    """One table as written in the file (before defaults are applied)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    source: Connection
+    table: str | None = None
+    query: str | None = None
+    columns: list[str] | None = None
+    where: str | None = None
+    partition: Partitioning | None = None
+    broker: Connection | None = None
+    target: Target
+    part_bytes: int | None = Field(default=None, ge=4096, le=64 * 2**20)
+    compress: Literal["zstd", "none"] | None = None
+    workers: int | None = Field(default=None, ge=1, le=64)
+    max_parts_per_run: int | None = Field(default=None, ge=1, le=100_000)
+    fanout: int | None = Field(default=None, ge=1, le=64)
+    group: str | None = None
+    owners: list[str] | None = None
+    description: str | None = None
+    schedule: Schedule | None = None
+
+    @field_validator("partition", mode="before")
+    @classmethod
+    def _none_means_unpartitioned(cls, value: Any) -> Any:
+        return None if value in ("none", "None", False) else value
+
+    @field_validator("table")
+    @classmethod
+    def _table_ident(cls, value: str | None) -> str | None:
+        if value is not None:
+            _check_identifier(value, "source table")
+        return value
+
+    @field_validator("columns")
+    @classmethod
+    def _column_idents(cls, value: list[str] | None) -> list[str] | None:
+        for column in value or []:
+            _check_identifier(column, "column")
+        return value
+
+    @field_validator("group")
+    @classmethod
+    def _group_name(cls, value: str | None) -> str | None:
+        if value is not None and not _NAME.match(value):
+            raise ValueError(f"group {value!r} must be letters, digits and _")
+        return value
+
+    @model_validator(mode="after")
+    def _table_xor_query(self) -> TableSpec:
+        if bool(self.table) == bool(self.query):
+            raise ValueError("give exactly one of table: NAME or query: SQL")
+        return self
+
+
+class TableConfig(BaseModel):
+    """One table with defaults applied and placeholders resolved: what the asset factory uses."""
+
+    model_config = ConfigDict(frozen=True)
+
+    name: str
+    source: Connection
+    source_table: str | None
+    query: str | None
+    columns: list[str] | None
+    where: str | None
+    partition: Partitioning | None
+    broker: Connection
+    target: Target
+    target_table: str
+    part_bytes: int
+    compress: Literal["zstd", "none"]
+    workers: int
+    max_parts_per_run: int
+    fanout: int
+    group: str
+    owners: list[str]
+    description: str | None
+    schedule: Schedule | None
+    demo_db: str | None = None
+
+    @property
+    def target_label(self) -> str:
+        """Value of the ``tdtp/target`` run tag that concurrency limits key on."""
+        return self.target.name or label_of(self.target.url)
+
+    @property
+    def stream_label(self) -> str:
+        """Identity of this table's part stream (sensor cursor key, run keys)."""
+        return self.name
+
+
+class TablesFile(BaseModel):
+    """The whole file."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    demo: str | None = Field(default=None, description="SQLite file to generate demo data into on first use")
+    defaults: Defaults = Field(default_factory=Defaults)
+    sensor: SensorSettings = Field(default_factory=SensorSettings)
+    tables: dict[str, TableSpec]
+
+    @field_validator("tables")
+    @classmethod
+    def _some_tables(cls, value: dict[str, TableSpec]) -> dict[str, TableSpec]:
+        if not value:
+            raise ValueError("list at least one table")
+        return value
+
+
+class TablesConfig:
+    """A validated tables file, with per-table settings resolved."""
+
+    def __init__(self, raw: TablesFile, path: Path, home: Path) -> None:
+        self.raw = raw
+        self.path = path
+        self.home = home
+
+    @property
+    def sensor(self) -> SensorSettings:
+        return self.raw.sensor
+
+    @property
+    def demo_db(self) -> str | None:
+        """Absolute path of the demo database to generate on first use, if the file asks for one."""
+        return self.raw.demo.replace("{home}", self.home.as_posix()) if self.raw.demo else None
+
+    @cached_property
+    def tables(self) -> dict[str, TableConfig]:
+        return {name: self._resolve(name, spec) for name, spec in self.raw.tables.items()}
+
+    def table(self, name: str) -> TableConfig:
+        try:
+            return self.tables[name]
+        except KeyError:
+            raise TablesConfigError(
+                f"{self.path}: no table {name!r} (known: {', '.join(self.tables)})"
+            ) from None
+
+    def _resolve(self, name: str, spec: TableSpec) -> TableConfig:
+        d = self.raw.defaults
+        source = self._fill(spec.source, name)
+        demo = self.demo_db
+        uses_demo = isinstance(source, str) and demo is not None and sqlite_path(source) == demo
+        return TableConfig(
+            name=name,
+            source=source,
+            source_table=spec.table,
+            query=spec.query,
+            columns=spec.columns,
+            where=spec.where,
+            partition=spec.partition,
+            broker=self._fill(spec.broker or d.broker, name),
+            target=spec.target.model_copy(update={"url": self._fill(spec.target.url, name)}),
+            target_table=spec.target.table or spec.table or name,
+            part_bytes=spec.part_bytes or d.part_bytes,
+            compress=spec.compress or d.compress,
+            workers=spec.workers or d.workers,
+            max_parts_per_run=spec.max_parts_per_run or d.max_parts_per_run,
+            fanout=spec.fanout or d.fanout,
+            group=spec.group or label_of(spec.source),
+            owners=spec.owners if spec.owners is not None else d.owners,
+            description=spec.description,
+            schedule=spec.schedule,
+            demo_db=demo if uses_demo else None,
+        )
+
+    def _fill(self, conn: Connection, table: str) -> Connection:
+        if isinstance(conn, EnvRef):
+            return conn
+        return conn.replace("{home}", self.home.as_posix()).replace("{table}", table)
+
+
+def _error_lines(path: Path, exc: ValidationError) -> list[str]:
+    """One line per wrong key.  A union (URL or {env: ..}) fails once per member; keep the deepest."""
+    best: dict[tuple[str, ...], tuple[int, str]] = {}
+    for err in exc.errors():
+        loc = tuple(str(p) for p in err["loc"] if not _is_union_tag(p))
+        head = loc[:3] if loc[:1] == ("tables",) else loc[:1]
+        msg = "unknown key (check the spelling)" if err["type"] == "extra_forbidden" else err["msg"]
+        line = _describe_error(path, loc, msg)
+        if head not in best or len(loc) > best[head][0]:
+            best[head] = (len(loc), line)
+    return [line for _, line in best.values()]
+
+
+def _describe_error(path: Path, loc: tuple[Any, ...], msg: str) -> str:
+    msg = msg.removeprefix("Value error, ")
+    if len(loc) >= 2 and loc[0] == "tables":
+        key = ".".join(str(p) for p in loc[2:] if not _is_union_tag(p)) or "(entry)"
+        return f"{path}: table {loc[1]!r}, key {key!r}: {msg}"
+    key = ".".join(str(p) for p in loc if not _is_union_tag(p)) or "(file)"
+    return f"{path}: key {key!r}: {msg}"
+
+
+def _is_union_tag(piece: Any) -> bool:
+    # pydantic names the union member it tried ("str", "EnvRef"); users never wrote those.
+    return piece in ("str", "EnvRef", "date", "datetime", "function-after[_one_kind(), Partitioning]")
+
+
+def parse_tables(data: Any, path: Path, home: Path | None = None) -> TablesConfig:
+    """Validate already-loaded YAML; raise TablesConfigError with one line per problem."""
+    if not isinstance(data, Mapping):
+        raise TablesConfigError(f"{path}: expected a mapping with 'tables:' at the top")
+    for name in data.get("tables") or {}:
+        if not isinstance(name, str) or not _NAME.match(name):
+            raise TablesConfigError(
+                f"{path}: table {name!r}: names are letters, digits and _ (used in asset keys)"
+            )
+    try:
+        raw = TablesFile.model_validate(data)
+    except ValidationError as exc:
+        raise TablesConfigError("\n".join(_error_lines(path, exc))) from None
+    config = TablesConfig(raw, path, home or data_home())
+    _check_streams(config)
+    return config
+
+
+def _check_streams(config: TablesConfig) -> None:
+    """Each table needs a stream of its own: an import run loads a whole seq range into one target."""
+    owners: dict[str, str] = {}
+    for name, table in config.tables.items():
+        if isinstance(table.broker, EnvRef):
+            continue
+        scheme = scheme_of(table.broker)
+        if scheme not in _BROKER_SCHEMES:
+            raise TablesConfigError(
+                f"{config.path}: table {name!r}, key 'broker': scheme {scheme!r} is not one of "
+                f"{', '.join(s + '://' for s in _BROKER_SCHEMES)}"
+            )
+        stream = table.broker.split("?", 1)[0]
+        if stream in owners:
+            raise TablesConfigError(
+                f"{config.path}: table {name!r}, key 'broker': stream {describe(stream)} is already used by "
+                f"table {owners[stream]!r}; give each table its own stream (e.g. end the URL with {{table}})"
+            )
+        owners[stream] = name
+
+
+def tables_file_path() -> Path:
+    """``TDTP_TABLES`` if set, else the demo file."""
+    env = os.environ.get(TABLES_ENV)
+    return Path(env).expanduser() if env else DEMO_TABLES_FILE
+
+
+def load_tables(path: str | Path | None = None, home: Path | None = None) -> TablesConfig:
+    """Read and validate a tables file (default: :func:`tables_file_path`)."""
+    file = Path(path) if path is not None else tables_file_path()
+    try:
+        text = file.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise TablesConfigError(
+            f"{file}: cannot read the tables file ({exc.strerror}); set {TABLES_ENV}"
+        ) from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise TablesConfigError(f"{file}: not valid YAML: {exc}") from None
+    return parse_tables(data, file, home)

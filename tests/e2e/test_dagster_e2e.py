@@ -1,0 +1,205 @@
+"""End to end with real Dagster processes, PostgreSQL source and target, and a real broker.
+
+dagster-webserver and dagster-daemon run on a temporary DAGSTER_HOME; a backfill of
+three daily partitions is launched through GraphQL (as the UI does); the daemon's
+backfill runs the exports, the part-arrival sensor launches the import runs, and the
+import asset's runs publish each partition and run its checks.  The test then
+compares target and source per partition, re-materializes one partition and finds
+no duplicates.  Once over a RabbitMQ stream, once over Kafka (Tansu), once with the
+instance on PostgreSQL storage (dagster.postgres.yaml).
+"""
+
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+
+import dagster as dg
+import psycopg
+import pytest
+import yaml
+
+from tdtp_assets import names
+from tests.e2e.dagster_procs import (
+    ROOT,
+    backfill_status,
+    check_results,
+    dagster_services,
+    describe_runs,
+    launch_asset_backfill,
+    wait_for_location,
+    wait_until,
+)
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
+
+DAYS = ["2026-02-01", "2026-02-02", "2026-02-03"]
+ROWS_PER_DAY = 20_000
+CHECKS = {"rows_match_summary", "parts_complete", "no_dead_letters", "checksum_matches"}
+
+
+def make_source(conn: psycopg.Connection, schema: str) -> None:
+    conn.execute(f"CREATE SCHEMA {schema}")
+    conn.execute(
+        f"""CREATE TABLE {schema}.events (
+              id bigint PRIMARY KEY, ts timestamp NOT NULL, kind text, amount numeric(10,2), note text, flag boolean)"""
+    )
+    conn.execute(
+        f"""INSERT INTO {schema}.events
+            SELECT n, timestamp '{DAYS[0]}' + (n - 1) * interval '1 day' * 3 / {3 * ROWS_PER_DAY},
+                   (ARRAY['click','view','buy'])[n % 3 + 1], ((n * 37) % 10000) / 100.0,
+                   CASE WHEN n % 7 = 0 THEN NULL ELSE 'n' || n || E' | a\\\\b <x> & "y"' END, n % 2 = 0
+            FROM generate_series(1, {3 * ROWS_PER_DAY}) AS n"""
+    )
+
+
+def fingerprint(conn: psycopg.Connection, table: str, day: str) -> tuple:
+    """Count, distinct ids and a digest of every value of one day's rows."""
+    return conn.execute(
+        f"""SELECT count(*), count(DISTINCT id),
+                   md5(string_agg(concat_ws('|', id, to_char(ts, 'YYYY-MM-DD HH24:MI:SS.US'), kind,
+                                            amount::numeric(10,2), note, flag), ',' ORDER BY id))
+            FROM {table} WHERE ts >= %s::date AND ts < %s::date + 1""",
+        (day, day),
+    ).fetchone()
+
+
+def publish_runs(instance: dg.DagsterInstance, day: str) -> list[dg.DagsterRun]:
+    return [
+        run
+        for run in instance.get_runs(filters=dg.RunsFilter(job_name=names.publish_job_name("events")))
+        if run.tags.get("dagster/partition") == day
+    ]
+
+
+def good_publish_runs(instance: dg.DagsterInstance, day: str) -> list[dg.DagsterRun]:
+    return [
+        run
+        for run in publish_runs(instance, day)
+        if run.status == dg.DagsterRunStatus.SUCCESS
+        and check_results(instance, run.run_id) == dict.fromkeys(CHECKS, True)
+    ]
+
+
+def run_chain(
+    tmp_path: Path, pg_url: str, broker_url: str, instance_yaml: Path, extra_env: dict[str, str]
+) -> None:
+    uid = uuid.uuid4().hex[:8]
+    src, dst = f"e2e_src_{uid}", f"e2e_dst_{uid}"
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        make_source(conn, src)
+        conn.execute(f"CREATE SCHEMA {dst}")
+    tables = {
+        "defaults": {"part_bytes": 300_000, "workers": 2, "max_parts_per_run": 100},
+        "sensor": {"interval_seconds": 2},
+        "tables": {
+            "events": {
+                "source": {"env": "E2E_SOURCE_URL"},
+                "table": f"{src}.events",
+                "partition": {"daily": "ts", "start": DAYS[0], "end": "2026-02-04"},
+                "broker": {"env": "E2E_BROKER_URL"},
+                "target": {"url": {"env": "E2E_TARGET_URL"}, "table": f"{dst}.events", "name": "e2e_dwh"},
+            }
+        },
+    }
+    tables_file = tmp_path / "tables.yaml"
+    tables_file.write_text(yaml.safe_dump(tables))
+    env = {
+        "TDTP_TABLES": str(tables_file),
+        "TDTP_HOME": str(tmp_path / "data"),
+        "E2E_SOURCE_URL": pg_url,
+        "E2E_TARGET_URL": pg_url,
+        "E2E_BROKER_URL": broker_url,
+        **extra_env,
+    }
+    with dagster_services(tmp_path / "dagster_home", env, instance_yaml=instance_yaml) as services:
+        wait_for_location(services)
+        instance = services.instance()
+        backfill = launch_asset_backfill(services, ["tdtp", "export", "events"], DAYS)
+
+        def diagnostics() -> str:
+            return describe_runs(instance) + "\n" + services.log_tail()
+
+        wait_until(
+            lambda: all(good_publish_runs(instance, day) for day in DAYS),
+            240,
+            "a successful import run with all checks passed for each partition",
+            diagnostics,
+        )
+        land_runs = instance.get_runs(filters=dg.RunsFilter(job_name=names.import_parts_job_name("events")))
+        assert land_runs and all(r.status == dg.DagsterRunStatus.SUCCESS for r in land_runs)
+        assert all(r.tags["dagster/sensor_name"] == "tdtp_part_arrival" for r in land_runs)
+        assert all(r.tags[names.TAG_TARGET] == "e2e_dwh" for r in land_runs)
+
+        with psycopg.connect(pg_url, autocommit=True) as conn:
+            for day in DAYS:
+                source = fingerprint(conn, f"{src}.events", day)
+                assert source[0] == ROWS_PER_DAY
+                assert fingerprint(conn, f"{dst}.events", day) == source
+
+        # Materialize one partition again: a new export replaces it, nothing doubles.
+        before = {run.run_id for run in good_publish_runs(instance, DAYS[1])}
+        launch_asset_backfill(services, ["tdtp", "export", "events"], [DAYS[1]])
+        wait_until(
+            lambda: {run.run_id for run in good_publish_runs(instance, DAYS[1])} - before != set(),
+            180,
+            "the re-materialized partition's import run",
+            diagnostics,
+        )
+        exports = {run.tags[names.TAG_EXPORT] for run in good_publish_runs(instance, DAYS[1])}
+        assert len(exports) == 2
+        with psycopg.connect(pg_url, autocommit=True) as conn:
+            for day in DAYS:
+                assert fingerprint(conn, f"{dst}.events", day) == fingerprint(conn, f"{src}.events", day)
+            total, distinct = conn.execute(
+                f"SELECT count(*), count(DISTINCT id) FROM {dst}.events"
+            ).fetchone()
+            assert total == distinct == 3 * ROWS_PER_DAY
+        # The backfill daemon marks a backfill done on its next pass (about every 30 s).
+        wait_until(
+            lambda: backfill_status(services, backfill).startswith("COMPLETED"),
+            60,
+            "backfill completed",
+            diagnostics,
+        )
+        instance.dispose()
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        conn.execute(f"DROP SCHEMA {src} CASCADE")
+        conn.execute(f"DROP SCHEMA {dst} CASCADE")
+
+
+def test_backfill_over_rabbitmq_stream(tmp_path: Path, pg_url: str, rabbitmq_url: str) -> None:
+    stream = f"e2e_{uuid.uuid4().hex[:10]}"
+    run_chain(tmp_path, pg_url, f"{rabbitmq_url}/{stream}?queue_type=stream", ROOT / "dagster.yaml", {})
+
+
+def test_backfill_over_kafka(tmp_path: Path, pg_url: str, kafka_bootstrap: str) -> None:
+    topic = f"e2e_{uuid.uuid4().hex[:10]}"
+    run_chain(tmp_path, pg_url, f"kafka://{kafka_bootstrap}/{topic}", ROOT / "dagster.yaml", {})
+
+
+@pytest.fixture()
+def dagster_storage_url(pg_url: str):
+    """A database of its own for Dagster's run/event/schedule storage."""
+    base, _, _ = pg_url.rpartition("/")
+    name = f"dagster_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(f"{base}/postgres", autocommit=True) as admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield f"{base}/{name}"
+    finally:
+        with psycopg.connect(f"{base}/postgres", autocommit=True) as admin:
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def test_backfill_with_postgres_instance_storage(
+    tmp_path: Path, pg_url: str, rabbitmq_url: str, dagster_storage_url: str
+) -> None:
+    stream = f"e2e_{uuid.uuid4().hex[:10]}"
+    run_chain(
+        tmp_path,
+        pg_url,
+        f"{rabbitmq_url}/{stream}?queue_type=stream",
+        ROOT / "dagster.postgres.yaml",
+        {"DAGSTER_PG_URL": dagster_storage_url.replace("postgresql://", "postgresql+psycopg2://", 1)},
+    )

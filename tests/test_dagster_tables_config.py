@@ -1,0 +1,184 @@
+"""The tables file: defaults, placeholders, secrets from the environment, one clear error per mistake."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import dagster as dg
+import pytest
+import yaml
+
+from tdtp_assets.definitions import build_resources
+from tdtp_assets.partitions import partition_filter_for, partitions_def_for
+from tdtp_assets.tables_config import (
+    DEMO_TABLES_FILE,
+    EnvRef,
+    TablesConfigError,
+    load_tables,
+    parse_tables,
+)
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def parse(text: str, home: Path = Path("/data")):
+    return parse_tables(yaml.safe_load(text), Path("tables.yaml"), home)
+
+
+MINIMAL = """
+tables:
+  orders:
+    source: sqlite:///{home}/src.db
+    table: orders
+    partition: {daily: created_at, start: 2026-01-01}
+    target: {url: "sqlite:///{home}/dw.db"}
+"""
+
+
+def test_defaults_and_placeholders_are_resolved() -> None:
+    table = parse(MINIMAL).table("orders")
+    assert table.source == "sqlite:////data/src.db"
+    assert table.broker == "spool:////data/spool/orders"
+    assert table.target_table == "orders"
+    assert table.target.mode == "replace"
+    assert table.part_bytes == 1_900_000
+    assert table.compress == "zstd"
+    assert table.group == "src"
+    assert table.target_label == "dw"
+
+
+def test_env_references_become_env_vars_not_values(monkeypatch: pytest.MonkeyPatch) -> None:
+    config = parse(
+        """
+tables:
+  customers:
+    source: {env: CRM_DB_URL}
+    table: public.customers
+    partition: {static: region, values: [eu, us, apac]}
+    broker: {env: CUSTOMERS_BROKER}
+    target: {url: {env: DWH_URL}, table: dw.customers, mode: upsert}
+"""
+    )
+    table = config.table("customers")
+    assert table.source == EnvRef(env="CRM_DB_URL")
+    assert table.group == "crm_db_url"
+    resources = build_resources(config)
+    assert isinstance(resources["source_customers"].url, dg.EnvVar)
+    assert resources["target_customers"].url == dg.EnvVar("DWH_URL")
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        (
+            MINIMAL.replace("start: 2026-01-01", "strat: 2026-01-01"),
+            "tables.yaml: table 'orders', key 'partition.strat': unknown key (check the spelling)",
+        ),
+        (
+            MINIMAL.replace(", start: 2026-01-01", ""),
+            "tables.yaml: table 'orders', key 'partition': daily partitioning needs start: YYYY-MM-DD",
+        ),
+        (
+            MINIMAL.replace('dw.db"}', 'dw.db", mode: merge}'),
+            "tables.yaml: table 'orders', key 'target.mode': Input should be 'replace', 'upsert' or 'append'",
+        ),
+        (
+            MINIMAL.replace("table: orders", "table: orders\n    query: select 1"),
+            "tables.yaml: table 'orders', key '(entry)': give exactly one of table: NAME or query: SQL",
+        ),
+        (
+            MINIMAL.replace("source: sqlite:///{home}/src.db", "source: {env: 9LIVES}"),
+            "tables.yaml: table 'orders', key 'source.env': '9LIVES' is not an environment variable name",
+        ),
+        (
+            MINIMAL.replace("table: orders", "table: orders; drop table x"),
+            "tables.yaml: table 'orders', key 'table': source table 'orders; drop table x' is not a plain identifier",
+        ),
+        (
+            MINIMAL + "    workers: 0\n",
+            "tables.yaml: table 'orders', key 'workers': Input should be greater than or equal to 1",
+        ),
+        ("tables: {}\n", "tables.yaml: key 'tables': list at least one table"),
+    ],
+)
+def test_each_mistake_is_one_line_naming_table_and_key(text: str, message: str) -> None:
+    with pytest.raises(TablesConfigError) as err:
+        parse(text)
+    assert str(err.value).startswith(message)
+    assert "\n" not in str(err.value)
+
+
+def test_two_tables_on_one_stream_is_an_error() -> None:
+    text = (
+        MINIMAL
+        + """
+  orders_copy:
+    source: sqlite:///{home}/src.db
+    table: orders
+    broker: spool:///{home}/spool/orders
+    target: {url: "sqlite:///{home}/dw.db", table: orders_copy}
+"""
+    )
+    with pytest.raises(
+        TablesConfigError,
+        match="table 'orders_copy', key 'broker': stream .* is already used by table 'orders'",
+    ):
+        parse(text)
+
+
+def test_partition_keys_map_to_row_filters() -> None:
+    config = parse(
+        MINIMAL
+        + """
+  clicks:
+    source: sqlite:///{home}/src.db
+    table: clicks
+    partition: {hourly: at, start: 2026-01-01T00:00, end: 2026-01-02T00:00}
+    target: {url: "sqlite:///{home}/dw.db"}
+"""
+    )
+    daily = config.table("orders").partition
+    hourly = config.table("clicks").partition
+    assert partition_filter_for(daily, "2026-01-05").value == "2026-01-05"
+    pf = partition_filter_for(hourly, "2026-01-01-13:00")
+    assert (pf.column, pf.kind, pf.value) == ("at", "hour", "2026-01-01T13:00")
+    assert partitions_def_for(hourly).get_partition_keys()[:2] == ["2026-01-01-00:00", "2026-01-01-01:00"]
+    assert len(partitions_def_for(hourly).get_partition_keys()) == 24
+    assert partition_filter_for(None, "") is None
+
+
+def test_demo_file_is_valid_and_uses_the_data_home(tmp_path: Path) -> None:
+    config = load_tables(DEMO_TABLES_FILE, home=tmp_path)
+    assert set(config.tables) == {"orders", "customers", "products"}
+    orders = config.table("orders")
+    assert orders.demo_db == f"{tmp_path}/demo.db"
+    assert orders.source == f"sqlite:///{tmp_path}/demo.db"
+    assert partitions_def_for(orders.partition).get_partition_keys()[0] == "2026-01-01"
+    assert len(partitions_def_for(orders.partition).get_partition_keys()) == 30
+
+
+def test_validate_command_shows_the_error(tmp_path: Path) -> None:
+    """``dagster definitions validate`` on a broken tables file: fails, naming the table and key."""
+    bad = tmp_path / "tables.yaml"
+    bad.write_text(MINIMAL.replace("daily: created_at", "daily: created_at, every: 2"))
+    env = {
+        "TDTP_TABLES": str(bad),
+        "TDTP_HOME": str(tmp_path),
+        "PATH": "/usr/bin:/bin",
+        "HOME": str(tmp_path),
+    }
+    proc = subprocess.run(
+        [sys.executable, "-m", "dagster", "definitions", "validate", "-m", "tdtp_assets.definitions"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode != 0
+    assert (
+        f"TablesConfigError: {bad}: table 'orders', key 'partition.every': unknown key"
+        in proc.stdout + proc.stderr
+    )
