@@ -89,6 +89,7 @@ def child(mode: str, pg: str, rows: int, compress: str) -> dict[str, object]:
             "peak_rss_mb": peak_rss_mb(),
         }
 
+    import tdtp.sources.postgres  # noqa: F401  (module import time is not export time)
     from tdtp.exporter import export_to_dir
     from tdtp.parts import PartOptions
     from tdtp.sources import open_source
