@@ -17,6 +17,7 @@ import psycopg
 from psycopg import pq
 
 CHUNK_BYTES = 256 * 1024
+FIRST_CHUNK_BYTES = 16 * 1024
 
 
 def copy_out_chunks(conn: psycopg.Connection[Any], statement: str, chunk_bytes: int = CHUNK_BYTES) -> Iterator[bytes]:
@@ -41,14 +42,17 @@ def copy_out_chunks(conn: psycopg.Connection[Any], statement: str, chunk_bytes: 
         rows: list[Any] = []
         size = 0
         get = pgconn.get_copy_data
+        # Small chunks first, so the first part can leave after a few rows; then full size.
+        target = min(FIRST_CHUNK_BYTES, chunk_bytes)
         while True:
             nbytes, data = get(0)
             if nbytes > 0:
                 rows.append(data)
                 size += nbytes
-                if size >= chunk_bytes:
+                if size >= target:
                     yield b"".join(rows)
                     rows, size = [], 0
+                    target = min(target * 4, chunk_bytes)
             elif nbytes == -1:
                 break
             else:

@@ -53,6 +53,7 @@ from tdtp.values import XML_ILLEGAL_RE, RowEncoder, schema_for_export, split_raw
 
 # Session settings that make the server's text output the TDTP text.
 _SESSION_SETTINGS = (
+    ("default_transaction_read_only", "on"),  # a source never writes, whatever the user's query says
     ("TimeZone", "UTC"),
     ("DateStyle", "ISO, YMD"),
     ("IntervalStyle", "postgres"),
@@ -370,6 +371,7 @@ class PostgresSource(SourceBase):
 
     def _cursor_batches(self) -> Iterator[list[tuple[Any, ...]]]:
         stmt = self.cursor_sql()
+        self._conn.autocommit = False  # a server-side cursor lives in a transaction
         try:
             with self._conn.cursor(name=f"tdtp_{uuid.uuid4().hex[:12]}") as cur:
                 cur.itersize = self._batch_rows
@@ -395,6 +397,7 @@ class PostgresSource(SourceBase):
         if not self._conn.closed and not self._conn.broken:
             with contextlib.suppress(psycopg.Error):
                 self._conn.rollback()
+                self._conn.autocommit = True  # back to the session's default after a cursor read
 
     def _query_one(self, stmt: str, params: tuple[Any, ...]) -> tuple[Any, ...] | None:
         rows = self._query_all(stmt, params)
@@ -432,8 +435,10 @@ def _connect(parsed: ParsedUrl) -> psycopg.Connection[Any]:
         params = tuple(x for pair in _SESSION_SETTINGS for x in pair)
         with conn.cursor() as cur:
             cur.execute(f"SELECT {calls}", params)
-        conn.autocommit = False
-        conn.read_only = True  # a source never writes, whatever the user's query says
+        # Autocommit with read-only as the session default: every statement, the COPY
+        # included, runs read-only without a BEGIN/ROLLBACK round trip around each catalog
+        # query (they showed in the first part's latency).  Named cursors open their own
+        # transaction (see _cursor_batches).
     except psycopg.Error as exc:
         conn.close()
         raise SourceError(
