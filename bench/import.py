@@ -1,15 +1,21 @@
 """Parallel import into PostgreSQL, measured beside ``psql \\copy`` and a ``COPY TO | COPY FROM`` pipe.
 
-Usage: ``.venv/bin/python bench/import.py [--rows 1000000] [--pg URL] [--rabbitmq URL] [--skip-rabbitmq]``
+Usage: ``.venv/bin/python bench/import.py [--rows 1000000] [--repeat 3] [--pg URL] [--rabbitmq URL] [--skip-rabbitmq]``
 
 On one table of ``--rows`` rows (the mixed-type table of ``bench/parts.py``) it prints:
 
-1. ``psql \\copy FROM`` of the table's COPY text into an empty copy of the table: the anchor;
-   then ``tdtp`` importing the same rows from part files with 1, 2 and 4 worker processes
-   (and 2 threads), ledger and atomic publish included, each into an empty table;
+1. ``psql \\copy FROM`` of the table's COPY text into an empty copy of the table (primary key
+   included): the anchor; then ``tdtp`` importing the same rows from part files, ledger and
+   atomic publish included, each into such a table: the copy strategy (``--publish copy``:
+   parts staged, one COPY publishes) with 1, 2 and 4 worker processes, 2 threads, and
+   publishing at the end; then the swap strategy (``--publish auto``: the workers load a
+   table in parallel, a rename publishes it) with 1, 2 and 4 workers, and with the primary
+   key built before instead of after the load;
 2. export alone (to a spool) beside export and import running together (the importer
-   follows the spool while the exporter publishes), and when the import was published;
-3. end to end PostgreSQL -> RabbitMQ stream -> PostgreSQL beside ``psql COPY TO | psql COPY FROM``;
+   follows the spool while the exporter publishes), and when the import was published
+   (swap and copy);
+3. end to end PostgreSQL -> RabbitMQ stream -> PostgreSQL beside ``psql COPY TO | psql COPY FROM``
+   (swap and copy);
 4. Sling and dlt, when the ``bench`` extra is installed (skipped otherwise).
 
 Every measurement runs in a fresh process (peak RSS is that run's own).  Targets from the
@@ -31,6 +37,7 @@ import tempfile
 import time
 import uuid
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
@@ -111,7 +118,12 @@ def child_import(args: argparse.Namespace) -> dict[str, object]:
     from tdtp.importer import ImportOptions, ParallelImporter
 
     options = ImportOptions(
-        workers=args.workers, executor=args.executor, table=args.table, live_publish=not args.publish_at_end
+        workers=args.workers,
+        executor=args.executor,
+        table=args.table,
+        live_publish=not args.publish_at_end,
+        publish=args.publish,
+        swap_indexes=args.swap_indexes,
     )
     with ParallelImporter(args.pg, options) as imp:
         if args.broker:
@@ -199,19 +211,40 @@ def bench_psql_copy(pg: str, rows: int, copy_file: Path) -> float:
     return seconds
 
 
+def median_of(repeat: int, run: Any) -> Any:
+    """Run ``run()`` ``repeat`` times; keep the result with the median time (the machine is shared)."""
+    results = [run() for _ in range(max(1, repeat))]
+    return sorted(results, key=lambda r: r if isinstance(r, float) else float(r["seconds"]))[
+        len(results) // 2
+    ]
+
+
 def bench_import_files(
-    pg: str, rows: int, parts_dir: Path, workers: int, executor: str, live: bool = True
+    pg: str,
+    rows: int,
+    parts_dir: Path,
+    workers: int,
+    executor: str,
+    live: bool = True,
+    publish: str = "copy",
+    swap_indexes: str = "after",
 ) -> dict[str, object]:
     fresh_target(pg, rows, "bench_import_dst")
     started = time.perf_counter()
     stats = run_child(
         "import", "--pg", pg, "--rows", str(rows), "--dir", str(parts_dir), "--workers", str(workers),
         "--executor", executor, "--table", "bench_import_dst", *([] if live else ["--publish-at-end"]),
+        "--publish", publish, "--swap-indexes", swap_indexes,
     )  # fmt: skip
     stats["wall"] = time.perf_counter() - started  # process start and pool start included
     assert stats["finalized"], stats
     assert same_rows(pg, source_table(rows), "bench_import_dst")
     return stats
+
+
+def strategy_of(stats: dict[str, object]) -> str:
+    """How the run published its export: "swap", "copy", "attach" or "insert" (the reason, if any, cut)."""
+    return ", ".join(str(v).split(" ", 1)[0] for v in dict(stats["publish"]).values())  # type: ignore[arg-type]
 
 
 def wait_finalized(pg: str, deadline: float) -> float:
@@ -225,12 +258,14 @@ def wait_finalized(pg: str, deadline: float) -> float:
     raise SystemExit("the import did not finish in time")
 
 
-def bench_pipelined(pg: str, rows: int, broker: str, workers: int) -> dict[str, float]:
+def bench_pipelined(
+    pg: str, rows: int, broker: str, workers: int, publish: str = "auto"
+) -> dict[str, object]:
     """Importer following ``broker`` while the exporter publishes; times relative to the export's start."""
     fresh_target(pg, rows, "bench_import_dst")
     importer = subprocess.Popen(
         [sys.executable, __file__, "--child", "import", "--pg", pg, "--rows", str(rows), "--broker", broker,
-         "--workers", str(workers), "--table", "bench_import_dst", "--idle", "3"],
+         "--workers", str(workers), "--table", "bench_import_dst", "--idle", "3", "--publish", publish],
         stdout=subprocess.PIPE, text=True,
     )  # fmt: skip
     try:
@@ -251,6 +286,7 @@ def bench_pipelined(pg: str, rows: int, broker: str, workers: int) -> dict[str, 
         "bytes": exported["bytes"],
         "import_peak_rss_mb": stats["peak_rss_mb"],
         "import_worker_peak_rss_mb": stats["worker_peak_rss_mb"],
+        "strategy": strategy_of(stats),
     }
 
 
@@ -310,6 +346,7 @@ def main() -> int:
     ap.add_argument("--admin", default=DEFAULT_ADMIN, help="URL used to create the bench database")
     ap.add_argument("--rabbitmq", default=DEFAULT_RABBITMQ)
     ap.add_argument("--skip-rabbitmq", action="store_true")
+    ap.add_argument("--repeat", type=int, default=1, help="section 1: runs per figure, the median is shown")
     ap.add_argument("--child")
     ap.add_argument("--dir")
     ap.add_argument("--broker")
@@ -318,6 +355,8 @@ def main() -> int:
     ap.add_argument("--table")
     ap.add_argument("--idle", type=float, default=3.0)
     ap.add_argument("--publish-at-end", action="store_true")
+    ap.add_argument("--publish", default="auto", choices=("auto", "swap", "copy"))
+    ap.add_argument("--swap-indexes", default="after", choices=("after", "before"))
     args = ap.parse_args()
     if args.child:
         runner = {"import": child_import, "export": child_export, "dlt": child_dlt}[args.child]
@@ -340,43 +379,66 @@ def main() -> int:
               f"({exported_files['bytes'] / 1e6:.0f} MB zstd), {cpus} CPUs")  # fmt: skip
 
         # 1. workers, beside psql \copy
-        anchor = bench_psql_copy(pg, rows, copy_file)
-        runs = {}
-        for workers, executor in ((1, "process"), (2, "process"), (4, "process"), (2, "thread")):
-            runs[(workers, executor)] = bench_import_files(pg, rows, parts_dir, workers, executor)
-        at_end = {w: bench_import_files(pg, rows, parts_dir, w, "process", live=False) for w in (1, 2)}
-        print("\n1. import from part files into an empty table (ledger + atomic publish included)")
-        print(f"{'run':>30} {'seconds':>8} {'rows/s':>10} {'MB/s':>6} {'staged s':>8} {'p50 ms':>7} "
-              f"{'p95 ms':>7} {'RSS MB':>7} {'workers RSS':>11}")  # fmt: skip
+        rep = args.repeat
+        anchor = median_of(rep, lambda: bench_psql_copy(pg, rows, copy_file))
+        runs: dict[str, dict[str, object]] = {}
+        for workers, executor, unit in ((1, "process", "process"), (2, "process", "processes"),
+                                        (4, "process", "processes"), (2, "thread", "threads")):  # fmt: skip
+            runs[f"copy, {workers} {unit}"] = median_of(
+                rep, lambda w=workers, e=executor: bench_import_files(pg, rows, parts_dir, w, e)
+            )
+        for w in (1, 2):
+            runs[f"copy, {w} process{'es' if w > 1 else ''}, at end"] = median_of(
+                rep, lambda w=w: bench_import_files(pg, rows, parts_dir, w, "process", live=False)
+            )
+        for w in (1, 2, 4):
+            runs[f"swap, {w} process{'es' if w > 1 else ''}"] = median_of(
+                rep, lambda w=w: bench_import_files(pg, rows, parts_dir, w, "process", publish="auto")
+            )
+        runs["swap, 2 processes, PK before"] = median_of(
+            rep,
+            lambda: bench_import_files(
+                pg, rows, parts_dir, 2, "process", publish="auto", swap_indexes="before"
+            ),
+        )
+        print(
+            "\n1. import from part files into an empty table with a primary key (ledger + atomic publish included)"
+        )
+        print(f"{'run':>30} {'strategy':>8} {'seconds':>8} {'rows/s':>10} {'MB/s':>6} {'staged s':>8} "
+              f"{'publish s':>9} {'p50 ms':>7} {'p95 ms':>7} {'RSS MB':>7} {'workers RSS':>11}")  # fmt: skip
         label = "psql \\copy FROM"
-        print(f"{label:>30} {anchor:>8.2f} {rows / anchor:>10,.0f} {copy_mb / anchor:>6.1f}")
-        labelled = [(f"tdtp, {w} {e}{'es' if e == 'process' else 's'}", s) for (w, e), s in runs.items()]
-        labelled += [
-            (f"tdtp, {w} process{'es' if w > 1 else ''}, publish at end", s) for w, s in at_end.items()
-        ]
-        for label, s in labelled:
-            sec = float(s["seconds"])
-            print(f"{label:>30} {sec:>8.2f} {rows / sec:>10,.0f} {copy_mb / sec:>6.1f} {s['staged_seconds']:>8.2f} "
-                  f"{s['p50_part_seconds'] * 1000:>7.0f} {s['p95_part_seconds'] * 1000:>7.0f} "
-                  f"{s['peak_rss_mb']:>7.0f} {s['worker_peak_rss_mb']:>11.0f}")  # fmt: skip
-        one, two = float(runs[(1, "process")]["seconds"]), float(runs[(2, "process")]["seconds"])
-        best = min(float(s["seconds"]) for s in runs.values())
-        print(f"   2 workers vs 1: {one / two:.2f}x (target >= 1.4x); staging only (decode + ledger, publish "
-              f"at end): {float(at_end[1]['staged_seconds']) / float(at_end[2]['staged_seconds']):.2f}x")  # fmt: skip
-        print(f"   import with 2 workers / psql copy: {two / anchor:.2f}; best run / psql copy: {best / anchor:.2f} "
-              "(target <= 1.00)")  # fmt: skip
+        print(f"{label:>30} {'':>8} {anchor:>8.2f} {rows / anchor:>10,.0f} {copy_mb / anchor:>6.1f}")
+        for label, st in runs.items():
+            sec = float(st["seconds"])
+            print(f"{label:>30} {strategy_of(st):>8} {sec:>8.2f} {rows / sec:>10,.0f} {copy_mb / sec:>6.1f} "
+                  f"{st['staged_seconds']:>8.2f} {st['finalize_seconds']:>9.2f} "
+                  f"{st['p50_part_seconds'] * 1000:>7.0f} {st['p95_part_seconds'] * 1000:>7.0f} "
+                  f"{st['peak_rss_mb']:>7.0f} {st['worker_peak_rss_mb']:>11.0f}")  # fmt: skip
+
+        def took(label: str) -> float:
+            return float(runs[label]["seconds"])
+
+        at_end1, at_end2 = runs["copy, 1 process, at end"], runs["copy, 2 processes, at end"]
+        print(f"   copy: 2 workers vs 1: {took('copy, 1 process') / took('copy, 2 processes'):.2f}x; staging only "
+              f"(decode + ledger, publish at end): "
+              f"{float(at_end1['staged_seconds']) / float(at_end2['staged_seconds']):.2f}x; "
+              f"2 workers / psql copy: {took('copy, 2 processes') / anchor:.2f}")  # fmt: skip
+        print(f"   swap: 2 workers vs 1: {took('swap, 1 process') / took('swap, 2 processes'):.2f}x (target >= 1.4x); "
+              f"2 workers / psql copy: {took('swap, 2 processes') / anchor:.2f} (target <= 1.00); "
+              f"best run / psql copy: {min(float(r['seconds']) for r in runs.values()) / anchor:.2f}")  # fmt: skip
 
         # 2. export alone vs export + import together
         spool = f"spool:///{work}/spool-alone"
         alone = bench_export_alone(pg, rows, spool)
         alone_s = float(alone["ended"]) - float(alone["started"])
-        together = bench_pipelined(pg, rows, f"spool:///{work}/spool-pipe", 2)
         print("\n2. export alone vs export + import pipelined (spool broker, 2 workers)")
-        print(f"   export alone: {alone_s:.2f} s; with the import running: export {together['export_seconds']:.2f} s, "
-              f"import published {together['import_done_seconds']:.2f} s after the export started")  # fmt: skip
-        print(
-            f"   import done / export alone: {together['import_done_seconds'] / alone_s:.2f}x (target <= 1.2x)"
-        )
+        print(f"   export alone: {alone_s:.2f} s")
+        for publish in ("auto", "copy"):
+            together = bench_pipelined(pg, rows, f"spool:///{work}/spool-pipe-{publish}", 2, publish)
+            print(f"   {together['strategy']}: with the import running, export {together['export_seconds']:.2f} s, "
+                  f"import published {together['import_done_seconds']:.2f} s after the export started; "
+                  f"import done / export alone: {float(together['import_done_seconds']) / alone_s:.2f}x "
+                  "(target <= 1.2x)")  # fmt: skip
 
         # 3. end to end through RabbitMQ, beside a COPY pipe
         pipe = bench_copy_pipe(pg, rows)
@@ -385,15 +447,17 @@ def main() -> int:
         if args.skip_rabbitmq:
             print("   RabbitMQ: skipped (--skip-rabbitmq)")
         else:
-            url = f"{args.rabbitmq}/bench_{uuid.uuid4().hex[:8]}?queue_type=stream"
-            try:
-                e2e = bench_pipelined(pg, rows, url, 2)
-            finally:
-                delete_broker(url)
-            sec = e2e["import_done_seconds"]
-            print(f"{'tdtp via RabbitMQ stream':>34}: {sec:.2f} s, {rows / sec:,.0f} rows/s "
-                  f"(export alone in that run {e2e['export_seconds']:.2f} s)")  # fmt: skip
-            print(f"   tdtp rate / COPY pipe rate: {pipe / sec * 100:.0f}% (target >= 60%)")
+            for publish in ("auto", "copy"):
+                url = f"{args.rabbitmq}/bench_{uuid.uuid4().hex[:8]}?queue_type=stream"
+                try:
+                    e2e = bench_pipelined(pg, rows, url, 2, publish)
+                finally:
+                    delete_broker(url)
+                took = float(e2e["import_done_seconds"])
+                label = f"tdtp via RabbitMQ stream ({e2e['strategy']})"
+                print(f"{label:>34}: {took:.2f} s, {rows / took:,.0f} rows/s "
+                      f"(export alone in that run {e2e['export_seconds']:.2f} s); "
+                      f"rate / COPY pipe rate: {pipe / took * 100:.0f}% (target >= 60%)")  # fmt: skip
         beside = Path(sys.executable).with_name("sling")  # installed into this venv by the bench extra
         sling = shutil.which("sling") or (str(beside) if beside.exists() else None)
         if sling is None:

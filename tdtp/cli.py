@@ -70,6 +70,12 @@ def _add_import(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--target", required=True, help="sqlite:///x.db or postgresql://...")
     p.add_argument("--table", help="target table (default: the parts' TableName)")
     p.add_argument("--mode", choices=("replace", "upsert", "append"), default="replace")
+    p.add_argument(
+        "--publish",
+        choices=("auto", "swap", "copy"),
+        default="auto",
+        help="PostgreSQL replace: load in parallel and swap the table/partition in (auto: where safe), or copy",
+    )
     p.add_argument("--workers", type=int, help="parallel workers (default: CPU count)")
     start = p.add_mutually_exclusive_group()
     start.add_argument("--from-seq", type=int, help="replay from this sequence number (inclusive)")
@@ -166,7 +172,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 def cmd_import(args: argparse.Namespace) -> int:
     from tdtp.importer import ImportOptions, ParallelImporter
 
-    options = ImportOptions(mode=args.mode, table=args.table, progress=not args.quiet)
+    options = ImportOptions(mode=args.mode, table=args.table, progress=not args.quiet, publish=args.publish)
     if args.workers:
         options.workers = args.workers
     importer = ParallelImporter(args.target, options)

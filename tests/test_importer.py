@@ -2,6 +2,9 @@
 
 Every test ends by comparing the target with the source (EXCEPT ALL both ways, so
 a duplicated row would show), because "exactly once" is what a user relies on.
+Where the publish strategy matters, a test runs with ``publish="copy"`` (staged
+bodies, one COPY) and ``publish="auto"`` (a whole-table replace: the workers load a
+table that is swapped in); tests/test_importer_swap.py has the swap-only cases.
 """
 
 from __future__ import annotations
@@ -24,10 +27,10 @@ from tests.importer_support import (
     differences,
     export,
     make_source,
-    publish,
     summary_headers,
     write_files,
 )
+from tests.importer_support import publish as publish_parts
 
 
 def spool(tmp_path, name: str = "parts"):
@@ -39,9 +42,21 @@ def importer(pg_url: str, table: str, **options) -> ParallelImporter:
     return ParallelImporter(pg_url, ImportOptions(table=table, **options))
 
 
-@pytest.mark.parametrize("live_publish", [True, False], ids=["live-publish", "publish-at-end"])
+STRATEGIES = pytest.mark.parametrize("publish", ["copy", "auto"], ids=["copy", "swap"])
+
+
+def published_by(stats, export_id: str) -> str:
+    """``copy`` / ``swap`` / ``attach`` / ``insert``: how the run published the export."""
+    return stats.publish[export_id].split(" ", 1)[0]
+
+
+@pytest.mark.parametrize(
+    ("publish", "live_publish"),
+    [("copy", True), ("copy", False), ("auto", True)],
+    ids=["copy-live", "copy-at-end", "swap"],
+)
 def test_parts_out_of_order_and_each_twice_land_exactly_once(
-    pg_url, pg_conn, pg_schema, tmp_path, live_publish
+    pg_url, pg_conn, pg_schema, tmp_path, publish, live_publish
 ):
     src = make_source(pg_conn, pg_schema)
     exp = export(pg_url, src)
@@ -49,15 +64,16 @@ def test_parts_out_of_order_and_each_twice_land_exactly_once(
     random.Random(7).shuffle(shuffled)
     dst = f"{pg_schema}.dst"
     with spool(tmp_path) as log:
-        publish(log, shuffled[: len(shuffled) // 2])
+        publish_parts(log, shuffled[: len(shuffled) // 2])
         log.publish(exp.summary.to_json(), summary_headers(exp.summary))
-        publish(log, shuffled[len(shuffled) // 2 :] + list(reversed(shuffled)))
-        with importer(pg_url, dst, live_publish=live_publish) as imp:
+        publish_parts(log, shuffled[len(shuffled) // 2 :] + list(reversed(shuffled)))
+        with importer(pg_url, dst, live_publish=live_publish, publish=publish) as imp:
             stats = imp.import_log(log)
 
     n = len(exp.parts)
     assert (stats.parts_imported, stats.duplicates, stats.dead_letters) == (n, n, 0)
     assert stats.total_rows == 3000 and stats.finalized == [exp.export_id]
+    assert published_by(stats, exp.export_id) == ("copy" if publish == "copy" else "swap")
     assert differences(pg_conn, src, dst) == (0, 0)
     figures = stats.as_dict()
     for key in (
@@ -78,21 +94,25 @@ def test_parts_out_of_order_and_each_twice_land_exactly_once(
         3000,
         True,
     )
+    assert status.publish == ("copy" if publish == "copy" else "swap")
     with ParallelImporter(pg_url) as other:
         again = other.finalize(exp.export_id)
     assert again.finalized and again.already
     assert count(pg_conn, dst) == 3000
 
 
-def test_a_missing_part_holds_finalize_and_status_names_the_gap(pg_url, pg_conn, pg_schema, tmp_path, capsys):
+@STRATEGIES
+def test_a_missing_part_holds_finalize_and_status_names_the_gap(
+    pg_url, pg_conn, pg_schema, tmp_path, capsys, publish
+):
     src = make_source(pg_conn, pg_schema)
     exp = export(pg_url, src)
     dst = f"{pg_schema}.dst"
     missing = exp.parts[2]
     with spool(tmp_path) as log:
-        publish(log, [p for p in exp.parts if p is not missing])
+        publish_parts(log, [p for p in exp.parts if p is not missing])
         log.publish(exp.summary.to_json(), summary_headers(exp.summary))
-        with importer(pg_url, dst) as imp:
+        with importer(pg_url, dst, publish=publish) as imp:
             stats = imp.import_log(log)
             assert stats.finalized == []
             assert "waiting for part(s) 3 of" in stats.exports[exp.export_id]
@@ -111,8 +131,9 @@ def test_a_missing_part_holds_finalize_and_status_names_the_gap(pg_url, pg_conn,
     assert differences(pg_conn, src, dst) == (0, 0)
 
 
+@STRATEGIES
 def test_corrupted_part_is_dead_lettered_and_blocks_finalize_until_a_good_copy(
-    pg_url, pg_conn, pg_schema, tmp_path
+    pg_url, pg_conn, pg_schema, tmp_path, publish
 ):
     src = make_source(pg_conn, pg_schema)
     exp = export(pg_url, src, batch=True, hashes=True)  # Go-style batch files: TotalParts in every part
@@ -122,7 +143,7 @@ def test_corrupted_part_is_dead_lettered_and_blocks_finalize_until_a_good_copy(
     files[1].write_bytes(good[:i] + (b"A" if good[i : i + 1] != b"A" else b"B") + good[i + 1 :])
     dst = f"{pg_schema}.dst"
 
-    with importer(pg_url, dst) as imp:
+    with importer(pg_url, dst, publish=publish) as imp:
         stats = imp.import_files([tmp_path / "out"])
         assert (stats.parts_imported, stats.dead_letters) == (len(files) - 1, 1)
         assert str(files[1]) in stats.errors[0]
@@ -142,11 +163,13 @@ def test_corrupted_part_is_dead_lettered_and_blocks_finalize_until_a_good_copy(
         stats = imp.import_files([tmp_path / "out"])
     assert stats.parts_imported == 1 and stats.duplicates == len(files) - 1
     assert stats.finalized == [exp.export_id]
+    assert published_by(stats, exp.export_id) == ("copy" if publish == "copy" else "swap")
     assert differences(pg_conn, src, dst) == (0, 0)
     assert export_status(pg_url, exp.export_id).dead_letters == []
 
 
-def test_dead_letters_replay_once_the_target_is_fixed(pg_url, pg_conn, pg_schema, tmp_path):
+@STRATEGIES
+def test_dead_letters_replay_once_the_target_is_fixed(pg_url, pg_conn, pg_schema, tmp_path, publish):
     src = make_source(pg_conn, pg_schema)
     exp = export(pg_url, src)
     write_files(tmp_path / "out", exp)
@@ -155,7 +178,7 @@ def test_dead_letters_replay_once_the_target_is_fixed(pg_url, pg_conn, pg_schema
         f"CREATE TABLE {dst} AS SELECT id, name, amount, created_at, flag, score, payload FROM {src} LIMIT 0"
     )
 
-    with importer(pg_url, dst) as imp:
+    with importer(pg_url, dst, publish=publish) as imp:
         stats = imp.import_files([tmp_path / "out"])
         assert stats.parts_imported == 0 and stats.dead_letters == len(exp.parts)
         assert "has no column(s) 'note'" in stats.errors[0]
@@ -165,6 +188,7 @@ def test_dead_letters_replay_once_the_target_is_fixed(pg_url, pg_conn, pg_schema
         replayed = imp.replay_dead_letters()
     assert replayed.parts_imported == len(exp.parts) and replayed.dead_letters == 0
     assert replayed.finalized == [exp.export_id]
+    assert published_by(replayed, exp.export_id) == ("copy" if publish == "copy" else "swap")
     assert differences(pg_conn, src, dst) == (0, 0)
     assert export_status(pg_url, exp.export_id).dead_letters == []
 
@@ -189,6 +213,7 @@ def test_reexport_of_a_partition_in_replace_mode_leaves_only_the_new_rows(
 
         stats = imp.import_files([write_files(tmp_path / "new", new)[0].parent])
         assert stats.finalized == [new.export_id]
+        assert stats.publish[new.export_id] == "copy (not swapped: the target table is not partitioned)"
         assert differences(pg_conn, src, dst) == (0, 0)
 
         late = imp.import_files(
@@ -212,7 +237,7 @@ def test_upsert_by_key_updates_and_inserts_and_keeps_other_rows(pg_url, pg_conn,
 
     with importer(pg_url, dst, mode="upsert") as imp:
         stats = imp.import_files([write_files(tmp_path / "delta", delta)[0].parent])
-    assert stats.finalized == [delta.export_id]
+    assert stats.finalized == [delta.export_id] and published_by(stats, delta.export_id) == "copy"
     assert differences(pg_conn, src, dst) == (0, 10)
     assert count(pg_conn, f"{dst} WHERE name = 'renamed'") == 500
 
@@ -225,7 +250,7 @@ def test_stream_without_summary_is_published_in_append_mode_and_reported(
     first, rest = exp.parts[:2], exp.parts[2:]
     dst = f"{pg_schema}.dst"
     with spool(tmp_path) as log:
-        publish(log, first, headers=False)  # a Go producer: no headers, no summary
+        publish_parts(log, first, headers=False)  # a Go producer: no headers, no summary
         with importer(pg_url, dst) as imp:
             stats = imp.import_log(log)
         assert stats.finalized == [] and count(pg_conn, dst) == 0
@@ -236,24 +261,28 @@ def test_stream_without_summary_is_published_in_append_mode_and_reported(
             assert stats.no_summary == [exp.export_id]
             assert imp.status(exp.export_id).state == "no summary"
             mark = log.high_watermark() - 1
-            publish(log, rest + first, headers=False)
+            publish_parts(log, rest + first, headers=False)
             stats = imp.import_log(log, after_seq=mark)
     assert stats.parts_imported == len(rest) and stats.duplicates == len(first)
     assert differences(pg_conn, src, dst) == (0, 0)
 
 
-def test_a_lock_of_the_moment_is_retried_not_dead_lettered(pg_url, pg_conn, pg_schema, tmp_path):
+@STRATEGIES
+def test_a_lock_of_the_moment_is_retried_not_dead_lettered(pg_url, pg_conn, pg_schema, tmp_path, publish):
     src = make_source(pg_conn, pg_schema, rows=1000)
     exp = export(pg_url, src, part_bytes=8_000)
     write_files(tmp_path / "out", exp)
     dst = f"{pg_schema}.dst"
     with importer(pg_url, dst) as imp:
         imp.status("nothing yet")  # bookkeeping tables exist before someone locks one
+    pg_conn.execute(f"CREATE TABLE {dst} (LIKE {src} INCLUDING ALL)")
+    # Say, a VACUUM FULL of the staging table (copy), or of the target the load table is made like (swap).
+    locked = "tdtp._tdtp_stage_parts" if publish == "copy" else dst
     release = threading.Event()
 
-    def hold_lock() -> None:  # say, a VACUUM FULL of the staging table
+    def hold_lock() -> None:
         with psycopg.connect(pg_url) as other:
-            other.execute("LOCK TABLE tdtp._tdtp_stage_parts IN ACCESS EXCLUSIVE MODE")
+            other.execute(f"LOCK TABLE {locked} IN ACCESS EXCLUSIVE MODE")
             release.wait(10)
             time.sleep(0.6)
 
@@ -261,11 +290,12 @@ def test_a_lock_of_the_moment_is_retried_not_dead_lettered(pg_url, pg_conn, pg_s
     holder.start()
     time.sleep(0.3)
     release.set()
-    imp = importer(pg_url, dst, lock_timeout_seconds=0.2, retries=6, backoff_seconds=0.1)
+    imp = importer(pg_url, dst, lock_timeout_seconds=0.2, retries=6, backoff_seconds=0.1, publish=publish)
     stats = imp.import_files([tmp_path / "out"])
     holder.join()
     assert stats.retries >= 1 and stats.dead_letters == 0
     assert stats.finalized == [exp.export_id]
+    assert published_by(stats, exp.export_id) == ("copy" if publish == "copy" else "swap")
     assert differences(pg_conn, src, dst) == (0, 0)
 
 
@@ -292,8 +322,9 @@ def test_bounded_queue_and_memory_limit_still_import_everything(
     assert differences(pg_conn, src, f"{pg_schema}.dst2") == (0, 0)
 
 
+@STRATEGIES
 def test_rows_the_target_refuses_at_publish_dead_letter_their_part_and_publish_nothing(
-    pg_url, pg_conn, pg_schema, tmp_path
+    pg_url, pg_conn, pg_schema, tmp_path, publish
 ):
     src = make_source(pg_conn, pg_schema, rows=1000)
     exp = export(pg_url, src, part_bytes=8_000)
@@ -302,7 +333,7 @@ def test_rows_the_target_refuses_at_publish_dead_letter_their_part_and_publish_n
     pg_conn.execute(f"CREATE TABLE {dst} (LIKE {src} INCLUDING ALL, CONSTRAINT no_500 CHECK (id <> 500))")
     bad_part = next(i for i, p in enumerate(exp.parts, 1) if _holds_id(p, 500))
 
-    with importer(pg_url, dst) as imp:
+    with importer(pg_url, dst, publish=publish) as imp:
         stats = imp.import_files([tmp_path / "out"])
         assert stats.dead_letters == 1 and "no_500" in stats.errors[0]
         status = imp.status(exp.export_id)
@@ -313,7 +344,11 @@ def test_rows_the_target_refuses_at_publish_dead_letter_their_part_and_publish_n
         pg_conn.execute(f"ALTER TABLE {dst} DROP CONSTRAINT no_500")
         replayed = imp.replay_dead_letters(exp.export_id)
     assert replayed.parts_imported == 1 and replayed.finalized == [exp.export_id]
+    assert published_by(replayed, exp.export_id) == ("copy" if publish == "copy" else "swap")
     assert differences(pg_conn, src, dst) == (0, 0)
+    # The swap carried the target's constraints and indexes: the primary key still says no to id 1.
+    with pytest.raises(psycopg.errors.UniqueViolation):
+        pg_conn.execute(f"INSERT INTO {dst} (id, name) VALUES (1, 'again')")
 
 
 def _holds_id(part, wanted: int) -> bool:

@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 import psutil
+import pytest
 
 from tdtp.brokers import BrokerError, open_broker
 from tdtp.exporter import export_to_log
@@ -60,6 +61,7 @@ def test_rabbitmq_stream_import_runs_while_the_export_is_still_publishing(
         reader.join(30)
     stats = result["stats"]
     assert stats.parts_imported == exported.parts and stats.finalized == [exported.export_id]
+    assert stats.publish[exported.export_id] == "swap"  # a whole-table stream: known from its first part
     assert differences(pg_conn, src, dst) == (0, 0)
 
 
@@ -94,7 +96,10 @@ def _session_alive(sid: int) -> list[int]:
     return alive
 
 
-def test_sigkill_mid_import_then_rerun_gives_the_source_exactly(pg_url, pg_conn, pg_schema, tmp_path):
+@pytest.mark.parametrize("strategy", ["copy", "auto"], ids=["copy", "swap"])
+def test_sigkill_mid_import_then_rerun_gives_the_source_exactly(
+    pg_url, pg_conn, pg_schema, tmp_path, strategy
+):
     src = make_source(pg_conn, pg_schema, rows=4000)
     exp = export(pg_url, src, part_bytes=8_000)
     dst = f"{pg_schema}.dst"
@@ -103,7 +108,7 @@ def test_sigkill_mid_import_then_rerun_gives_the_source_exactly(pg_url, pg_conn,
     with open_broker(url) as log:
         publish(log, exp.parts[:cut])  # the export is still running: the rest comes later
     cmd = [sys.executable, "-m", "tdtp.cli", "import", "--from", url, "--target", pg_url,
-           "--table", dst, "--follow", "--workers", "2", "--quiet"]  # fmt: skip
+           "--table", dst, "--follow", "--workers", "2", "--quiet", "--publish", strategy]  # fmt: skip
     proc = subprocess.Popen(
         cmd, cwd=ROOT, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
     )
@@ -130,10 +135,11 @@ def test_sigkill_mid_import_then_rerun_gives_the_source_exactly(pg_url, pg_conn,
     with open_broker(url) as log:
         publish(log, exp.parts[cut:])
         log.publish(exp.summary.to_json(), summary_headers(exp.summary))
-        with ParallelImporter(pg_url, ImportOptions(workers=2, table=dst)) as imp:
+        with ParallelImporter(pg_url, ImportOptions(workers=2, table=dst, publish=strategy)) as imp:
             stats = imp.import_log(log)
     assert stats.duplicates == done_before and stats.parts_imported == len(exp.parts) - done_before
     assert stats.finalized == [exp.export_id]
+    assert stats.publish[exp.export_id].split(" ")[0] == ("copy" if strategy == "copy" else "swap")
     assert differences(pg_conn, src, dst) == (0, 0)
     assert count(pg_conn, dst) == 4000
 

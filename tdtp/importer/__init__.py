@@ -6,6 +6,8 @@ Modules, each with one job:
   ledger    bookkeeping tables: part ledger, exports, dead letters
   staging   per-export staging tables; a part's rows + ledger row in one transaction
   finalize  atomic publish by write mode (replace / upsert / append)
+  publish   PostgreSQL copy strategy: one COPY in the publish transaction, live while parts arrive
+  swap      PostgreSQL swap/attach strategies: workers load a table, a rename or ATTACH publishes it
   work      one part in a worker: verify, decode, stage, retry
   inputs    files, broker messages and dead letters as received items
   engine    the dispatcher (ParallelImporter): backpressure, acks, finalize triggers

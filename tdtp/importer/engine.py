@@ -257,6 +257,8 @@ class _Run:
             lock_timeout=self.opts.lock_timeout_seconds,
             write=self.target.is_pg,
             nice=self.opts.worker_nice,
+            publish=self.opts.publish,
+            swap_indexes=self.opts.swap_indexes,
         )
         # SQLite has one writer: workers decode, this process writes.
         self.local_writer = None if self.target.is_pg else PartWriter(self.config)
@@ -362,6 +364,7 @@ class _Run:
             producer="foreign" if item.foreign else None,
             resolution="replayed" if item.dead_letter_id is not None else "imported",
             dead_letter_id=item.dead_letter_id,
+            whole_table=item.message is not None and not item.foreign and not item.partition,
         )
         try:
             future = pool.submit(work, job)
@@ -535,6 +538,8 @@ class _Run:
         """PostgreSQL: hand a staged part's COPY text to its export's live publisher (start one if allowed)."""
         if not self.target.is_pg or not self.opts.live_publish or self.replay or st.closed or st.no_live:
             return
+        if outcome.strategy != "copy":  # swap/attach: the worker loaded the rows in place already
+            return
         live = self.publishers.get(st.export_id)
         if live is None:
             if not self._may_go_live(st, item) or len(self.publishers) >= MAX_LIVE_PUBLISHERS:
@@ -594,6 +599,8 @@ class _Run:
             st.closed = True
         if result.finalized and not result.already and st.export_id not in self.stats.finalized:
             self.stats.finalized.append(st.export_id)
+        if result.strategy and not result.already:
+            self.stats.publish[st.export_id] = result.publish_text
         if result.state == "no summary" and st.export_id not in self.stats.no_summary:
             self.stats.no_summary.append(st.export_id)
         if result.state == "restage":

@@ -9,10 +9,13 @@ loads the export's rows; ``upsert`` inserts or updates by the key fields;
 ``append`` inserts.  The same transaction marks the parts published and the
 export finalized, so finalize is idempotent: a second call sees ``finalized``.
 
-PostgreSQL loads with COPY (:mod:`tdtp.importer.publish`), usually through a
-live publisher that started while parts were arriving; :func:`finish_live` is
-its last step and :func:`finalize_export` the same thing done in one go.  SQLite
-moves its staging table's rows with ``INSERT ... SELECT``.
+PostgreSQL publishes by the strategy chosen at the export's first part
+(``_tdtp_exports.publish``): ``copy`` loads with COPY (:mod:`tdtp.importer.publish`),
+usually through a live publisher that started while parts were arriving
+(:func:`finish_live` is its last step and :func:`finalize_export` the same thing
+done in one go); ``swap`` / ``attach`` find the rows already in a load table and
+publish it by a catalog change (:mod:`tdtp.importer.swap`).  SQLite moves its
+staging table's rows with ``INSERT ... SELECT``.
 
 Exports that can never be complete (a stream from a producer that sends no
 summary, e.g. the Go tool) are published *partially* in upsert/append mode:
@@ -68,10 +71,19 @@ class FinalizeResult:
     reason: str = ""
     already: bool = False
     dead_lettered_part: int | None = None
+    strategy: str = ""  # how it was published: "copy", "swap", "attach" or "insert" (swap fallback)
+    strategy_note: str = ""  # why not by swap / what the swap did beyond the rename
 
     @property
     def ok(self) -> bool:
         return self.finalized
+
+    @property
+    def publish_text(self) -> str:
+        """``swap`` or ``copy (not swapped: a view depends on it)``: for stats and logs."""
+        if not self.strategy:
+            return ""
+        return f"{self.strategy} ({self.strategy_note})" if self.strategy_note else self.strategy
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -82,13 +94,16 @@ class FinalizeResult:
             "rows_published": self.rows_published,
             "seconds": round(self.seconds, 3),
             "reason": self.reason,
+            "strategy": self.strategy,
+            "strategy_note": self.strategy_note,
         }
 
     def describe(self) -> str:
         if self.finalized:
             if self.already:
                 return "finalized (earlier)"
-            return f"finalized: {self.rows_published:,} rows published"
+            how = f" by {self.publish_text}" if self.strategy else ""
+            return f"finalized: {self.rows_published:,} rows published{how}"
         return f"{self.state}: {self.reason}" if self.reason else self.state
 
 
@@ -267,14 +282,28 @@ def _mark(target: Target, conn: Any, export_id: str, status: str, moved: int, no
 def _supersede(target: Target, conn: Any, rec: ExportRecord, newer: str) -> FinalizeResult:
     note = f"a newer export {newer} of the same partition is already published"
     if target.is_pg:
+        from tdtp.importer.swap import drop_load_table
+
         target.execute(conn, f"DELETE FROM {target.book(STAGE_PARTS)} WHERE export_id = %s", (rec.export_id,))
+        drop_load_table(target, conn, rec)
     elif _sqlite_stage_exists(conn, rec.stage_table):
         conn.execute(f"DROP TABLE {target.book(rec.stage_table)}")
     _mark(target, conn, rec.export_id, SUPERSEDED, 0, note)
     return FinalizeResult(rec.export_id, SUPERSEDED, reason=note)
 
 
-def _published(target: Target, conn: Any, rec: ExportRecord, moved: int, partial: bool) -> FinalizeResult:
+def _published(
+    target: Target,
+    conn: Any,
+    rec: ExportRecord,
+    moved: int,
+    partial: bool,
+    *,
+    strategy: str = "",
+    note: str | None = None,
+) -> FinalizeResult:
+    strategy = strategy or (rec.publish or "copy" if target.is_pg else "")
+    note = rec.publish_note if note is None else note
     if partial:
         _mark(target, conn, rec.export_id, "importing", moved, NO_SUMMARY)
         return FinalizeResult(
@@ -282,9 +311,19 @@ def _published(target: Target, conn: Any, rec: ExportRecord, moved: int, partial
             NO_SUMMARY,
             rows_published=moved,
             reason=f"no summary: published {moved:,} rows; the export stays open for more parts",
+            strategy=strategy,
+            strategy_note=note,
         )
     _mark(target, conn, rec.export_id, FINALIZED, moved, "")
-    return FinalizeResult(rec.export_id, FINALIZED, finalized=True, rows_published=moved)
+    if target.is_pg and (strategy != rec.publish or note != rec.publish_note):
+        target.execute(
+            conn,
+            f"UPDATE {target.book(EXPORTS)} SET publish_note = %s WHERE export_id = %s",
+            (f"published by {strategy}" + (f": {note}" if note else ""), rec.export_id),
+        )
+    return FinalizeResult(
+        rec.export_id, FINALIZED, finalized=True, rows_published=moved, strategy=strategy, strategy_note=note
+    )
 
 
 # ---------------------------------------------------------------------------- finalize
@@ -345,6 +384,8 @@ def _finalize_once(
                     result = verdict.result
                 elif verdict.newer is not None:
                     result = _supersede(target, conn, verdict.rec, verdict.newer)
+                elif target.is_pg and verdict.rec.publish in ("swap", "attach"):
+                    result = _publish_swap(target, conn, verdict.rec, verdict.partial)
                 elif target.is_pg:
                     pub = PgPublish(target, conn, verdict.rec, executor)
                     pub.prepare()
@@ -355,6 +396,24 @@ def _finalize_once(
     except PublishError as exc:
         result = dead_letter_staged(target, conn, export_id, exc)
     return result
+
+
+def _publish_swap(target: Target, conn: Any, rec: ExportRecord, partial: bool) -> FinalizeResult:
+    """Swap/attach export: its rows are in the load table; publish that (see tdtp.importer.swap)."""
+    from tdtp.importer import swap
+
+    swap.lock_load(target, conn, rec)  # no part lands in it while it is published
+    pending = pending_parts(target, conn, rec.export_id)
+    rows = sum(r for _, r, _ in pending)
+    if partial:  # no summary, mode switched to upsert/append: move what is there, keep loading
+        out = swap.publish_partial(target, conn, rec)
+    else:
+        out = swap.publish_export(target, conn, rec, rows, lambda: _newer_finalized(target, conn, rec))
+    if out.superseded_by is not None:
+        return _supersede(target, conn, rec, out.superseded_by)
+    mark_published(target, conn, rec.export_id, [p for p, _, _ in pending])
+    note = "; ".join(x for x in (rec.publish_note, out.note) if x)
+    return _published(target, conn, rec, out.rows, partial, strategy=out.how, note=note)
 
 
 def finish_live(target: Target, conn: Any, live: Any, pub: Any, *, allow_partial: bool) -> FinalizeResult:

@@ -57,6 +57,9 @@ def _ddl(target: Target) -> list[str]:
             status text NOT NULL DEFAULT 'importing',
             note text NOT NULL DEFAULT '',
             published_rows bigint NOT NULL DEFAULT 0,
+            publish text NOT NULL DEFAULT '',
+            load_table text NOT NULL DEFAULT '',
+            publish_note text NOT NULL DEFAULT '',
             created_at {ts} NOT NULL DEFAULT {now},
             updated_at {ts} NOT NULL DEFAULT {now},
             finalized_at {ts})""",
@@ -100,6 +103,15 @@ def _ddl(target: Target) -> list[str]:
     return statements
 
 
+# Columns added to _tdtp_exports after its first release: bookkeeping made by an
+# earlier version gets them on the next start.
+_ADDED_EXPORT_COLUMNS = (
+    ("publish", "text NOT NULL DEFAULT ''"),
+    ("load_table", "text NOT NULL DEFAULT ''"),
+    ("publish_note", "text NOT NULL DEFAULT ''"),
+)
+
+
 def bookkeeping_exists(target: Target, conn: Any) -> bool:
     names = [LEDGER, EXPORTS, DEAD_LETTERS] + ([STAGE_PARTS] if target.is_pg else [])
     if target.is_pg:
@@ -107,7 +119,7 @@ def bookkeeping_exists(target: Target, conn: Any) -> bool:
             "SELECT bool_and(to_regclass(n) IS NOT NULL) FROM unnest(%s::text[]) AS n",
             ([target.book(n) for n in names],),
         ).fetchone()
-        return bool(row[0])
+        return bool(row[0]) and not _missing_export_columns(target, conn)
     found = {
         r[0]
         for r in conn.execute(
@@ -115,7 +127,24 @@ def bookkeeping_exists(target: Target, conn: Any) -> bool:
             names,
         )
     }
-    return found == set(names)
+    return found == set(names) and not _missing_export_columns(target, conn)
+
+
+def _missing_export_columns(target: Target, conn: Any) -> list[tuple[str, str]]:
+    if target.is_pg:
+        have = {
+            r[0]
+            for r in conn.execute(
+                "SELECT attname FROM pg_attribute WHERE attrelid = to_regclass(%s) AND attnum > 0 "
+                "AND NOT attisdropped",
+                (target.book(EXPORTS),),
+            )
+        }
+    else:
+        have = {r[1] for r in conn.execute(f"PRAGMA table_info({target.book(EXPORTS)})")}
+    if not have:
+        return []  # no table yet: CREATE TABLE makes it whole
+    return [(name, decl) for name, decl in _ADDED_EXPORT_COLUMNS if name not in have]
 
 
 def ensure_bookkeeping(target: Target, conn: Any) -> None:
@@ -127,6 +156,8 @@ def ensure_bookkeeping(target: Target, conn: Any) -> None:
             conn.execute("SELECT pg_advisory_xact_lock(%s)", (_DDL_LOCK_KEY,))
         for statement in _ddl(target):
             conn.execute(statement)
+        for name, decl in _missing_export_columns(target, conn):
+            conn.execute(f"ALTER TABLE {target.book(EXPORTS)} ADD COLUMN {quote_ident(name)} {decl}")
 
 
 def try_publish_lock(target: Target, conn: Any, export_id: str) -> bool:
@@ -166,11 +197,14 @@ class ExportRecord:
     note: str
     published_rows: int
     finalized_at: Any
+    publish: str = ""  # "" (not decided yet), "copy", "swap" or "attach": see tdtp.importer.swap
+    load_table: str = ""  # swap/attach: the table the workers load the rows into
+    publish_note: str = ""  # why this export publishes the way it does (e.g. why not by swap)
 
 
 _EXPORT_COLS = (
     'export_id, table_name, "partition", mode, stage_table, columns, key_fields, total_parts, total_rows, '
-    "checksum, summary, producer, status, note, published_rows, finalized_at"
+    "checksum, summary, producer, status, note, published_rows, finalized_at, publish, load_table, publish_note"
 )
 
 
@@ -200,6 +234,28 @@ def load_export(
         note=row[13],
         published_rows=row[14],
         finalized_at=row[15],
+        publish=row[16],
+        load_table=row[17],
+        publish_note=row[18],
+    )
+
+
+def set_publish(target: Target, conn: Any, export_id: str, publish: str, load_table: str, note: str) -> None:
+    """Record how an export will be published (decided once, at its first part)."""
+    target.execute(
+        conn,
+        f"UPDATE {target.book(EXPORTS)} SET publish = %s, load_table = %s, publish_note = %s, "
+        f"updated_at = {now_sql(target)} WHERE export_id = %s",
+        (publish, load_table, note, export_id),
+    )
+
+
+def has_ledger_parts(target: Target, conn: Any, export_id: str) -> bool:
+    return (
+        target.execute(
+            conn, f"SELECT 1 FROM {target.book(LEDGER)} WHERE export_id = %s LIMIT 1", (export_id,)
+        ).fetchone()
+        is not None
     )
 
 

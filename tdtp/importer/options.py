@@ -9,6 +9,8 @@ from tdtp.packet import TdtpError
 
 MODES = ("replace", "upsert", "append")
 EXECUTORS = ("process", "thread")
+PUBLISH = ("auto", "swap", "copy")
+INDEX_BUILDS = ("after", "before")
 
 
 @dataclass
@@ -30,6 +32,16 @@ class ImportOptions:
     parts stay); turn it off for runs that land only a slice of a big export.
     ``worker_nice`` lowers worker processes' CPU priority, leaving the publisher
     (and the exporter on the same machine) ahead of them.
+
+    ``publish`` (PostgreSQL, replace mode; see :mod:`tdtp.importer.swap`):
+    ``"auto"`` (default) lets the workers COPY an export's rows in parallel into a
+    load table and publishes it by a metadata swap (whole table: rename; a
+    partition of a partitioned table: ATTACH) when that is safe for the target,
+    else by copy; ``"swap"`` insists (an export whose target rules the swap out is
+    refused with the reason); ``"copy"`` always stages part bodies and publishes
+    with one COPY (the live publisher).  The choice is made at an export's first
+    part and kept for that export.  ``swap_indexes``: build the load table's
+    indexes ``"after"`` the rows are in (at publish; default) or ``"before"``.
     """
 
     workers: int = os.cpu_count() or 1
@@ -45,6 +57,8 @@ class ImportOptions:
     progress: bool = False
     worker_nice: int = 0
     live_publish: bool = True
+    publish: str = "auto"
+    swap_indexes: str = "after"
 
     def resolved_queue_parts(self) -> int:
         return self.queue_parts if self.queue_parts and self.queue_parts > 0 else 2 * self.resolved_workers()
@@ -62,5 +76,18 @@ class ImportOptions:
             raise TdtpError("retries must be >= 0", where="retries")
         if self.backoff_seconds < 0:
             raise TdtpError("backoff_seconds must be >= 0", where="backoff_seconds")
+        if self.publish not in PUBLISH:
+            raise TdtpError(
+                f"unknown publish strategy {self.publish!r}; use auto, swap or copy", where="publish"
+            )
+        if self.publish == "swap" and self.mode != "replace":
+            raise TdtpError(
+                f"publish='swap' replaces a table or partition; {self.mode} mode publishes by copy",
+                where="publish",
+            )
+        if self.swap_indexes not in INDEX_BUILDS:
+            raise TdtpError(
+                f"unknown swap_indexes {self.swap_indexes!r}; use after or before", where="swap_indexes"
+            )
         if self.memory_limit_mb <= 0:
             raise TdtpError("memory_limit_mb must be > 0", where="memory_limit_mb")

@@ -1,4 +1,8 @@
-"""PostgreSQL publish: one transaction COPYs an export's rows into the target, while parts arrive.
+"""PostgreSQL copy publish: one transaction COPYs an export's rows into the target, while parts arrive.
+
+This is the ``copy`` strategy (upsert, append, and replace where a swap is not
+possible or not wanted); the ``swap`` / ``attach`` strategies of replace mode are
+in :mod:`tdtp.importer.swap`.
 
 Rows reach the target once, by COPY, in a single transaction that also marks the
 export finalized: readers see the old partition until the commit and the whole
@@ -353,6 +357,10 @@ class LivePublisher:
         rec = load_export(self.target, conn, self.export_id)
         if rec is None or rec.status in (FINALIZED, SUPERSEDED) or not rec.columns:
             self.reason = "nothing to publish"
+            conn.rollback()
+            return None
+        if rec.publish in ("swap", "attach"):
+            self.reason = f"published by {rec.publish}: the workers load its rows in place"
             conn.rollback()
             return None
         pub = PgPublish(self.target, conn, rec, self.executor)

@@ -1,6 +1,10 @@
 """Staging: where a part waits, committed with its ledger row, until its export is published.
 
-PostgreSQL stages the part's *body* (the received bytes, zstd inside) in
+PostgreSQL, swap/attach strategy (replace mode, see :mod:`tdtp.importer.swap`):
+the worker COPYs the part's rows into the export's load table, in the same
+transaction as the ledger row; publishing is then a catalog change.
+
+PostgreSQL, copy strategy: the part's *body* (the received bytes, zstd inside) in
 ``tdtp._tdtp_stage_parts``: one small write per part, so workers spend their
 time decoding, and the rows are written into the target exactly once, by the
 publisher's COPY (see :mod:`tdtp.importer.publish`).  Writing the rows twice
@@ -15,6 +19,7 @@ finalize moves them with ``INSERT ... SELECT`` and drops the table.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -33,6 +38,13 @@ class StagedExport:
     stage: str
     signature: list[list[str]]
     closed: bool = False  # finalized or superseded: nothing more may be staged
+    strategy: str = "copy"  # PostgreSQL: "copy" (stage bodies) or "swap"/"attach" (rows into load_table)
+    load_table: str = ""
+    columns: list[str] | None = None  # COPY column list for the load table
+
+    @property
+    def loads_rows(self) -> bool:
+        return self.strategy in ("swap", "attach")
 
 
 def stage_ref(target: Target, stage: str) -> str:
@@ -94,12 +106,18 @@ def stage_export(
     total_parts: int,
     producer: str | None,
     create_table: bool,
+    publish: str = "auto",
+    swap_indexes: str = "after",
+    whole_hint: bool = False,
 ) -> StagedExport:
     """Make sure the target table, the staging table and the export record exist; check the columns.
 
     Runs in short transactions of its own, before the part's; the DDL under a lock
     on the table name, since concurrent ``CREATE TABLE IF NOT EXISTS`` can collide.
     An export already published comes back ``closed``: its stage is gone for good.
+    On PostgreSQL the first writer to get here also decides how the export is
+    published (``publish``; see :func:`tdtp.importer.swap.prepare_export`);
+    ``whole_hint`` says the part came from our own producer with no partition.
     """
     stage = stage_name(export_id, table)
     signature = [list(pair) for pair in schema.signature()]
@@ -127,9 +145,36 @@ def stage_export(
             f"fields {_names(signature)} differ from the export's first part {_names(record.columns)}",
             where=f"export {export_id}",
         )
+    strategy, load_table = "copy", ""
     with target.transaction(conn):
         ddl_lock(target, conn, table)
+        if target.is_pg:
+            from tdtp.importer import swap
+
+            record = load_export(target, conn, export_id)  # again, under the lock
+            assert record is not None
+            if not record.publish:
+                plan = swap.prepare_export(
+                    target,
+                    conn,
+                    record,
+                    schema,
+                    publish=publish,
+                    create_table=create_table,
+                    whole_hint=whole_hint,
+                    index_build=swap_indexes,
+                )
+                strategy, load_table = plan.strategy, plan.load_table
+            else:
+                strategy, load_table = record.publish, record.load_table
+                if strategy in ("swap", "attach"):
+                    swap.relax_load(target, conn, table, load_table)
         columns = table_columns(target, conn, table)
+        if columns is None and strategy in ("swap", "attach"):
+            # The target is made at publish (a partition export whose filter comes with the summary).
+            columns = table_columns(target, conn, load_table)
+            if columns is None:
+                raise TdtpError(f"the load table {load_table} of export {export_id} is missing")
         if columns is None:
             if not create_table:
                 raise TdtpError(f"target table {table!r} does not exist (table creation is off)")
@@ -148,7 +193,15 @@ def stage_export(
             )
         if not target.is_pg:
             _create_stage(target, conn, table, stage, schema)
-    return StagedExport(export_id=export_id, table=table, stage=stage, signature=signature)
+    return StagedExport(
+        export_id=export_id,
+        table=table,
+        stage=stage,
+        signature=signature,
+        strategy=strategy,
+        load_table=load_table,
+        columns=schema.names,
+    )
 
 
 def _names(signature: list[list[str]]) -> str:
@@ -179,8 +232,12 @@ def write_part(
     checksum: int,
     partition: str,
     resolution: str = "imported",
+    copy: bytes | Iterable[bytes] | None = None,
 ) -> bool:
-    """Stage one part and its ledger row in ONE transaction; False if it was a duplicate."""
+    """Stage one part and its ledger row in ONE transaction; False if it was a duplicate.
+
+    ``copy`` is the part's rows as COPY text: what a swap/attach export loads.
+    """
     with target.transaction(conn):
         if not claim_part(
             target,
@@ -193,7 +250,11 @@ def write_part(
             partition=partition,
         ):
             return False
-        if target.is_pg:
+        if target.is_pg and staged.loads_rows:
+            from tdtp.importer.swap import copy_into_load
+
+            copy_into_load(conn, target.table(staged.load_table), staged.columns or schema.names, copy, rows)
+        elif target.is_pg:
             target.execute(
                 conn,
                 f"INSERT INTO {target.book(STAGE_PARTS)} (export_id, part_number, body) VALUES (%s, %s, %s)",

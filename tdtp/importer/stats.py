@@ -52,6 +52,7 @@ class ImportStats:
     exports: dict[str, str] = field(default_factory=dict)
     finalized: list[str] = field(default_factory=list)
     no_summary: list[str] = field(default_factory=list)
+    publish: dict[str, str] = field(default_factory=dict)  # export id -> how it was published (and why)
     last_seq: int | None = None
 
     # ------------------------------------------------------------ derived figures
@@ -99,6 +100,7 @@ class ImportStats:
         self.errors.extend(other.errors)
         self.part_seconds.extend(other.part_seconds)
         self.exports.update(other.exports)
+        self.publish.update(other.publish)
         self.finalized.extend(x for x in other.finalized if x not in self.finalized)
 
     # --------------------------------------------------------------------- output
@@ -134,6 +136,7 @@ class ImportStats:
             "exports": dict(self.exports),
             "finalized": list(self.finalized),
             "no_summary": list(self.no_summary),
+            "publish": dict(self.publish),
             "last_seq": self.last_seq,
         }
 

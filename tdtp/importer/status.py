@@ -44,6 +44,9 @@ class ExportStatus:
     finalized_at: str | None = None
     published_rows: int = 0
     note: str = ""
+    publish: str = ""  # PostgreSQL: "copy", "swap" or "attach" (chosen at the first part)
+    publish_note: str = ""  # why not by swap, or how it was published
+    load_table: str = ""  # swap/attach: where the parts' rows wait until published
 
     @property
     def complete(self) -> bool:
@@ -76,6 +79,9 @@ class ExportStatus:
             "finalized_at": self.finalized_at,
             "published_rows": self.published_rows,
             "note": self.note,
+            "publish": self.publish,
+            "publish_note": self.publish_note,
+            "load_table": self.load_table,
         }
 
     def describe(self) -> str:
@@ -95,6 +101,11 @@ class ExportStatus:
             lines.append(f"  dead letter #{d['id']}: part {d['part_number']}: {d['reason']}")
         if self.note:
             lines.append(f"  note: {self.note}")
+        if self.publish:
+            how = f"  publish: {self.publish}" + (f" ({self.publish_note})" if self.publish_note else "")
+            if self.load_table and not self.finalized and self.publish != "copy":
+                how += f"; rows wait in {self.load_table}"
+            lines.append(how)
         return "\n".join(lines)
 
 
@@ -121,6 +132,9 @@ def read_status(target: Target, conn: Any, export_id: str) -> ExportStatus:
     status.checksum_expected = rec.checksum
     status.published_rows = rec.published_rows
     status.note = rec.note
+    status.publish = rec.publish
+    status.publish_note = rec.publish_note
+    status.load_table = rec.load_table
     status.finalized = rec.status == FINALIZED
     status.finalized_at = None if rec.finalized_at is None else str(rec.finalized_at)
     upper = rec.total_parts or (max(present) if present else 0)

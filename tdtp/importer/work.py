@@ -22,6 +22,7 @@ import signal
 import sqlite3
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -49,6 +50,8 @@ class WorkerConfig:
     lock_timeout: float
     write: bool  # False: decode only (SQLite: the main process writes)
     nice: int = 0  # worker processes' niceness (see ImportOptions.worker_nice)
+    publish: str = "auto"  # see ImportOptions.publish
+    swap_indexes: str = "after"
 
 
 @dataclass
@@ -64,6 +67,7 @@ class PartJob:
     producer: str | None = None  # "foreign" when a message came without our headers
     resolution: str = "imported"  # what a dead letter of this part is marked when it lands
     dead_letter_id: int | None = None  # set when the job replays a dead letter
+    whole_table: bool = False  # from our own producer's log with no partition header: a whole-table export
 
 
 @dataclass
@@ -77,7 +81,7 @@ class DecodedPart:
     rows: int
     checksum: int
     values: list[tuple] | None = None
-    copy: bytes | None = None  # PostgreSQL: the rows as COPY text, for the publisher
+    copy: bytes | None = None  # PostgreSQL copy strategy: the rows as COPY text, for the live publisher
 
 
 @dataclass
@@ -96,18 +100,17 @@ class PartOutcome:
     attempts: int = 0
     error: str = ""
     peak_rss_mb: float = 0.0
+    strategy: str = ""  # how the export publishes: "copy", "swap", "attach" ("" before it is known)
     decoded: DecodedPart | None = field(default=None, repr=False)
     copy: bytes | None = field(default=None, repr=False)
 
 
-def decode_part(
-    job: PartJob, *, table_override: str | None, want_values: bool, want_copy: bool
-) -> DecodedPart:
+def decode_part(job: PartJob, *, table_override: str | None, want_values: bool) -> DecodedPart:
     """Parse and verify a part: hashes (codec), RecordsInPart (codec), and the sender's headers.
 
-    ``want_copy`` also converts the rows to COPY text here, in the worker, so a
-    value the conversion refuses dead-letters this part instead of failing the
-    publish later.
+    ``want_values`` decodes typed values (SQLite).  PostgreSQL keeps the row lines:
+    the writer converts them to COPY text (:meth:`PartWriter.write`), still in the
+    worker, so a value the conversion refuses dead-letters this part.
     """
     packet = decode_packet(job.body, where=job.source)
     h = packet.header
@@ -134,9 +137,6 @@ def decode_part(
             values = decode_values(packet)
         except TdtpError as exc:
             raise exc.at(job.source) from None
-    copy = None
-    if want_copy and packet.rows:
-        copy = lines_to_copy(packet.schema, packet.rows, where=f"{job.source}: part {number}").encode()
     return DecodedPart(
         export_id=export_id,
         part_number=number,
@@ -147,7 +147,6 @@ def decode_part(
         rows=len(packet.rows),
         checksum=part_checksum(packet.rows) if packet.rows else 0,
         values=values,
-        copy=copy,
     )
 
 
@@ -207,6 +206,7 @@ class PartWriter:
         self.target = config.target
         self._conn: Any = None
         self._staged: dict[str, StagedExport] = {}
+        self.strategy = ""  # of the export last written
 
     @property
     def conn(self) -> Any:
@@ -215,6 +215,9 @@ class PartWriter:
                 self._conn = self.target.connect(lock_timeout=self.config.lock_timeout)
             except TdtpError as exc:
                 raise TargetUnavailable(exc.message) from exc
+            if self.target.is_pg:
+                # Rows go into load tables here: read naive timestamps as UTC, as the publisher does.
+                self._conn.execute("SET TimeZone = 'UTC'")
         return self._conn
 
     def reset(self) -> None:
@@ -229,6 +232,7 @@ class PartWriter:
         self.reset()
 
     def write(self, part: DecodedPart, job: PartJob) -> str:
+        self.strategy = ""
         staged = self._staged.get(part.export_id)
         if staged is None or staged.table != part.table:
             staged = stage_export(
@@ -242,12 +246,16 @@ class PartWriter:
                 total_parts=part.total_parts,
                 producer=job.producer,
                 create_table=self.config.create_table,
+                publish=self.config.publish,
+                swap_indexes=self.config.swap_indexes,
+                whole_hint=job.whole_table,
             )
             self._staged[part.export_id] = staged
         elif [list(p) for p in part.schema.signature()] != staged.signature:
             raise IntegrityError(
                 "fields differ from the export's first part", where=f"{job.source}: part {part.part_number}"
             )
+        self.strategy = staged.strategy
         if staged.closed:
             if in_ledger(self.target, self.conn, part.export_id, part.part_number):
                 return DUPLICATE
@@ -255,6 +263,14 @@ class PartWriter:
                 f"export {part.export_id} is already published without this part",
                 where=f"{job.source}: part {part.part_number}",
             )
+        copy: bytes | Iterator[bytes] | None = None
+        if self.target.is_pg and staged.loads_rows:
+            copy = copy_chunks(part, job.source)  # converted while the server loads the previous chunk
+        elif self.target.is_pg:
+            if part.copy is None and part.lines:  # a value COPY would refuse dead-letters the part now
+                where = f"{job.source}: part {part.part_number}"
+                part.copy = lines_to_copy(part.schema, part.lines, where=where).encode()
+            copy = part.copy
         done = write_part(
             self.target,
             self.conn,
@@ -267,8 +283,25 @@ class PartWriter:
             checksum=part.checksum,
             partition=job.partition,
             resolution=job.resolution,
+            copy=copy,
         )
         return IMPORTED if done else DUPLICATE
+
+
+COPY_CHUNK_ROWS = 4096
+
+
+def copy_chunks(part: DecodedPart, source: str) -> Iterator[bytes]:
+    """A part's rows as COPY text in chunks, so converting overlaps the server's COPY work.
+
+    With the whole part converted first, a worker alternates between converting
+    (the server idle) and waiting for COPY (the worker idle); in chunks the server
+    parses and inserts one chunk while the worker converts the next.
+    """
+    lines = part.lines
+    for start in range(0, len(lines), COPY_CHUNK_ROWS):
+        where = f"{source}: part {part.part_number} (from row {start + 1})"
+        yield lines_to_copy(part.schema, lines[start : start + COPY_CHUNK_ROWS], where=where).encode()
 
 
 def write_with_retries(
@@ -297,12 +330,7 @@ def run_job(job: PartJob, config: WorkerConfig, writer: PartWriter | None) -> Pa
     started = time.perf_counter()
     outcome = PartOutcome(status=FAILED, source=job.source, nbytes=len(job.body))
     try:
-        part = decode_part(
-            job,
-            table_override=config.table,
-            want_values=not config.target.is_pg,
-            want_copy=config.target.is_pg,
-        )
+        part = decode_part(job, table_override=config.table, want_values=not config.target.is_pg)
     except Exception as exc:  # noqa: BLE001 - a bad part must not take the worker down
         outcome.attempts = 1
         outcome.error = error_text(exc, job.source)
@@ -315,11 +343,15 @@ def run_job(job: PartJob, config: WorkerConfig, writer: PartWriter | None) -> Pa
     outcome.total_parts = part.total_parts
     outcome.table = part.table
     outcome.rows = part.rows
-    part.lines = []  # not needed any more: values (SQLite) or COPY text (PostgreSQL) carry the rows
+    if not config.target.is_pg:
+        part.lines = []  # not needed any more: the values carry the rows
     if config.write and writer is not None:
+        # PostgreSQL converts the lines to COPY text while writing (see PartWriter.write).
         write_with_retries(writer, part, job, outcome, retries=config.retries, backoff=config.backoff_seconds)
-        if outcome.status == IMPORTED:
-            outcome.copy = part.copy
+        part.lines = []
+        outcome.strategy = writer.strategy
+        if outcome.status == IMPORTED and writer.strategy == "copy":
+            outcome.copy = part.copy  # for the live publisher; swap/attach rows are in place already
     else:
         outcome.status = IMPORTED
         outcome.decoded = part
