@@ -14,7 +14,7 @@ fast path moves rows from the socket into parts without making Python strings.
 The part budget is in real encoded bytes (default 1.9 MB).  The ratio of encoded
 bytes to row bytes measured on each part (it changes a lot with zstd) sizes the
 next one, and a part that still comes out too big is split before it is yielded.
-Parts start small and grow (64 KiB of rows, then x4 each part up to the budget):
+Parts start small and grow (16 KiB of rows, then x4 each part up to the budget):
 the consumer gets its first part after milliseconds instead of after a full part.
 """
 
@@ -33,7 +33,7 @@ from tdtp.values import lines_to_blocks
 DEFAULT_PART_BYTES = 1_900_000
 # Decompressed rows per part stay far below the 256 MiB every reader caps at.
 MAX_RAW_PART_BYTES = 64 * 2**20
-FIRST_PART_RAW_BYTES = 64 * 1024
+FIRST_PART_RAW_BYTES = 16 * 1024
 
 # A whole field equal to the NULL sentinel: preceded by start/'|'/LF, followed by end/'|'/LF.
 # Our escaper never emits backslash-N inside a value, so a '|' before it is a delimiter.
