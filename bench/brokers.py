@@ -32,6 +32,7 @@ import sys
 import tempfile
 import time
 import uuid
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -68,19 +69,19 @@ def timed(fn: Callable[[], object]) -> float:
     return time.perf_counter() - started
 
 
-class Case:
+class Case(ABC):
     """One broker: how to open our log, and the raw client loops to compare with."""
 
     name: str
 
-    def url(self, stream: str) -> str:
-        raise NotImplementedError
+    @abstractmethod
+    def url(self, stream: str) -> str: ...
 
-    def raw_publish(self, stream: str, body: bytes, n: int) -> None:
-        raise NotImplementedError
+    @abstractmethod
+    def raw_publish(self, stream: str, body: bytes, n: int) -> None: ...
 
-    def raw_read(self, stream: str, n: int) -> int:
-        raise NotImplementedError
+    @abstractmethod
+    def raw_read(self, stream: str, n: int) -> int: ...
 
     def cleanup(self, stream: str) -> None:
         with contextlib.suppress(Exception), open_broker(self.url(stream)) as log:

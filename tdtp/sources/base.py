@@ -7,6 +7,7 @@ so a CSV export never loads psycopg).
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
@@ -94,17 +95,19 @@ class Source(Protocol):
     def __exit__(self, *exc: object) -> None: ...
 
 
-class SourceBase:
+class SourceBase(ABC):
     """Context-manager plumbing shared by the concrete sources."""
 
     name: str
     schema: Schema
 
-    def close(self) -> None:  # pragma: no cover - overridden
-        pass
+    @abstractmethod
+    def close(self) -> None:
+        """Release the connection or file; sources are also context managers."""
 
-    def lines(self) -> Iterator[str]:  # pragma: no cover - overridden
-        raise NotImplementedError
+    @abstractmethod
+    def lines(self) -> Iterator[str]:
+        """Row lines, streaming (see ``tdtp.packet``)."""
 
     def blocks(self) -> Iterator[bytes]:
         """Row lines as UTF-8 blocks of whole lines each ending in LF: what the part
