@@ -19,11 +19,26 @@ from tdtp.packet import TdtpError
 EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_USAGE = 2
-BROKER_SCHEMES = ("spool://", "rabbitmq://", "kafka://")
 
 
 def is_broker_url(text: str) -> bool:
-    return text.startswith(BROKER_SCHEMES)
+    """Anything shaped ``scheme://...`` is a URL, never a directory: an unknown scheme gets
+    the broker layer's "unknown scheme" error instead of a folder named ``nats:``."""
+    scheme, sep, _ = text.partition("://")
+    return bool(sep) and scheme.replace("+", "").replace("-", "").isalnum()
+
+
+def _int_at_least(low: int):  # noqa: ANN202 - an argparse type
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"{value} is below the minimum of {low}")
+        return value
+
+    return parse
 
 
 def _add_export(sub: argparse._SubParsersAction) -> None:
@@ -50,15 +65,21 @@ def _add_export(sub: argparse._SubParsersAction) -> None:
         "--mode", choices=("batch", "stream"), help="default: batch for a directory, stream for a broker"
     )
     p.add_argument(
-        "--part-bytes", type=int, default=1_900_000, help="part budget in encoded bytes (default 1900000)"
+        "--part-bytes",
+        type=_int_at_least(4096),
+        default=1_900_000,
+        help="part budget in encoded bytes (default 1900000, at least 4096)",
     )
     p.add_argument("--compress", choices=("zstd", "none"), default="zstd")
-    p.add_argument("--level", type=int, default=1, help="zstd level (default 1)")
+    p.add_argument("--level", type=int, default=1, choices=range(1, 23), metavar="1..22", help="zstd level (default 1)")
     p.add_argument("--hashes", action="store_true", help="write TDTP v1.4 XXH3 integrity hashes")
     p.add_argument("--columns", help="comma-separated column list")
     p.add_argument("--where", help="SQL condition added to the table read")
     p.add_argument("--name", help="table name written into the parts (default: the source's)")
     p.add_argument("--export-id", help="export id (MessageID base); generated when absent")
+    p.add_argument(
+        "--overwrite", action="store_true", help="replace part files an earlier export left in the directory"
+    )
     p.add_argument("--quiet", action="store_true", help="no progress on stderr")
 
 
@@ -76,7 +97,7 @@ def _add_import(sub: argparse._SubParsersAction) -> None:
         default="auto",
         help="PostgreSQL replace: load in parallel and swap the table/partition in (auto: where safe), or copy",
     )
-    p.add_argument("--workers", type=int, help="parallel workers (default: CPU count)")
+    p.add_argument("--workers", type=_int_at_least(1), help="parallel workers (default: CPU count)")
     start = p.add_mutually_exclusive_group()
     start.add_argument("--from-seq", type=int, help="replay from this sequence number (inclusive)")
     start.add_argument("--after-seq", type=int, help="replay after this sequence number")
@@ -113,7 +134,7 @@ def _add_replay(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("replay", help="retry dead-lettered parts kept in a target database")
     p.add_argument("--target", required=True)
     p.add_argument("--export-id", help="only this export's dead letters")
-    p.add_argument("--workers", type=int)
+    p.add_argument("--workers", type=_int_at_least(1))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -163,6 +184,8 @@ def cmd_export(args: argparse.Namespace) -> int:
                 options=options,
                 export_id=args.export_id,
                 base_name=f"{args.name}.tdtp.xml" if args.name else None,
+                table=args.name,
+                overwrite=args.overwrite,
                 progress=progress,
             )
     print(json.dumps(stats.as_dict(), default=str))
@@ -199,11 +222,22 @@ def cmd_import(args: argparse.Namespace) -> int:
     else:
         if args.follow or args.online or args.from_seq is not None or args.after_seq is not None:
             raise TdtpError("--follow/--online/--from-seq/--after-seq need a broker URL", where="--from")
-        stats = importer.import_files([Path(s) for s in args.sources])
+        paths = [Path(s) for s in args.sources]
+        for path in paths:
+            if path.is_dir() and not any(path.glob("*.xml")):
+                raise TdtpError("no part files (*.xml) in this directory", where=str(path))
+        stats = importer.import_files(paths)
     if not args.quiet:
         print(stats.summary_line(), file=sys.stderr)
     print(json.dumps(stats.as_dict(), default=str))
-    return EXIT_FAILED if stats.dead_letters else EXIT_OK
+    unfinished = {
+        export_id: state
+        for export_id, state in stats.exports.items()
+        if not state.startswith(("finalized", "superseded"))
+    }
+    for export_id, state in unfinished.items():
+        print(f"tdtp import: export {export_id} is not published: {state}", file=sys.stderr)
+    return EXIT_FAILED if stats.dead_letters or unfinished else EXIT_OK
 
 
 def inspect_file(path: Path) -> dict[str, object]:
@@ -213,7 +247,7 @@ def inspect_file(path: Path) -> dict[str, object]:
 
     data = path.read_bytes()
     if is_summary_body(data):
-        return {"file": str(path), "kind": "summary", **json.loads(Summary.from_json(data).to_json())}
+        return {"file": str(path), **json.loads(Summary.from_json(data).to_json()), "kind": "summary"}
     packet = decode_packet(data, where=str(path))
     h = packet.header
     return {
@@ -252,6 +286,8 @@ def cmd_inspect(args: argparse.Namespace) -> int:
         except TdtpError as err:
             print(f"tdtp inspect: {err}", file=sys.stderr)
             failed += 1
+        except BrokenPipeError:
+            raise
         except OSError as err:
             print(f"tdtp inspect: {name}: {err.strerror}", file=sys.stderr)
             failed += 1
@@ -262,7 +298,7 @@ def cmd_tail(args: argparse.Namespace) -> int:
     from tdtp.brokers import CaughtUp, open_broker
 
     online = args.from_seq is None and args.after_seq is None
-    with open_broker(args.url, create=not args.no_follow) as log:
+    with open_broker(args.url, create=False) as log:  # a typo must not create a stream and wait on it
         try:
             for item in log.read(
                 from_seq=args.from_seq,
@@ -280,11 +316,25 @@ def cmd_tail(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _existing_target(url: str) -> str:
+    """status and replay read an import's bookkeeping: a SQLite target must already exist."""
+    from tdtp.urls import parse_url
+
+    parsed = parse_url(url)
+    if parsed.scheme == "sqlite" and not Path(parsed.path).exists():
+        raise TdtpError("no such database (nothing has been imported there)", where=parsed.redacted)
+    return url
+
+
 def cmd_status(args: argparse.Namespace) -> int:
     from tdtp.importer import export_status
 
-    status = export_status(args.target, args.export_id)
-    print(json.dumps(status.as_dict(), default=str))
+    status = export_status(_existing_target(args.target), args.export_id)
+    doc = status.as_dict()
+    print(json.dumps(doc, default=str))
+    if doc.get("state") == "unknown":
+        print(f"tdtp status: export {args.export_id} is unknown to this target", file=sys.stderr)
+        return EXIT_FAILED
     return EXIT_OK
 
 
@@ -294,7 +344,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
     options = ImportOptions()
     if args.workers:
         options.workers = args.workers
-    stats = ParallelImporter(args.target, options).replay_dead_letters(args.export_id)
+    stats = ParallelImporter(_existing_target(args.target), options).replay_dead_letters(args.export_id)
     print(json.dumps(stats.as_dict(), default=str))
     return EXIT_FAILED if stats.dead_letters else EXIT_OK
 

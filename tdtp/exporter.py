@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Protocol
 
 from tdtp.metrics import Progress, TransferStats, peak_rss_mb
-from tdtp.packet import Schema, Summary
+from tdtp.packet import Schema, Summary, TdtpError
 from tdtp.parts import Part, PartOptions, build_parts
 
 
@@ -101,12 +101,20 @@ def export_to_dir(
     partition: str = "",
     progress: Progress | None = None,
     partition_filter: dict[str, str] | None = None,
+    table: str | None = None,
+    overwrite: bool = False,
 ) -> TransferStats:
-    """Write numbered part files (and, in stream mode, a summary file) into ``out_dir``."""
+    """Write numbered part files (and, in stream mode, a summary file) into ``out_dir``.
+
+    Part files an earlier export of the same name left there would be imported with
+    the new ones (a directory import takes every export it finds), so they are refused
+    unless ``overwrite`` removes them first.
+    """
     options = options or PartOptions()
     directory = Path(out_dir)
     directory.mkdir(parents=True, exist_ok=True)
-    base = base_name or f"{_safe_file_stem(source.name)}.tdtp.xml"
+    base = base_name or f"{_safe_file_stem(table or source.name)}.tdtp.xml"
+    _clear_earlier_export(directory, base, overwrite)
     written: list[Path] = []
 
     def deliver(part: Part) -> None:
@@ -127,6 +135,7 @@ def export_to_dir(
         export_id=export_id,
         partition=partition,
         progress=progress,
+        table=table,
         partition_filter=partition_filter,
     )
     stats.extra["files"] = [str(p) for p in written]
@@ -179,6 +188,22 @@ def export_to_log(
         table=table,
         partition_filter=partition_filter,
     )
+
+
+def _clear_earlier_export(directory: Path, base: str, overwrite: bool) -> None:
+    stem = base.rpartition(".")[0] or base
+    candidates = {directory / base, directory / summary_file_name(base), *directory.glob(f"{stem}_part_*")}
+    earlier = sorted(p for p in candidates if p.exists())
+    if not earlier:
+        return
+    if not overwrite:
+        raise TdtpError(
+            f"holds {len(earlier)} file(s) of an earlier export ({earlier[0].name}, ...); "
+            "remove them, choose another directory, or pass --overwrite",
+            where=str(directory),
+        )
+    for path in earlier:
+        path.unlink()
 
 
 def _safe_file_stem(name: str) -> str:

@@ -226,3 +226,45 @@ def test_missing_source_table_is_named(pg_url: str, tmp_path: Path) -> None:
     )
     assert proc.returncode != 0 and "Traceback" not in proc.stderr
     assert "no_such_table" in proc.stderr
+
+
+def _small_sqlite(path: Path, rows: int) -> None:
+    with sqlite3.connect(path) as conn:
+        conn.execute("CREATE TABLE orders (id INTEGER PRIMARY KEY, amount REAL)")
+        conn.executemany("INSERT INTO orders VALUES (?, ?)", [(i, i * 1.5) for i in range(rows)])
+
+
+def test_a_second_export_into_the_same_directory_is_refused_unless_overwrite(tmp_path: Path) -> None:
+    source, out = tmp_path / "shop.db", tmp_path / "out"
+    _small_sqlite(source, 2000)
+    args = ("export", "--source", f"sqlite:///{source}", "--table", "orders", "--to", str(out), "--quiet")
+    run_tdtp(*args, "--part-bytes", "5000")
+    with sqlite3.connect(source) as conn:
+        conn.execute("DELETE FROM orders WHERE id >= 100")
+    refused = run_tdtp(*args, check=False)
+    assert refused.returncode != 0 and "earlier export" in refused.stderr and "Traceback" not in refused.stderr
+    run_tdtp(*args, "--overwrite")
+    run_tdtp("import", "--from", str(out), "--target", f"sqlite:///{tmp_path / 'w.db'}", "--quiet")
+    with sqlite3.connect(tmp_path / "w.db") as conn:
+        assert conn.execute("SELECT count(*) FROM orders").fetchone()[0] == 100
+
+
+def test_name_sets_the_table_and_an_unpublished_export_fails_the_import(tmp_path: Path) -> None:
+    source, out = tmp_path / "shop.db", tmp_path / "out"
+    _small_sqlite(source, 50)
+    run_tdtp("export", "--source", f"sqlite:///{source}", "--query", "select id, amount from orders",
+             "--name", "small", "--to", str(out), "--quiet")  # fmt: skip
+    assert json.loads(run_tdtp("inspect", *map(str, out.glob("*.xml"))).stdout.splitlines()[0])["table"] == "small"
+    # a query has no key fields, so an upsert cannot be published: the exit code says so
+    proc = run_tdtp("import", "--from", str(out), "--target", f"sqlite:///{tmp_path / 'w.db'}", "--mode", "upsert",
+                    "--quiet", check=False)  # fmt: skip
+    assert proc.returncode != 0 and "not published" in proc.stderr and "key" in proc.stderr
+
+
+@pytest.mark.parametrize("url", ["nats://127.0.0.1:4222/x", "amqp://guest@127.0.0.1/orders"])
+def test_an_unknown_url_scheme_is_never_taken_for_a_directory(tmp_path: Path, url: str) -> None:
+    source = tmp_path / "shop.db"
+    _small_sqlite(source, 5)
+    proc = run_tdtp("export", "--source", f"sqlite:///{source}", "--table", "orders", "--to", url, check=False)
+    assert proc.returncode != 0 and "unknown broker scheme" in proc.stderr
+    assert not any(p.name.endswith(":") for p in Path.cwd().iterdir())
