@@ -45,20 +45,11 @@ import psycopg
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench_tables import ensure_db, ensure_mixed_table  # noqa: E402  (bench/ is on sys.path)
+
 DEFAULT_ADMIN = os.environ.get("TDTP_BENCH_PG_ADMIN", "postgresql://postgres@127.0.0.1:5432/postgres")
 DEFAULT_RABBITMQ = os.environ.get("TDTP_BENCH_RABBITMQ", "rabbitmq://guest:guest@127.0.0.1:5672")
 BENCH_DB = "tdtp_bench"
-
-
-def db_url(admin: str, name: str) -> str:
-    return admin.rpartition("/")[0] + "/" + name
-
-
-def ensure_db(admin: str, name: str) -> str:
-    with psycopg.connect(admin, autocommit=True) as conn:
-        if not conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone():
-            conn.execute(f'CREATE DATABASE "{name}"')
-    return db_url(admin, name)
 
 
 def source_table(rows: int) -> str:
@@ -67,26 +58,7 @@ def source_table(rows: int) -> str:
 
 def ensure_source(pg: str, rows: int) -> None:
     """The bench/parts.py table: ints, numeric, md5 text, timestamptz, bool, float8, nullable text."""
-    name = source_table(rows)
-    with psycopg.connect(pg, autocommit=True) as conn:
-        found = conn.execute("SELECT to_regclass(%s) IS NOT NULL", (name,)).fetchone()[0]
-        if found and conn.execute(f"SELECT count(*) FROM {name}").fetchone()[0] == rows:
-            return
-        conn.execute(f"DROP TABLE IF EXISTS {name}")
-        conn.execute(
-            f"""CREATE TABLE {name} AS
-            SELECT g AS id,
-                   g % 1000 AS customer_id,
-                   ((g * 7919) % 1000000) / 100.0 AS amount,
-                   md5(g::text) AS note,
-                   timestamptz '2026-01-01 00:00:00+00' + g * interval '1 second' AS created_at,
-                   g % 2 = 0 AS flag,
-                   g * 0.25::float8 AS score,
-                   CASE WHEN g % 10 = 0 THEN NULL ELSE 'item ' || (g % 97) END AS label
-            FROM generate_series(1::bigint, {int(rows)}) AS g"""
-        )
-        conn.execute(f"ALTER TABLE {name} ADD PRIMARY KEY (id)")
-        conn.execute(f"VACUUM ANALYZE {name}")
+    ensure_mixed_table(pg, source_table(rows), rows)
 
 
 def fresh_target(pg: str, rows: int, name: str) -> None:

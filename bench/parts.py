@@ -29,6 +29,8 @@ import psycopg
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench_tables import ensure_mixed_table  # noqa: E402  (bench/ is on sys.path)
+
 DEFAULT_PG = os.environ.get("TDTP_BENCH_PG", "postgresql://postgres@127.0.0.1:5432/test")
 
 
@@ -37,27 +39,7 @@ def table_name(rows: int) -> str:
 
 
 def ensure_table(pg: str, rows: int) -> None:
-    """A deterministic mixed-type table (ints, numeric, text, timestamptz, bool, float)."""
-    name = table_name(rows)
-    with psycopg.connect(pg, autocommit=True) as conn:
-        found = conn.execute("SELECT to_regclass(%s) IS NOT NULL", (name,)).fetchone()[0]
-        if found and conn.execute(f"SELECT count(*) FROM {name}").fetchone()[0] == rows:
-            return
-        conn.execute(f"DROP TABLE IF EXISTS {name}")
-        conn.execute(
-            f"""CREATE TABLE {name} AS
-            SELECT g AS id,
-                   g % 1000 AS customer_id,
-                   ((g * 7919) % 1000000) / 100.0 AS amount,
-                   md5(g::text) AS note,
-                   timestamptz '2026-01-01 00:00:00+00' + g * interval '1 second' AS created_at,
-                   g % 2 = 0 AS flag,
-                   g * 0.25::float8 AS score,
-                   CASE WHEN g % 10 = 0 THEN NULL ELSE 'item ' || (g % 97) END AS label
-            FROM generate_series(1::bigint, %s) AS g""".replace("%s", str(int(rows)))
-        )
-        conn.execute(f"ALTER TABLE {name} ADD PRIMARY KEY (id)")
-        conn.execute(f"VACUUM ANALYZE {name}")
+    ensure_mixed_table(pg, table_name(rows), rows)
 
 
 def child(mode: str, pg: str, rows: int, compress: str) -> dict[str, object]:
