@@ -268,3 +268,15 @@ def test_an_unknown_url_scheme_is_never_taken_for_a_directory(tmp_path: Path, ur
     proc = run_tdtp("export", "--source", f"sqlite:///{source}", "--table", "orders", "--to", url, check=False)
     assert proc.returncode != 0 and "unknown broker scheme" in proc.stderr
     assert not any(p.name.endswith(":") for p in Path.cwd().iterdir())
+
+
+@pytest.mark.parametrize(("value", "column"), [("'infinity'", "ts"), ("'-infinity'", "ts"), ("'0044-03-15 BC'", "ts")])
+def test_postgres_values_tdtp_cannot_carry_stop_the_export_naming_the_column(
+    pg_url: str, pg_conn: psycopg.Connection, pg_schema: str, tmp_path: Path, value: str, column: str
+) -> None:
+    table = f"{pg_schema}.odd"
+    pg_conn.execute(f"CREATE TABLE {table} (id int PRIMARY KEY, ts timestamptz)")
+    pg_conn.execute(f"INSERT INTO {table} VALUES (1, now()), (2, {value}::timestamptz)")
+    proc = run_tdtp("export", "--source", pg_url, "--table", table, "--to", str(tmp_path / "o"), check=False)
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr
+    assert "TDTP cannot carry" in proc.stderr and f"'{column}'" in proc.stderr

@@ -74,6 +74,7 @@ _OID_TYPES: dict[int, str] = {
     17: BLOB,
 }  # fmt: skip
 _FLOAT4, _FLOAT8, _TIMESTAMP, _TIMESTAMPTZ, _TIME, _BOOL, _BYTEA = 700, 701, 1114, 1184, 1083, 16, 17
+_DATE = 1082
 _VARCHAR, _BPCHAR = 1043, 1042
 
 # Fast-path chunking: join protocol messages (one per row) into chunks of this size.
@@ -479,9 +480,12 @@ def _fast_expr(c: _Column) -> sql.Composable:
     """SQL rendering one column as its TDTP text inside COPY (NULL stays NULL)."""
     col, oid = c.sql, c.oid
     if oid == _TIMESTAMPTZ:  # session TimeZone is UTC: '2026-01-05 13:00:00.5+00'
-        return sql.SQL("replace(replace({}::text, ' ', 'T'), '+00', 'Z')").format(col)
+        text = sql.SQL("replace(replace({}::text, ' ', 'T'), '+00', 'Z')").format(col)
+        return _in_calendar(c, text, "'0001-01-01 00:00:00+00'::timestamptz")
     if oid == _TIMESTAMP:
-        return sql.SQL("replace({}::text, ' ', 'T')").format(col)
+        return _in_calendar(c, sql.SQL("replace({}::text, ' ', 'T')").format(col), "'0001-01-01'::timestamp")
+    if oid == _DATE:
+        return _in_calendar(c, sql.SQL("{}::text").format(col), "'0001-01-01'::date")
     if oid == _BOOL:
         return sql.SQL("{}::int").format(col)
     if oid == _BYTEA:  # encode() breaks base64 lines every 76 characters
@@ -491,6 +495,18 @@ def _fast_expr(c: _Column) -> sql.Composable:
     if c.field.type == TEXT and oid not in _OID_TYPES:
         return sql.SQL("{}::text").format(col)
     return col
+
+
+def _in_calendar(c: _Column, text: sql.Composable, first: str) -> sql.Composable:
+    """``text`` for dates/timestamps TDTP can carry; for ``infinity`` or BC values, stop the
+    COPY with an error naming the column and the value (the server's text for them would
+    otherwise travel and be refused only at import)."""
+    refuse = sql.SQL("('TDTP cannot carry ' || {x}::text || ' in column ' || {name})::int::text").format(
+        x=c.sql, name=sql.SQL(sql_literal(repr(c.field.name)))
+    )
+    return sql.SQL("CASE WHEN {x} >= {first} AND {x} < 'infinity' THEN {text} ELSE {refuse} END").format(
+        x=c.sql, first=sql.SQL(first), text=text, refuse=refuse
+    )
 
 
 def _float_expr(c: _Column) -> sql.Composable:
