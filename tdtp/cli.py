@@ -223,9 +223,7 @@ def cmd_import(args: argparse.Namespace) -> int:
         if args.follow or args.online or args.from_seq is not None or args.after_seq is not None:
             raise TdtpError("--follow/--online/--from-seq/--after-seq need a broker URL", where="--from")
         paths = [Path(s) for s in args.sources]
-        for path in paths:
-            if path.is_dir() and not any(path.glob("*.xml")):
-                raise TdtpError("no part files (*.xml) in this directory", where=str(path))
+        _check_part_files(paths)
         stats = importer.import_files(paths)
     if not args.quiet:
         print(stats.summary_line(), file=sys.stderr)
@@ -238,6 +236,30 @@ def cmd_import(args: argparse.Namespace) -> int:
     for export_id, state in unfinished.items():
         print(f"tdtp import: export {export_id} is not published: {state}", file=sys.stderr)
     return EXIT_FAILED if stats.dead_letters or unfinished else EXIT_OK
+
+
+def _check_part_files(paths: list[Path]) -> None:
+    """Refuse, before anything is written, inputs that are not TDTP parts at all.
+
+    A part whose header reads but whose rows are broken is the importer's business (it
+    becomes a dead letter that can be replayed); a file without even a TDTP header has
+    no export to belong to, so it would be a dead letter nobody can replay.
+    """
+    from tdtp.codec import peek_header
+    from tdtp.packet import is_summary_body
+
+    for path in paths:
+        if path.is_dir():
+            if not any(path.glob("*.xml")):
+                raise TdtpError("no part files (*.xml) in this directory", where=str(path))
+            continue
+        with open(path, "rb") as fh:
+            head = fh.read(64 * 1024)
+        if is_summary_body(head):
+            continue
+        header = peek_header(head, where=str(path))
+        if not header.message_id:
+            raise TdtpError("not a TDTP part: the header has no MessageID", where=str(path))
 
 
 def inspect_file(path: Path) -> dict[str, object]:

@@ -280,3 +280,12 @@ def test_postgres_values_tdtp_cannot_carry_stop_the_export_naming_the_column(
     proc = run_tdtp("export", "--source", pg_url, "--table", table, "--to", str(tmp_path / "o"), check=False)
     assert proc.returncode != 0 and "Traceback" not in proc.stderr
     assert "TDTP cannot carry" in proc.stderr and f"'{column}'" in proc.stderr
+
+
+def test_a_file_that_is_not_a_tdtp_part_is_refused_before_anything_is_written(tmp_path: Path) -> None:
+    notes = tmp_path / "notes.txt"
+    notes.write_text("hello\n")
+    target = tmp_path / "w.db"
+    proc = run_tdtp("import", "--from", str(notes), "--target", f"sqlite:///{target}", check=False)
+    assert proc.returncode != 0 and "notes.txt" in proc.stderr and "Traceback" not in proc.stderr
+    assert not target.exists()
