@@ -11,6 +11,7 @@ instance on PostgreSQL storage (dagster.postgres.yaml).
 
 from __future__ import annotations
 
+import contextlib
 import uuid
 from pathlib import Path
 
@@ -19,6 +20,7 @@ import psycopg
 import pytest
 import yaml
 
+from tdtp.brokers import open_broker
 from tdtp_assets import names
 from tests.e2e.dagster_procs import (
     ROOT,
@@ -168,9 +170,19 @@ def run_chain(
         conn.execute(f"DROP SCHEMA {dst} CASCADE")
 
 
-def test_backfill_over_rabbitmq_stream(tmp_path: Path, pg_url: str, rabbitmq_url: str) -> None:
-    stream = f"e2e_{uuid.uuid4().hex[:10]}"
-    run_chain(tmp_path, pg_url, f"{rabbitmq_url}/{stream}?queue_type=stream", ROOT / "dagster.yaml", {})
+@pytest.fixture()
+def rabbitmq_stream(rabbitmq_url: str):
+    """A stream queue of its own, deleted afterwards so runs do not pile up on the broker."""
+    url = f"{rabbitmq_url}/e2e_{uuid.uuid4().hex[:10]}?queue_type=stream"
+    try:
+        yield url
+    finally:
+        with contextlib.suppress(Exception), open_broker(url) as log:
+            log.delete()
+
+
+def test_backfill_over_rabbitmq_stream(tmp_path: Path, pg_url: str, rabbitmq_stream: str) -> None:
+    run_chain(tmp_path, pg_url, rabbitmq_stream, ROOT / "dagster.yaml", {})
 
 
 def test_backfill_over_kafka(tmp_path: Path, pg_url: str, kafka_bootstrap: str) -> None:
@@ -193,13 +205,12 @@ def dagster_storage_url(pg_url: str):
 
 
 def test_backfill_with_postgres_instance_storage(
-    tmp_path: Path, pg_url: str, rabbitmq_url: str, dagster_storage_url: str
+    tmp_path: Path, pg_url: str, rabbitmq_stream: str, dagster_storage_url: str
 ) -> None:
-    stream = f"e2e_{uuid.uuid4().hex[:10]}"
     run_chain(
         tmp_path,
         pg_url,
-        f"{rabbitmq_url}/{stream}?queue_type=stream",
+        rabbitmq_stream,
         ROOT / "dagster.postgres.yaml",
         {"DAGSTER_PG_URL": dagster_storage_url.replace("postgresql://", "postgresql+psycopg2://", 1)},
     )
