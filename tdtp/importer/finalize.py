@@ -43,8 +43,8 @@ from tdtp.importer.ledger import (
     pending_parts,
     try_publish_lock,
 )
-from tdtp.importer.staging import primary_key
 from tdtp.importer.target import EXPORTS, LEDGER, STAGE_PARTS, Target
+from tdtp.importer.writemode import delete_replaced, on_conflict, upsert_keys
 from tdtp.packet import Summary, TdtpError
 from tdtp.sources.base import PartitionFilter
 
@@ -556,31 +556,14 @@ def _publish_sqlite(target: Target, conn: Any, rec: ExportRecord, *, complete: b
         raise TdtpError(f"staging holds {staged} rows, the ledger's unpublished parts {expected}")
     table = target.table(rec.table_name)
     if rec.mode == "replace":
-        predicate = partition_predicate(target, rec.summary)
-        if predicate is None:
-            conn.execute(f"DELETE FROM {table}")
-        else:
-            target.execute(conn, f"DELETE FROM {table} WHERE {predicate[0]}", predicate[1])
+        delete_replaced(target, conn, table, partition_predicate(target, rec.summary))
     if staged:
         cols = ", ".join(target.ident(n) for n, _ in rec.columns)
         sql = f"INSERT INTO {table} ({cols}) SELECT {cols} FROM {stage}"
         if rec.mode == "upsert":
-            keys = rec.key_fields or primary_key(target, conn, rec.table_name)
-            if not keys:
-                raise TdtpError(
-                    f'upsert into {rec.table_name!r} needs key fields: mark them key="true" in the schema '
-                    "or give the target table a primary key",
-                    where=f"export {rec.export_id}",
-                )
-            others = [n for n, _ in rec.columns if n not in keys]
-            conflict = ", ".join(target.ident(k) for k in keys)
-            action = (
-                "DO UPDATE SET "
-                + ", ".join(f"{target.ident(n)} = excluded.{target.ident(n)}" for n in others)
-                if others
-                else "DO NOTHING"
-            )
-            sql += f" WHERE true ON CONFLICT ({conflict}) {action}"  # WHERE: SQLite's parse of upsert-after-SELECT
+            keys = upsert_keys(target, conn, rec)
+            # WHERE true: SQLite's parser needs it before an upsert clause after a SELECT
+            sql += " WHERE true " + on_conflict(target, keys, [n for n, _ in rec.columns])
         conn.execute(sql)
     mark_published(target, conn, rec.export_id, [p for p, _, _ in pending])
     if complete:

@@ -37,8 +37,8 @@ import psycopg
 
 from tdtp.codec import decode_packet
 from tdtp.importer.ledger import ExportRecord, mark_published, pending_parts
-from tdtp.importer.staging import primary_key
 from tdtp.importer.target import STAGE_PARTS, Target
+from tdtp.importer.writemode import delete_replaced, on_conflict, upsert_keys
 from tdtp.packet import TdtpError
 from tdtp.sinks.copy_text import lines_to_copy
 
@@ -98,33 +98,16 @@ class PgPublish:
         table = self.target.table(self.rec.table_name)
         if self.rec.mode == "replace":
             self.predicate = predicate_sql(self.target, self.rec)
-            if self.predicate is None:
-                self.conn.execute(f"DELETE FROM {table}")
-            else:
-                self.conn.execute(f"DELETE FROM {table} WHERE {self.predicate[0]}", self.predicate[1])
+            delete_replaced(self.target, self.conn, table, self.predicate)
         elif self.rec.mode == "upsert":
-            keys = self.rec.key_fields or primary_key(self.target, self.conn, self.rec.table_name)
-            if not keys:
-                raise TdtpError(
-                    f'upsert into {self.rec.table_name!r} needs key fields: mark them key="true" in the schema '
-                    "or give the target table a primary key",
-                    where=f"export {self.rec.export_id}",
-                )
+            keys = upsert_keys(self.target, self.conn, self.rec)
             self.conn.execute(
                 f"CREATE TEMP TABLE IF NOT EXISTS {_UPSERT_TEMP} ON COMMIT DROP AS "
                 f"SELECT {self._cols} FROM {table} WITH NO DATA"
             )
-            others = [n for n in self.columns if n not in keys]
-            conflict = ", ".join(self.target.ident(k) for k in keys)
-            action = (
-                "DO UPDATE SET "
-                + ", ".join(f"{self.target.ident(n)} = excluded.{self.target.ident(n)}" for n in others)
-                if others
-                else "DO NOTHING"
-            )
             self._merge_sql = (
                 f"INSERT INTO {table} ({self._cols}) SELECT {self._cols} FROM {_UPSERT_TEMP} "
-                f"ON CONFLICT ({conflict}) {action}"
+                + on_conflict(self.target, keys, list(self.columns))
             )
 
     def add(self, part: int, rows: int, data: bytes | None) -> None:

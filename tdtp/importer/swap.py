@@ -1134,7 +1134,7 @@ def _by_insert(
     ``keep`` empties the load table instead of dropping it (more parts will come).
     """
     from tdtp.importer.finalize import partition_predicate
-    from tdtp.importer.staging import primary_key
+    from tdtp.importer.writemode import delete_replaced, on_conflict, upsert_keys
 
     table = target.table(rec.table_name)
     if relation(conn, table) is None and keep:
@@ -1147,26 +1147,9 @@ def _by_insert(
     cols = ", ".join(qi(n) for n, _ in rec.columns)
     statement = f"INSERT INTO {table} ({cols}) SELECT {cols} FROM {load.sql}"
     if rec.mode == "replace":
-        predicate = partition_predicate(target, rec.summary)
-        if predicate is None:
-            conn.execute(f"DELETE FROM {table}")
-        else:
-            conn.execute(f"DELETE FROM {table} WHERE {predicate[0]}", predicate[1])
+        delete_replaced(target, conn, table, partition_predicate(target, rec.summary))
     elif rec.mode == "upsert":
-        keys = rec.key_fields or primary_key(target, conn, rec.table_name)
-        if not keys:
-            raise TdtpError(
-                f'upsert into {rec.table_name!r} needs key fields: mark them key="true" in the schema '
-                "or give the target table a primary key",
-                where=f"export {rec.export_id}",
-            )
-        others = [n for n, _ in rec.columns if n not in keys]
-        action = (
-            "DO UPDATE SET " + ", ".join(f"{qi(n)} = excluded.{qi(n)}" for n in others)
-            if others
-            else "DO NOTHING"
-        )
-        statement += f" ON CONFLICT ({', '.join(qi(k) for k in keys)}) {action}"
+        statement += " " + on_conflict(target, upsert_keys(target, conn, rec), [n for n, _ in rec.columns])
     cur = conn.execute(statement)
     moved = cur.rowcount
     conn.execute(f"{'TRUNCATE' if keep else 'DROP'} TABLE {load.sql}")
