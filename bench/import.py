@@ -1,6 +1,7 @@
 """Parallel import into PostgreSQL, measured beside ``psql \\copy`` and a ``COPY TO | COPY FROM`` pipe.
 
-Usage: ``.venv/bin/python bench/import.py [--rows 1000000] [--repeat 3] [--pg URL] [--rabbitmq URL] [--skip-rabbitmq]``
+Usage: ``.venv/bin/python bench/import.py [--rows 1000000] [--repeat 3] [--pg URL] [--rabbitmq URL] [--skip-rabbitmq]
+[--sections 1234]``
 
 On one table of ``--rows`` rows (the mixed-type table of ``bench/parts.py``) it prints:
 
@@ -13,7 +14,8 @@ On one table of ``--rows`` rows (the mixed-type table of ``bench/parts.py``) it 
    key built before instead of after the load;
 2. export alone (to a spool) beside export and import running together (the importer
    follows the spool while the exporter publishes), and when the import was published
-   (swap and copy);
+   (swap and copy), with the CPU seconds the machine spent: export and import share
+   the cores with the database server, so CPU used / cores is a floor no schedule beats;
 3. end to end PostgreSQL -> RabbitMQ stream -> PostgreSQL beside ``psql COPY TO | psql COPY FROM``
    (swap and copy);
 4. Sling and dlt, when the ``bench`` extra is installed (skipped otherwise).
@@ -230,6 +232,14 @@ def wait_finalized(pg: str, deadline: float) -> float:
     raise SystemExit("the import did not finish in time")
 
 
+def busy_cpu_seconds() -> float:
+    """CPU seconds the whole machine has spent busy (every process, the database server's included)."""
+    with open("/proc/stat") as f:
+        fields = [int(x) for x in f.readline().split()[1:]]
+    # user, nice, system, idle, iowait, irq, softirq: all but idle and iowait were busy.
+    return (sum(fields[:7]) - fields[3] - fields[4]) / os.sysconf("SC_CLK_TCK")
+
+
 def bench_pipelined(
     pg: str, rows: int, broker: str, workers: int, publish: str = "auto"
 ) -> dict[str, object]:
@@ -244,8 +254,10 @@ def bench_pipelined(
         assert importer.stdout is not None
         assert importer.stdout.readline().strip() == "ready"
         time.sleep(1.0)  # the worker pool and the broker reader are up
+        cpu_before = busy_cpu_seconds()
         exported = run_child("export", "--pg", pg, "--rows", str(rows), "--broker", broker)
         done = wait_finalized(pg, time.time() + 120)
+        cpu_used = busy_cpu_seconds() - cpu_before
         stats = json.loads(importer.communicate(timeout=60)[0].strip().splitlines()[-1])
     finally:
         if importer.poll() is None:
@@ -259,15 +271,35 @@ def bench_pipelined(
         "import_peak_rss_mb": stats["peak_rss_mb"],
         "import_worker_peak_rss_mb": stats["worker_peak_rss_mb"],
         "strategy": strategy_of(stats),
+        "cpu_seconds": cpu_used,
     }
 
 
 def bench_export_alone(pg: str, rows: int, broker: str) -> dict[str, object]:
-    return run_child("export", "--pg", pg, "--rows", str(rows), "--broker", broker)
+    cpu_before = busy_cpu_seconds()
+    out = run_child("export", "--pg", pg, "--rows", str(rows), "--broker", broker)
+    out["cpu_seconds"] = busy_cpu_seconds() - cpu_before
+    return out
 
 
-def bench_copy_pipe(pg: str, rows: int) -> float:
+def cpu_floor_text(together: dict[str, object], alone_s: float) -> str:
+    """What the cores allow: the run's busy CPU seconds spread over every core, beside export alone.
+
+    Export and import compete for the same cores (the database server's backends
+    included), so no schedule can finish before CPU used / cores; when that floor
+    is itself above a target, only spending less CPU can meet it.
+    """
+    cores = os.cpu_count() or 1
+    cpu = float(together["cpu_seconds"])  # type: ignore[arg-type]
+    floor = cpu / cores
+    return (f"machine CPU busy {cpu:.2f} CPU-s -> floor on {cores} cores {floor:.2f} s "
+            f"= {floor / alone_s:.2f}x export alone")  # fmt: skip
+
+
+def bench_copy_pipe(pg: str, rows: int) -> tuple[float, float]:
+    """Seconds and machine CPU seconds of ``psql COPY TO | psql COPY FROM``."""
     fresh_target(pg, rows, "bench_import_pipe")
+    cpu_before = busy_cpu_seconds()
     started = time.perf_counter()
     subprocess.run(
         f"psql -X -q -v ON_ERROR_STOP=1 '{pg}' -c '\\copy (SELECT * FROM {source_table(rows)}) TO STDOUT' "
@@ -276,8 +308,9 @@ def bench_copy_pipe(pg: str, rows: int) -> float:
         check=True,
     )
     seconds = time.perf_counter() - started
+    cpu = busy_cpu_seconds() - cpu_before
     assert same_rows(pg, source_table(rows), "bench_import_pipe")
-    return seconds
+    return seconds, cpu
 
 
 def bench_sling(sling: str, pg: str, rows: int) -> float:
@@ -318,6 +351,7 @@ def main() -> int:
     ap.add_argument("--admin", default=DEFAULT_ADMIN, help="URL used to create the bench database")
     ap.add_argument("--rabbitmq", default=DEFAULT_RABBITMQ)
     ap.add_argument("--skip-rabbitmq", action="store_true")
+    ap.add_argument("--sections", default="1234", help="which sections to run, e.g. 23 (default: all)")
     ap.add_argument("--repeat", type=int, default=1, help="section 1: runs per figure, the median is shown")
     ap.add_argument("--child")
     ap.add_argument("--dir")
@@ -350,104 +384,113 @@ def main() -> int:
         print(f"tdtp import bench: {rows:,} rows, {copy_mb:.0f} MB as COPY text, {exported_files['parts']} parts "
               f"({exported_files['bytes'] / 1e6:.0f} MB zstd), {cpus} CPUs")  # fmt: skip
 
-        # 1. workers, beside psql \copy
-        rep = args.repeat
-        anchor = median_of(rep, lambda: bench_psql_copy(pg, rows, copy_file))
-        runs: dict[str, dict[str, object]] = {}
-        for workers, executor, unit in ((1, "process", "process"), (2, "process", "processes"),
-                                        (4, "process", "processes"), (2, "thread", "threads")):  # fmt: skip
-            runs[f"copy, {workers} {unit}"] = median_of(
-                rep, lambda w=workers, e=executor: bench_import_files(pg, rows, parts_dir, w, e)
+        if "1" in args.sections:
+            # 1. workers, beside psql \copy
+            rep = args.repeat
+            anchor = median_of(rep, lambda: bench_psql_copy(pg, rows, copy_file))
+            runs: dict[str, dict[str, object]] = {}
+            for workers, executor, unit in ((1, "process", "process"), (2, "process", "processes"),
+                                            (4, "process", "processes"), (2, "thread", "threads")):  # fmt: skip
+                runs[f"copy, {workers} {unit}"] = median_of(
+                    rep, lambda w=workers, e=executor: bench_import_files(pg, rows, parts_dir, w, e)
+                )
+            for w in (1, 2):
+                runs[f"copy, {w} process{'es' if w > 1 else ''}, at end"] = median_of(
+                    rep, lambda w=w: bench_import_files(pg, rows, parts_dir, w, "process", live=False)
+                )
+            for w in (1, 2, 4):
+                runs[f"swap, {w} process{'es' if w > 1 else ''}"] = median_of(
+                    rep, lambda w=w: bench_import_files(pg, rows, parts_dir, w, "process", publish="auto")
+                )
+            runs["swap, 2 processes, PK before"] = median_of(
+                rep,
+                lambda: bench_import_files(
+                    pg, rows, parts_dir, 2, "process", publish="auto", swap_indexes="before"
+                ),
             )
-        for w in (1, 2):
-            runs[f"copy, {w} process{'es' if w > 1 else ''}, at end"] = median_of(
-                rep, lambda w=w: bench_import_files(pg, rows, parts_dir, w, "process", live=False)
+            print(
+                "\n1. import from part files into an empty table with a primary key (ledger + atomic publish included)"
             )
-        for w in (1, 2, 4):
-            runs[f"swap, {w} process{'es' if w > 1 else ''}"] = median_of(
-                rep, lambda w=w: bench_import_files(pg, rows, parts_dir, w, "process", publish="auto")
-            )
-        runs["swap, 2 processes, PK before"] = median_of(
-            rep,
-            lambda: bench_import_files(
-                pg, rows, parts_dir, 2, "process", publish="auto", swap_indexes="before"
-            ),
-        )
-        print(
-            "\n1. import from part files into an empty table with a primary key (ledger + atomic publish included)"
-        )
-        print(f"{'run':>30} {'strategy':>8} {'seconds':>8} {'rows/s':>10} {'MB/s':>6} {'staged s':>8} "
-              f"{'publish s':>9} {'p50 ms':>7} {'p95 ms':>7} {'RSS MB':>7} {'workers RSS':>11}")  # fmt: skip
-        label = "psql \\copy FROM"
-        print(f"{label:>30} {'':>8} {anchor:>8.2f} {rows / anchor:>10,.0f} {copy_mb / anchor:>6.1f}")
-        for label, st in runs.items():
-            sec = float(st["seconds"])
-            print(f"{label:>30} {strategy_of(st):>8} {sec:>8.2f} {rows / sec:>10,.0f} {copy_mb / sec:>6.1f} "
-                  f"{st['staged_seconds']:>8.2f} {st['finalize_seconds']:>9.2f} "
-                  f"{st['p50_part_seconds'] * 1000:>7.0f} {st['p95_part_seconds'] * 1000:>7.0f} "
-                  f"{st['peak_rss_mb']:>7.0f} {st['worker_peak_rss_mb']:>11.0f}")  # fmt: skip
+            print(f"{'run':>30} {'strategy':>8} {'seconds':>8} {'rows/s':>10} {'MB/s':>6} {'staged s':>8} "
+                  f"{'publish s':>9} {'p50 ms':>7} {'p95 ms':>7} {'RSS MB':>7} {'workers RSS':>11}")  # fmt: skip
+            label = "psql \\copy FROM"
+            print(f"{label:>30} {'':>8} {anchor:>8.2f} {rows / anchor:>10,.0f} {copy_mb / anchor:>6.1f}")
+            for label, st in runs.items():
+                sec = float(st["seconds"])
+                print(f"{label:>30} {strategy_of(st):>8} {sec:>8.2f} {rows / sec:>10,.0f} {copy_mb / sec:>6.1f} "
+                      f"{st['staged_seconds']:>8.2f} {st['finalize_seconds']:>9.2f} "
+                      f"{st['p50_part_seconds'] * 1000:>7.0f} {st['p95_part_seconds'] * 1000:>7.0f} "
+                      f"{st['peak_rss_mb']:>7.0f} {st['worker_peak_rss_mb']:>11.0f}")  # fmt: skip
 
-        def took(label: str) -> float:
-            return float(runs[label]["seconds"])
+            def took(label: str) -> float:
+                return float(runs[label]["seconds"])
 
-        at_end1, at_end2 = runs["copy, 1 process, at end"], runs["copy, 2 processes, at end"]
-        print(f"   copy: 2 workers vs 1: {took('copy, 1 process') / took('copy, 2 processes'):.2f}x; staging only "
-              f"(decode + ledger, publish at end): "
-              f"{float(at_end1['staged_seconds']) / float(at_end2['staged_seconds']):.2f}x; "
-              f"2 workers / psql copy: {took('copy, 2 processes') / anchor:.2f}")  # fmt: skip
-        print(f"   swap: 2 workers vs 1: {took('swap, 1 process') / took('swap, 2 processes'):.2f}x (target >= 1.4x); "
-              f"2 workers / psql copy: {took('swap, 2 processes') / anchor:.2f} (target <= 1.00); "
-              f"best run / psql copy: {min(float(r['seconds']) for r in runs.values()) / anchor:.2f}")  # fmt: skip
+            at_end1, at_end2 = runs["copy, 1 process, at end"], runs["copy, 2 processes, at end"]
+            print(f"   copy: 2 workers vs 1: {took('copy, 1 process') / took('copy, 2 processes'):.2f}x; staging only "
+                  f"(decode + ledger, publish at end): "
+                  f"{float(at_end1['staged_seconds']) / float(at_end2['staged_seconds']):.2f}x; "
+                  f"2 workers / psql copy: {took('copy, 2 processes') / anchor:.2f}")  # fmt: skip
+            print(f"   swap: 2 workers vs 1: {took('swap, 1 process') / took('swap, 2 processes'):.2f}x (target >= 1.4x); "
+                  f"2 workers / psql copy: {took('swap, 2 processes') / anchor:.2f} (target <= 1.00); "
+                  f"best run / psql copy: {min(float(r['seconds']) for r in runs.values()) / anchor:.2f}")  # fmt: skip
 
-        # 2. export alone vs export + import together
-        spool = f"spool:///{work}/spool-alone"
-        alone = bench_export_alone(pg, rows, spool)
-        alone_s = float(alone["ended"]) - float(alone["started"])
-        print("\n2. export alone vs export + import pipelined (spool broker, 2 workers)")
-        print(f"   export alone: {alone_s:.2f} s")
-        for publish in ("auto", "copy"):
-            together = bench_pipelined(pg, rows, f"spool:///{work}/spool-pipe-{publish}", 2, publish)
-            print(f"   {together['strategy']}: with the import running, export {together['export_seconds']:.2f} s, "
-                  f"import published {together['import_done_seconds']:.2f} s after the export started; "
-                  f"import done / export alone: {float(together['import_done_seconds']) / alone_s:.2f}x "
-                  "(target <= 1.2x)")  # fmt: skip
-
-        # 3. end to end through RabbitMQ, beside a COPY pipe
-        pipe = bench_copy_pipe(pg, rows)
-        print("\n3. end to end PostgreSQL -> broker -> PostgreSQL")
-        print(f"{'psql COPY TO | COPY FROM':>34}: {pipe:.2f} s, {rows / pipe:,.0f} rows/s")
-        if args.skip_rabbitmq:
-            print("   RabbitMQ: skipped (--skip-rabbitmq)")
-        else:
+        if "2" in args.sections:
+            # 2. export alone vs export + import together
+            spool = f"spool:///{work}/spool-alone"
+            alone = bench_export_alone(pg, rows, spool)
+            alone_s = float(alone["ended"]) - float(alone["started"])
+            print("\n2. export alone vs export + import pipelined (spool broker, 2 workers)")
+            print(f"   export alone: {alone_s:.2f} s, machine CPU busy {float(alone['cpu_seconds']):.2f} CPU-s")
             for publish in ("auto", "copy"):
-                url = f"{args.rabbitmq}/bench_{uuid.uuid4().hex[:8]}?queue_type=stream"
+                together = bench_pipelined(pg, rows, f"spool:///{work}/spool-pipe-{publish}", 2, publish)
+                print(f"   {together['strategy']}: with the import running, export {together['export_seconds']:.2f} s, "
+                      f"import published {together['import_done_seconds']:.2f} s after the export started; "
+                      f"import done / export alone: {float(together['import_done_seconds']) / alone_s:.2f}x "
+                      "(target <= 1.2x)")  # fmt: skip
+                print(f"      {cpu_floor_text(together, alone_s)}")
+
+        if "3" in args.sections:
+            # 3. end to end through RabbitMQ, beside a COPY pipe
+            pipe, pipe_cpu = bench_copy_pipe(pg, rows)
+            print("\n3. end to end PostgreSQL -> broker -> PostgreSQL")
+            print(f"{'psql COPY TO | COPY FROM':>34}: {pipe:.2f} s, {rows / pipe:,.0f} rows/s")
+            if args.skip_rabbitmq:
+                print("   RabbitMQ: skipped (--skip-rabbitmq)")
+            else:
+                for publish in ("auto", "copy"):
+                    url = f"{args.rabbitmq}/bench_{uuid.uuid4().hex[:8]}?queue_type=stream"
+                    try:
+                        e2e = bench_pipelined(pg, rows, url, 2, publish)
+                    finally:
+                        delete_broker(url)
+                    took = float(e2e["import_done_seconds"])
+                    label = f"tdtp via RabbitMQ stream ({e2e['strategy']})"
+                    print(f"{label:>34}: {took:.2f} s, {rows / took:,.0f} rows/s "
+                          f"(export alone in that run {e2e['export_seconds']:.2f} s); "
+                          f"rate / COPY pipe rate: {pipe / took * 100:.0f}% (target >= 60%)")  # fmt: skip
+                    print(f"{'':>36}machine CPU busy {float(e2e['cpu_seconds']):.2f} CPU-s "
+                          f"(COPY pipe {pipe_cpu:.2f}) -> floor on {os.cpu_count() or 1} cores "
+                          f"{float(e2e['cpu_seconds']) / (os.cpu_count() or 1):.2f} s")  # fmt: skip
+        if "4" in args.sections:
+            # 4. peers on the same table
+            beside = Path(sys.executable).with_name("sling")  # installed into this venv by the bench extra
+            sling = shutil.which("sling") or (str(beside) if beside.exists() else None)
+            if sling is None:
+                print("   sling: not installed (pip install -e '.[bench]'), skipped")
+            else:
                 try:
-                    e2e = bench_pipelined(pg, rows, url, 2, publish)
-                finally:
-                    delete_broker(url)
-                took = float(e2e["import_done_seconds"])
-                label = f"tdtp via RabbitMQ stream ({e2e['strategy']})"
-                print(f"{label:>34}: {took:.2f} s, {rows / took:,.0f} rows/s "
-                      f"(export alone in that run {e2e['export_seconds']:.2f} s); "
-                      f"rate / COPY pipe rate: {pipe / took * 100:.0f}% (target >= 60%)")  # fmt: skip
-        beside = Path(sys.executable).with_name("sling")  # installed into this venv by the bench extra
-        sling = shutil.which("sling") or (str(beside) if beside.exists() else None)
-        if sling is None:
-            print("   sling: not installed (pip install -e '.[bench]'), skipped")
-        else:
-            try:
-                sec = bench_sling(sling, pg, rows)
-                print(f"{'sling (PG -> PG, full refresh)':>34}: {sec:.2f} s, {rows / sec:,.0f} rows/s")
-            except (subprocess.CalledProcessError, AssertionError) as exc:
-                print(f"   sling: failed ({exc}), skipped")
-        if importlib.util.find_spec("dlt") is None:
-            print("   dlt: not installed (pip install -e '.[bench]'), skipped")
-        else:
-            try:
-                sec = float(run_child("dlt", "--pg", pg, "--rows", str(rows))["seconds"])
-                print(f"{'dlt (sql_table pyarrow -> postgres)':>34}: {sec:.2f} s, {rows / sec:,.0f} rows/s")
-            except (subprocess.CalledProcessError, KeyError, ValueError) as exc:
-                print(f"   dlt: failed ({exc}), skipped")
+                    sec = bench_sling(sling, pg, rows)
+                    print(f"{'sling (PG -> PG, full refresh)':>34}: {sec:.2f} s, {rows / sec:,.0f} rows/s")
+                except (subprocess.CalledProcessError, AssertionError) as exc:
+                    print(f"   sling: failed ({exc}), skipped")
+            if importlib.util.find_spec("dlt") is None:
+                print("   dlt: not installed (pip install -e '.[bench]'), skipped")
+            else:
+                try:
+                    sec = float(run_child("dlt", "--pg", pg, "--rows", str(rows))["seconds"])
+                    print(f"{'dlt (sql_table pyarrow -> postgres)':>34}: {sec:.2f} s, {rows / sec:,.0f} rows/s")
+                except (subprocess.CalledProcessError, KeyError, ValueError) as exc:
+                    print(f"   dlt: failed ({exc}), skipped")
     finally:
         shutil.rmtree(work, ignore_errors=True)
         with psycopg.connect(pg, autocommit=True) as conn:

@@ -487,3 +487,29 @@ def test_empty_export_still_leaves_a_file(tmp_path: Path) -> None:
     with open_sink(f"csv:///{tmp_path / 'none.csv'}") as sink:
         sink.create_table(FILE_SCHEMA, "none")
     assert (tmp_path / "none.csv").read_text(encoding="utf-8").strip() == ",".join(FILE_SCHEMA.names)
+
+
+@pytest.mark.parametrize(
+    ("lines", "expected"),
+    [
+        (["|a|1|x", "2|b|2|y"], "\\N|a|1|x\n2|b|2|y\n"),  # empty first field (integer) on the first line
+        (["1|a|1|x", "|b|2|y"], "1|a|1|x\n\\N|b|2|y\n"),  # ... on a later line
+        (["1|a||x", "2|b|2|y"], "1|a|\\N|x\n2|b|2|y\n"),  # empty middle field (real)
+        (["1|a|1|", "2||2|y"], "1|a|1|\n2||2|y\n"),  # empty TEXT fields stay empty strings
+    ],
+)
+def test_lines_to_copy_legacy_empty_fields_read_as_null_where_typed(lines: list[str], expected: str) -> None:
+    """Legacy packets (no Null marker): an empty non-TEXT field is NULL, an empty TEXT field is ''.
+
+    The bulk path only probes the text for the empty fields this schema can have
+    (here "\\n|" and "||", not "|\\n": the last field is TEXT), so each position is tried.
+    """
+    schema = Schema((Field("id", INTEGER), Field("t", TEXT), Field("r", REAL), Field("u", TEXT)))
+    got = lines_to_copy(schema, lines)
+    assert sorted(got.splitlines()) == sorted(expected.splitlines())
+
+
+def test_lines_to_copy_single_field_empty_line_is_null() -> None:
+    schema = Schema((Field("n", INTEGER),))
+    assert sorted(lines_to_copy(schema, ["1", "", "3"]).splitlines()) == ["1", "3", "\\N"]
+    assert lines_to_copy(schema, [""]) == "\\N\n"
