@@ -16,6 +16,12 @@ Each tick, per table:
    waits until no import-parts run of the table is in flight, then gets the same
    run, so its checks fail and say what is missing instead of waiting forever.
 
+Copy runs (``tdtp_copy_<table>``, or both assets selected in one run) land their
+own parts (``tdtp_assets.copying``).  While one is queued or running, the table's
+land runs wait (the cursor stays); afterwards the seq ranges such runs recorded as
+landed in full are left out of the land runs and the cursor moves past them.  A
+range launched anyway would only be skipped as duplicates by the target's ledger.
+
 The cursor is JSON: ``{"seq": {stream: last launched seq}, "obs": {table: storage id},
 "waiting": {table: {export_id: partition}}}``.  A tick does one cheap broker call and
 two small storage queries per table, far inside Dagster's 60 s tick limit.
@@ -42,6 +48,9 @@ IN_FLIGHT = [
     dg.DagsterRunStatus.STARTED,
 ]
 _PUBLISHABLE = ("finalized", "complete")
+# How many of a table's latest export materializations the sensor reads for ranges
+# that copy runs landed themselves (only when there is something new to launch).
+_LANDED_LOOKBACK = 50
 _STUCK = ("importing", "blocked")
 
 
@@ -146,10 +155,63 @@ def _land_requests(
             "was the stream recreated?  Starting over from its beginning."
         )
         last = -1
-    ranges = seq_ranges(last, hw, table.max_parts_per_run)
-    if ranges:
-        cursor.seq[stream] = ranges[-1][1]
+    if hw - 1 <= last:
+        return []
+    if copy_run_in_flight(context.instance, table):
+        # A copy run lands its own parts; launching land runs for them now would only
+        # make duplicates.  The cursor stays, so whatever it does not land is launched
+        # once it is over.
+        context.log.info(f"{table.name}: a copy run is landing its own parts; land runs wait for it")
+        return []
+    ranges = [
+        piece
+        for first, until in without_ranges((last + 1, hw - 1), landed_inline(context.instance, table, last))
+        for piece in seq_ranges(first - 1, until + 1, table.max_parts_per_run)
+    ]
+    cursor.seq[stream] = hw - 1
     return [land_request(table, a, b) for a, b in ranges]
+
+
+def copy_run_in_flight(instance: dg.DagsterInstance, table: TableConfig) -> bool:
+    """Is a run whose export step lands its own parts (tag ``tdtp/lands_inline``) queued or running?"""
+    return bool(
+        instance.get_runs(
+            filters=dg.RunsFilter(tags={names.TAG_LANDING: table.name}, statuses=IN_FLIGHT), limit=1
+        )
+    )
+
+
+def landed_inline(instance: dg.DagsterInstance, table: TableConfig, after: int) -> list[tuple[int, int]]:
+    """Seq ranges (inclusive) that copy runs recorded as landed in full, ending after ``after``.
+
+    Read from the latest export materializations (a copy run writes the range only
+    when its lander read up to its own summary and met no other export's message).
+    """
+    records = instance.fetch_materializations(names.export_key(table.name), limit=_LANDED_LOOKBACK).records
+    out = []
+    for record in records:
+        mat = record.asset_materialization
+        if mat is None or names.META_LANDED_UNTIL not in mat.metadata:
+            continue
+        first = int(mat.metadata[names.META_LANDED_FROM].value)
+        until = int(mat.metadata[names.META_LANDED_UNTIL].value)
+        if until > after and until >= first:
+            out.append((first, until))
+    return sorted(out)
+
+
+def without_ranges(span: tuple[int, int], holes: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """``span`` (inclusive) minus the sorted inclusive ``holes``: the pieces still to launch."""
+    pieces, start = [], span[0]
+    for first, until in holes:
+        if until < start or first > span[1]:
+            continue
+        if first > start:
+            pieces.append((start, first - 1))
+        start = max(start, until + 1)
+    if start <= span[1]:
+        pieces.append((start, span[1]))
+    return pieces
 
 
 def _publish_requests(
@@ -217,9 +279,13 @@ def build_part_arrival_sensor(
         requests: list[dg.RunRequest] = []
         marks = high_watermarks(context, tables)
         for table in tables:
-            landing = _land_requests(context, table, cursor, marks.get(table.name))
+            hw = marks.get(table.name)
+            landing = _land_requests(context, table, cursor, hw)
             requests += landing
-            requests += _publish_requests(context, table, cursor, landing_now=bool(landing))
+            # Parts held back for a copy run count as landing: a stuck export may still
+            # get its missing parts from them.
+            held_back = hw is not None and hw - 1 > cursor.seq.get(table.stream_label, -1)
+            requests += _publish_requests(context, table, cursor, landing_now=bool(landing) or held_back)
         return dg.SensorResult(run_requests=requests, cursor=cursor.dump())
 
     return part_arrival

@@ -12,14 +12,17 @@ All protocol work is the engine's (``tdtp.exporter``, ``tdtp.importer``); this m
 wires partitions, resources and metadata.
 """
 
+from collections.abc import Callable
 from typing import Any
 
 import dagster as dg
 from pydantic import Field
 
+from tdtp.codec import export_message_id
 from tdtp.exporter import export_to_log
 from tdtp.parts import PartOptions
 from tdtp_assets import names
+from tdtp_assets.copying import InlineLander, run_materializes_import
 from tdtp_assets.figures import transfer_metadata
 from tdtp_assets.importing import publish_export
 from tdtp_assets.partitions import filter_as_dict, partition_filter_for, partitions_def_for
@@ -71,8 +74,9 @@ class _SeqRecorder:
     (a materialization from the UI with the sensor stopped).
     """
 
-    def __init__(self, log: Any) -> None:
+    def __init__(self, log: Any, on_first: Callable[[int], None] | None = None) -> None:
         self._log = log
+        self._on_first = on_first
         self.first: int | None = None
         self.last: int | None = None
 
@@ -80,6 +84,8 @@ class _SeqRecorder:
         seq = self._log.publish(body, headers)
         if self.first is None:
             self.first = seq
+            if self._on_first is not None:
+                self._on_first(seq)  # a copy run's lander starts reading here
         self.last = seq
         return seq
 
@@ -88,11 +94,13 @@ def build_export_asset(table: TableConfig) -> dg.AssetsDefinition:
     """``tdtp/export/<table>``: stream one partition of the source into the broker."""
     name = table.name
     source_key, broker_key = names.source_resource(name), names.broker_resource(name)
+    target_key = names.target_resource(name)
     what = f"table `{table.source_table}`" if table.source_table else "a query"
     description = (table.description + "\n\n" if table.description else "") + (
         f"Streams {what} from {describe(table.source)} as TDTP parts into {describe(table.broker)}, "
         "then publishes the export summary (TotalParts, TotalRows, checksum). Parts leave while rows "
-        "are still being read; the part-arrival sensor imports them."
+        "are still being read; the part-arrival sensor imports them. When the same run also materializes "
+        "the import asset (the copy job), this step lands the parts in the target while it exports them."
     )
 
     @dg.asset(
@@ -103,7 +111,9 @@ def build_export_asset(table: TableConfig) -> dg.AssetsDefinition:
         owners=table.owners,
         tags={"tdtp/table": name},
         description=description,
-        required_resource_keys={source_key, broker_key},
+        # The target is needed only by a copy run; Dagster initializes resources per
+        # step, and a URL is all that is resolved (no connection is opened unused).
+        required_resource_keys={source_key, broker_key, target_key},
         metadata={"source": describe(table.source), "broker": describe(table.broker)},
     )
     def export_asset(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
@@ -114,6 +124,12 @@ def build_export_asset(table: TableConfig) -> dg.AssetsDefinition:
         options = PartOptions(
             part_bytes=table.part_bytes, compress="" if table.compress == "none" else "zstd"
         )
+        export_id = export_message_id("REF")
+        lander: InlineLander | None = None
+        if run_materializes_import(context, name):
+            # Tag first, publish after: a sensor that sees these parts sees the tag too.
+            context.instance.add_run_tags(context.run_id, {names.TAG_LANDING: name})
+            lander = InlineLander(table, getattr(context.resources, target_key), broker, export_id)
         with (
             source.open(
                 table=table.source_table,
@@ -124,19 +140,39 @@ def build_export_asset(table: TableConfig) -> dg.AssetsDefinition:
             ) as src,
             broker.open() as log,
         ):
-            recorder = _SeqRecorder(log)
-            stats = export_to_log(
-                src,
-                recorder,
-                options=options,
-                partition=key,
-                table=name,
-                partition_filter=filter_as_dict(pfilter),
-            ).as_dict()
+            recorder = _SeqRecorder(log, on_first=lander.start if lander else None)
+            try:
+                stats = export_to_log(
+                    src,
+                    recorder,
+                    options=options,
+                    export_id=export_id,
+                    partition=key,
+                    table=name,
+                    partition_filter=filter_as_dict(pfilter),
+                ).as_dict()
+            except BaseException:
+                if lander is not None:
+                    lander.abandon()
+                raise
         context.log.info(
             f"exported {stats['rows']:,} rows in {stats['parts']} parts as {stats['export_id']} "
             f"(seq {recorder.first}..{recorder.last}) in {stats['seconds']:.2f} s"
         )
+        landing: dict[str, Any] = {}
+        if lander is not None:
+            lander.finish(float(stats["seconds"]))
+            landing = lander.metadata()
+            if lander.error is not None:
+                context.log.warning(
+                    f"landing in this run failed ({landing['landing_error']}); the parts are in the broker, "
+                    "the import step lands what is missing"
+                )
+            else:
+                context.log.info(
+                    f"landed {lander.stats.get('parts_imported', 0)} parts in the target while exporting "
+                    f"({lander.stats.get('seconds', 0):.2f} s)"
+                )
         return dg.MaterializeResult(
             metadata={
                 **transfer_metadata(stats, rows=int(stats["rows"])),
@@ -148,6 +184,7 @@ def build_export_asset(table: TableConfig) -> dg.AssetsDefinition:
                 names.META_LAST_SEQ: dg.MetadataValue.int(recorder.last if recorder.last is not None else -1),
                 "checksum": stats.get("checksum", ""),
                 "stream": describe(table.broker),
+                **landing,
             }
         )
 

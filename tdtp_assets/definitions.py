@@ -20,7 +20,7 @@ from sensors import build_part_arrival_sensor
 from tdtp_assets import names
 from tdtp_assets.assets import build_export_asset, build_import_asset
 from tdtp_assets.checks import build_checks
-from tdtp_assets.jobs import build_export_job, build_import_parts_job, build_publish_job
+from tdtp_assets.jobs import build_copy_job, build_export_job, build_import_parts_job, build_publish_job
 from tdtp_assets.schedules import build_schedule
 from tdtp_assets.tables_config import Connection, EnvRef, TablesConfig, load_tables
 
@@ -67,9 +67,10 @@ def _build(config: TablesConfig) -> dg.Definitions:
         export_job = build_export_job(table)
         import_parts = build_import_parts_job(table)
         publish = build_publish_job(table)
-        jobs += [export_job, import_parts, publish]
+        copy_job = build_copy_job(table)
+        jobs += [export_job, import_parts, publish, copy_job]
         sensor_jobs += [import_parts, publish]
-        schedule = build_schedule(table, export_job)
+        schedule = build_schedule(table, export_job, copy_job)
         if schedule is not None:
             schedules.append(schedule)
     return dg.Definitions(

@@ -20,6 +20,7 @@ from tdtp.importer.ledger import load_export
 from tdtp.importer.status import ExportStatus
 from tdtp.importer.target import Target
 from tdtp_assets import names
+from tdtp_assets.copying import inline_figures
 from tdtp_assets.figures import import_metadata
 from tdtp_assets.tables_config import TableConfig
 
@@ -195,10 +196,14 @@ def publish_export(
         context.log.warning(f"{export_id} is not published:\n{status.describe()}")
     partition = export.get(names.META_PARTITION) or None
     figures = land_figures(context.instance, table, partition, export_id)
+    land_runs = int(figures["land_runs"])
+    inline = inline_figures(export)
+    if inline:
+        figures = _merge(figures, inline)
     if landed_here:
         figures = _merge(figures, landed_here)
     rows_in_target = target_partition_rows(target.url, table.target_table, export_id)
-    return import_metadata(
+    meta = import_metadata(
         status,
         figures,
         rows_in_target=rows_in_target,
@@ -206,6 +211,22 @@ def publish_export(
         finalize=finalize,
         publish_seconds=time.perf_counter() - started,
     )
+    meta["landed_in"] = _landed_in(export, land_runs, landed_here is not None)
+    return meta
+
+
+def _landed_in(export: dict[str, Any], land_runs: int, landed_here: bool) -> str:
+    """Where the parts were landed, in words a user reads on the materialization."""
+    where = []
+    if export.get(names.META_LANDED_INLINE):
+        where.append("export run")
+    elif export.get("landed_parts"):
+        where.append("export run (partly)")
+    if land_runs:
+        where.append("land runs")
+    if landed_here:
+        where.append("import run")
+    return " + ".join(where) or "earlier runs"
 
 
 def _merge(figures: dict[str, Any], stats: dict[str, Any]) -> dict[str, Any]:

@@ -1,4 +1,5 @@
-"""Jobs per table: export (for schedules), import-parts (for the sensor), publish (import asset + checks).
+"""Jobs per table: export (for schedules), import-parts (for the sensor), publish (import asset + checks),
+and copy (export + import in one run).
 
 Jobs are per table because a job holds assets of one partitions definition only, and
 because a run should initialize only its own table's resources (a missing secret of
@@ -45,6 +46,27 @@ def build_publish_job(table: TableConfig) -> UnresolvedAssetJobDefinition:
         selection=dg.AssetSelection.assets(names.import_key(table.name)),
         description=f"Publish one export of {table.name} in the target and run its checks.",
         tags=run_tags(table),
+        executor_def=dg.in_process_executor,
+    )
+
+
+def build_copy_job(table: TableConfig) -> UnresolvedAssetJobDefinition:
+    """Export and import one partition in one run: the export step lands its parts as it goes.
+
+    One run instead of export run + land runs + publish run and two sensor hops,
+    each of which costs seconds to start (``tdtp_assets.copying``).  The import
+    asset's blocking checks run in the same run.  The static ``tdtp/lands_inline``
+    tag makes the sensor hold this table's land runs back from the moment the run
+    is queued.
+    """
+    return dg.define_asset_job(
+        names.copy_job_name(table.name),
+        selection=dg.AssetSelection.assets(names.export_key(table.name), names.import_key(table.name)),
+        description=(
+            f"Copy {table.name} to {table.target_table}, one partition per run: export, land while exporting, "
+            "publish and check in one run (no sensor hop)."
+        ),
+        tags={**run_tags(table), names.TAG_LANDING: table.name},
         executor_def=dg.in_process_executor,
     )
 

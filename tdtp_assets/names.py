@@ -13,12 +13,20 @@ TAG_TARGET = "tdtp/target"
 TAG_STREAM = "tdtp/stream"
 TAG_EXPORT = "tdtp/export_id"
 TAG_SEQ_RANGE = "tdtp/seq_range"
+# On a run whose export step lands its own parts (a copy run): the sensor defers the
+# table's land runs while such a run is in flight.
+TAG_LANDING = "tdtp/lands_inline"
 
 # Metadata keys written on export materializations and read back by the import asset.
 META_EXPORT_ID = "export_id"
 META_FIRST_SEQ = "first_seq"
 META_LAST_SEQ = "summary_seq"
 META_PARTITION = "partition"
+# Written by a copy run's export step: whether it landed its parts itself, and which
+# seqs (inclusive) the sensor may then skip.
+META_LANDED_INLINE = "landed_inline"
+META_LANDED_FROM = "landed_from_seq"
+META_LANDED_UNTIL = "landed_until_seq"
 
 # Observation metadata the import-parts job writes and the sensor reads.
 META_SUMMARY_LANDED = "summary_landed"
@@ -56,6 +64,10 @@ def import_parts_job_name(table: str) -> str:
 
 def publish_job_name(table: str) -> str:
     return f"tdtp_publish_{table}"
+
+
+def copy_job_name(table: str) -> str:
+    return f"tdtp_copy_{table}"
 
 
 def import_op_name(table: str) -> str:

@@ -1,4 +1,4 @@
-"""Schedules for exports, from each table's ``schedule:`` entry.
+"""Schedules for exports (or copies: ``job: copy``), from each table's ``schedule:`` entry.
 
 A daily/hourly table exports its latest complete partition once per period (Dagster's
 ``build_schedule_from_partitioned_job`` picks the partition); a static table exports
@@ -16,13 +16,19 @@ from tdtp_assets.tables_config import TableConfig
 
 
 def build_schedule(
-    table: TableConfig, export_job: UnresolvedAssetJobDefinition
+    table: TableConfig, export_job: UnresolvedAssetJobDefinition, copy_job: UnresolvedAssetJobDefinition
 ) -> dg.ScheduleDefinition | None:
+    """The table's schedule on its export job, or on its copy job with ``schedule: {job: copy}``.
+
+    The schedule keeps the export job's name (``tdtp_export_<table>_schedule``) either
+    way, so switching the job does not leave a stale schedule state behind.
+    """
     spec = table.schedule
     if spec is None:
         return None
     status = dg.DefaultScheduleStatus.RUNNING if spec.running else dg.DefaultScheduleStatus.STOPPED
     name = f"{names.export_job_name(table.name)}_schedule"
+    export_job = copy_job if spec.job == "copy" else export_job
     partition = table.partition
     if partition is not None and partition.kind in ("daily", "hourly") and not spec.cron:
         return dg.build_schedule_from_partitioned_job(

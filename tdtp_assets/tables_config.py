@@ -200,6 +200,10 @@ class Schedule(BaseModel):
     minute: int = Field(default=5, ge=0, le=59)
     hour: int = Field(default=0, ge=0, le=23)
     cron: str | None = Field(default=None, description="for static or unpartitioned tables")
+    job: Literal["export", "copy"] = Field(
+        default="export",
+        description="export: the sensor imports; copy: export and import in one run (no sensor hop)",
+    )
 
 
 class Defaults(BaseModel):

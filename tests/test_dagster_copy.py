@@ -1,0 +1,184 @@
+"""The one-run copy: export and import of a partition in one run, and how the sensor treats it.
+
+Real components throughout: the small SQLite source, the file spool, a SQLite target,
+Dagster's ``materialize``/``instance_for_test``/``build_sensor_context``.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import dagster as dg
+import pytest
+from dagster._core.test_utils import create_run_for_test
+
+from tdtp_assets import names
+from tests.e2e.support import DAYS, definitions_for, make_sqlite_source, sqlite_count, tables_doc, tick
+from tests.test_dagster_chain import checks_of, day_rows, export, land_and_publish
+
+CHECKS = {"rows_match_summary", "parts_complete", "no_dead_letters", "checksum_matches"}
+
+
+@pytest.fixture()
+def home(tmp_path: Path) -> Path:
+    make_sqlite_source(tmp_path / "source.db")
+    return tmp_path
+
+
+@pytest.fixture()
+def instance():
+    with dg.instance_for_test() as inst:
+        yield inst
+
+
+def copy_assets(defs: dg.Definitions, table: str = "events") -> list:
+    """Both assets of a table and the import asset's checks, as a user selects them in the UI."""
+    checks = [c for c in defs.asset_checks if names.import_key(table) in {k.asset_key for k in c.check_keys}]
+    return [
+        defs.get_assets_def(names.export_key(table)),
+        defs.get_assets_def(names.import_key(table)),
+        *checks,
+    ]
+
+
+def materialize_copy(
+    defs: dg.Definitions, instance: dg.DagsterInstance, day: str
+) -> dg.ExecuteInProcessResult:
+    return dg.materialize(
+        copy_assets(defs),
+        instance=instance,
+        partition_key=day,
+        resources=defs.resources,
+        raise_on_error=False,
+    )
+
+
+def metadata(result: dg.ExecuteInProcessResult, node: str) -> dict:
+    return {k: v.value for k, v in result.asset_materializations_for_node(node)[0].metadata.items()}
+
+
+def test_export_and_import_in_one_run_land_in_the_export_step(home: Path, instance) -> None:
+    defs = definitions_for(tables_doc(home), home)
+    result = materialize_copy(defs, instance, DAYS[0])
+    assert result.success
+    exported = metadata(result, "tdtp__export__events")
+    imported = metadata(result, "tdtp__import__events")
+    assert exported["parts"] > 1
+    assert exported[names.META_LANDED_INLINE] is True
+    assert exported["landed_parts"] == exported["parts"]
+    assert (exported[names.META_LANDED_FROM], exported[names.META_LANDED_UNTIL]) == (
+        exported[names.META_FIRST_SEQ],
+        exported[names.META_LAST_SEQ],
+    )
+    assert imported["landed_in"] == "export run"
+    assert imported["published"] is True
+    assert imported["dagster/row_count"] == 1500
+    assert imported["land_runs"] == 1
+    assert checks_of(result)["rows_match_summary"] == (
+        True,
+        "1,500 rows in the target partition == TotalRows 1,500",
+    )
+    assert set(checks_of(result)) == CHECKS and all(p for p, _ in checks_of(result).values())
+    assert day_rows(home, DAYS[0]) == 1500
+
+    # Again: a new export replaces the partition; nothing doubles.
+    again = materialize_copy(defs, instance, DAYS[0])
+    assert again.success
+    assert metadata(again, "tdtp__import__events")["export_id"] != imported["export_id"]
+    assert day_rows(home, DAYS[0]) == 1500
+    assert sqlite_count(home / "target.db", "SELECT count(*) - count(DISTINCT id) FROM events") == 0
+
+    # The sensor has nothing left to land or publish, and its cursor moved past both copies.
+    requests, cursor = tick(defs, instance, None)
+    assert requests == []
+    assert json.loads(cursor)["seq"] == {
+        "events": metadata(again, "tdtp__export__events")[names.META_LAST_SEQ]
+    }
+
+
+def test_copy_job_is_one_run_with_the_checks(home: Path, instance) -> None:
+    defs = definitions_for(tables_doc(home), home)
+    job = defs.resolve_job_def(names.copy_job_name("events"))
+    result = job.execute_in_process(instance=instance, partition_key=DAYS[1])
+    assert result.success
+    assert metadata(result, "tdtp__import__events")["landed_in"] == "export run"
+    assert {e.check_name for e in result.get_asset_check_evaluations() if e.passed} == CHECKS
+    assert result.dagster_run.tags[names.TAG_LANDING] == "events"
+    assert day_rows(home, DAYS[1]) == 1500
+
+
+def test_export_alone_does_not_land(home: Path, instance) -> None:
+    defs = definitions_for(tables_doc(home), home)
+    meta = export(defs, instance, "events", DAYS[0])
+    assert names.META_LANDED_INLINE not in meta
+    assert day_rows_or_none(home, DAYS[0]) is None
+
+
+def day_rows_or_none(home: Path, day: str) -> int | None:
+    return day_rows(home, day) if (home / "target.db").exists() else None
+
+
+def test_sensor_holds_land_runs_back_while_a_copy_run_is_in_flight(home: Path, instance) -> None:
+    defs = definitions_for(tables_doc(home), home)
+    meta = export(defs, instance, "events", DAYS[0])  # a plain export: the sensor's to land
+    copy_run = create_run_for_test(
+        instance,
+        job_name=names.copy_job_name("events"),
+        status=dg.DagsterRunStatus.STARTED,
+        tags={names.TAG_LANDING: "events"},
+    )
+    requests, cursor = tick(defs, instance, None)
+    assert requests == []
+    assert "events" not in (cursor or "")  # the cursor did not move: nothing is lost
+    instance.report_run_failed(copy_run)
+    requests, cursor = tick(defs, instance, cursor)
+    assert [r.run_key for r in requests] == [f"events:0-{meta[names.META_LAST_SEQ]}"]
+
+
+def test_sensor_skips_what_a_copy_run_landed_and_launches_the_rest(home: Path, instance) -> None:
+    defs = definitions_for(tables_doc(home), home)
+    plain_before = export(defs, instance, "events", DAYS[1])
+    copied = materialize_copy(defs, instance, DAYS[0])
+    assert copied.success
+    copied_meta = metadata(copied, "tdtp__export__events")
+    plain_after = export(defs, instance, "events", DAYS[2])
+    assert copied_meta[names.META_LANDED_FROM] == plain_before[names.META_LAST_SEQ] + 1
+
+    requests, results, cursor = land_and_publish(defs, instance, None)
+    land = [r.run_key for r in requests if r.job_name == names.import_parts_job_name("events")]
+    assert land == [
+        f"events:0-{plain_before[names.META_LAST_SEQ]}",
+        f"events:{plain_after[names.META_FIRST_SEQ]}-{plain_after[names.META_LAST_SEQ]}",
+    ]
+    publish = [r.partition_key for r in requests if r.job_name == names.publish_job_name("events")]
+    assert sorted(publish) == [DAYS[1], DAYS[2]], "the copied partition was published by its own run"
+    assert all(r.success for r in results)
+    assert [day_rows(home, d) for d in DAYS] == [1500, 1500, 1500]
+    assert tick(defs, instance, cursor)[0] == []
+
+
+def test_failed_inline_landing_leaves_the_export_for_the_sensor(home: Path, instance) -> None:
+    """The target cannot be opened during the copy run: the export still completes, the sensor lands it later."""
+    doc = tables_doc(home)
+    doc["tables"]["events"]["target"]["url"] = "sqlite:///{home}/later/target.db"
+    defs = definitions_for(doc, home)
+    result = materialize_copy(defs, instance, DAYS[0])
+    assert not result.success, "the import step cannot reach the target either"
+    exported = metadata(result, "tdtp__export__events")
+    assert exported[names.META_LANDED_INLINE] is False
+    assert "unable to open database file" in exported["landing_error"]
+    assert names.META_LANDED_UNTIL not in exported
+    assert exported["dagster/row_count"] == 1500
+
+    (home / "later").mkdir()
+    requests, results, _ = land_and_publish(defs, instance, None)
+    assert [r.run_key for r in requests if r.job_name == names.import_parts_job_name("events")] == [
+        f"events:{exported[names.META_FIRST_SEQ]}-{exported[names.META_LAST_SEQ]}"
+    ]
+    assert all(r.success for r in results)
+    published = results[-1]
+    assert published.dagster_run.job_name == names.publish_job_name("events")
+    assert metadata(published, "tdtp__import__events")["landed_in"] == "land runs"
+    assert all(p for p, _ in checks_of(published).values())
+    assert sqlite_count(home / "later" / "target.db", "SELECT count(*) FROM events") == 1500
