@@ -185,6 +185,14 @@ def bench_psql_copy(pg: str, rows: int, copy_file: Path) -> float:
     return seconds
 
 
+def psql_copy_cpu(pg: str, rows: int, copy_file: Path) -> float:
+    """Machine CPU seconds of one ``psql \\copy FROM`` of the rows: the least any PostgreSQL text import spends."""
+    fresh_target(pg, rows, "bench_import_psql")
+    before = busy_cpu_seconds()
+    psql(pg, f"\\copy bench_import_psql FROM '{copy_file}'")
+    return busy_cpu_seconds() - before
+
+
 def median_of(repeat: int, run: Any) -> Any:
     """Run ``run()`` ``repeat`` times; keep the result with the median time (the machine is shared)."""
     results = [run() for _ in range(max(1, repeat))]
@@ -441,6 +449,11 @@ def main() -> int:
             alone_s = float(alone["ended"]) - float(alone["started"])
             print("\n2. export alone vs export + import pipelined (spool broker, 2 workers)")
             print(f"   export alone: {alone_s:.2f} s, machine CPU busy {float(alone['cpu_seconds']):.2f} CPU-s")
+            least = float(alone["cpu_seconds"]) + psql_copy_cpu(pg, rows, copy_file)
+            cores = os.cpu_count() or 1
+            print(f"   export alone + one psql \\copy FROM of the rows: {least:.2f} CPU-s -> even an importer costing "
+                  f"no more than psql could not finish before {least / cores:.2f} s = "
+                  f"{least / cores / alone_s:.2f}x export alone on {cores} cores")  # fmt: skip
             for publish in ("auto", "copy"):
                 together = bench_pipelined(pg, rows, f"spool:///{work}/spool-pipe-{publish}", 2, publish)
                 print(f"   {together['strategy']}: with the import running, export {together['export_seconds']:.2f} s, "
