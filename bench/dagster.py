@@ -3,16 +3,24 @@
 Both chains move the demo ``orders`` table (1M rows, generated on first use) from
 SQLite through the file spool into the same kind of target, whole (one export):
 
-- **CLI**: ``tdtp export`` to the spool, then ``tdtp import`` from it (two processes,
-  one after the other), timed from the first command's start to the second's end.
-- **Dagster**: real ``dagster-webserver`` and ``dagster-daemon`` on a temporary
-  DAGSTER_HOME; the export job is launched through GraphQL; the part-arrival sensor
-  launches import-parts runs while the export is still publishing, then the import
-  asset's run (publish + four checks).  Timed from the launch to the end of that run.
+- **CLI sequential**: ``tdtp export`` to the spool, then ``tdtp import`` from it (two
+  processes, one after the other), timed from the first command's start to the
+  second's end.
+- **CLI pipelined**: ``tdtp import --from-seq N --follow`` started first, then
+  ``tdtp export``; timed from the import's start until the export is published in
+  the target (polled with the engine's ``export_status``), then the import is stopped.
+- **Dagster sensor chain**: real ``dagster-webserver`` and ``dagster-daemon`` on a
+  temporary DAGSTER_HOME; the export job is launched through GraphQL; the
+  part-arrival sensor launches import-parts runs while the export is still
+  publishing, then the import asset's run (publish + four checks).  Timed from the
+  launch to the end of that run.
+- **Dagster copy chain**: on the same services, the copy job (``tdtp_copy_orders``:
+  export step landing its parts as it goes, import step, four checks, one run) is
+  launched through GraphQL.  Timed from the launch to the end of that run.
 
 Figures, from Dagster's run records and event log:
 
-- end to end, both chains, and Dagster's overhead in percent of the CLI time;
+- end to end, every chain, and each Dagster chain's overhead in percent of each CLI chain;
 - sensor-to-run latency: export's first part published -> first import-parts run
   created, and export finished -> publish run created;
 - per-run overhead: a run's wall time (created -> ended) minus its steps' own time
@@ -32,6 +40,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import statistics
 import subprocess
 import sys
@@ -119,6 +128,51 @@ def run_cli(demo_db: Path, work: Path, target_template: str, workers: int) -> di
     }
 
 
+def run_cli_pipelined(demo_db: Path, work: Path, target_template: str, workers: int) -> dict[str, Any]:
+    """``tdtp import --follow`` alongside ``tdtp export``: what a shell user gets without Dagster."""
+    from tdtp.importer import export_status
+
+    url, table = target_url(target_template, work, "clipipe")
+    spool = f"spool:///{work}/clipipe_spool/orders"
+    started = time.perf_counter()
+    importer = subprocess.Popen(
+        [sys.executable, "-m", "tdtp.cli", "import", "--from", spool, "--target", url, "--table", table,
+         "--workers", str(workers), "--from-seq", "0", "--follow", "--quiet"],
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        exported = cli("export", "--source", f"sqlite:///{demo_db}", "--table", "orders", "--to", spool)
+        export_done = time.perf_counter()
+        deadline = time.monotonic() + 600
+        while not _published(export_status, url, exported["export_id"]):
+            if importer.poll() is not None or time.monotonic() > deadline:
+                raise SystemExit(f"pipelined import did not publish: {importer.communicate()[1][-2000:]}")
+            time.sleep(0.02)
+        ended = time.perf_counter()
+    finally:
+        importer.send_signal(signal.SIGINT)  # --follow imports "until interrupted"
+        try:
+            importer.wait(30)
+        except subprocess.TimeoutExpired:
+            importer.kill()
+            importer.wait()
+    status = export_status(url, exported["export_id"])
+    assert status.published_rows == ORDERS_ROWS, status.describe()
+    return {
+        "end_to_end_seconds": round(ended - started, 2),
+        "export_process_seconds": round(export_done - started, 2),
+        "publish_after_export_seconds": round(ended - export_done, 2),
+        "parts": exported.get("parts"),
+    }
+
+
+def _published(export_status: Any, url: str, export_id: str) -> bool:
+    try:
+        return bool(export_status(url, export_id).finalized)
+    except Exception:  # the target's bookkeeping may not exist yet
+        return False
+
+
 def step_seconds(instance: dg.DagsterInstance, run_id: str) -> float:
     """Sum of the run's step durations (STEP_START -> STEP_SUCCESS/FAILURE)."""
     starts: dict[str, float] = {}
@@ -156,18 +210,8 @@ def run_dagster(demo_db: Path, work: Path, target_template: str, workers: int, f
     ) as services:
         wait_for_location(services)
         instance = services.instance()
-        params = {
-            "selector": {
-                "repositoryLocationName": "tdtp",
-                "repositoryName": "__repository__",
-                "jobName": names.export_job_name("orders"),
-            },
-            "runConfigData": {},
-        }
         launched = time.time()
-        result = services.graphql(LAUNCH_RUN, {"params": params})["launchRun"]
-        if result["__typename"] != "LaunchRunSuccess":
-            raise SystemExit(f"launch failed: {result}")
+        launch_job(services, names.export_job_name("orders"))
 
         def published() -> bool:
             runs = instance.get_runs(filters=dg.RunsFilter(job_name=names.publish_job_name("orders")))
@@ -225,8 +269,63 @@ def run_dagster(demo_db: Path, work: Path, target_template: str, workers: int, f
             "per_run_overhead_seconds": {job: round(statistics.median(v), 2) for job, v in overhead.items()},
             "checks_passed": checks_passed,
         }
+        report["copy"] = run_copy_chain(services, instance)
         instance.dispose()
         return report
+
+
+def launch_job(services: Any, job_name: str) -> str:
+    """Launch a job of the code location through GraphQL, as the UI's Launchpad does."""
+    params = {
+        "selector": {
+            "repositoryLocationName": "tdtp",
+            "repositoryName": "__repository__",
+            "jobName": job_name,
+        },
+        "runConfigData": {},
+    }
+    result = services.graphql(LAUNCH_RUN, {"params": params})["launchRun"]
+    if result["__typename"] != "LaunchRunSuccess":
+        raise SystemExit(f"launch failed: {result}")
+    return result["run"]["runId"]
+
+
+def run_copy_chain(services: Any, instance: dg.DagsterInstance) -> dict[str, Any]:
+    """The one-run copy on the same services, after the sensor chain: launch -> run end."""
+    lands_before = len(
+        instance.get_runs(filters=dg.RunsFilter(job_name=names.import_parts_job_name("orders")))
+    )
+    launched = time.time()
+    run_id = launch_job(services, names.copy_job_name("orders"))
+
+    def done() -> bool:
+        run = instance.get_run_by_id(run_id)
+        if run is not None and run.status == dg.DagsterRunStatus.FAILURE:
+            raise SystemExit(f"copy run failed:\n{describe_runs(instance)}\n{services.log_tail()}")
+        return run is not None and run.status == dg.DagsterRunStatus.SUCCESS
+
+    wait_until(done, 600, "the copy run", lambda: describe_runs(instance) + services.log_tail())
+    record = instance.get_run_records(filters=dg.RunsFilter(run_ids=[run_id]))[0]
+    time.sleep(6)  # a sensor tick or two after the run: it must launch nothing for these parts
+    lands_after = len(
+        instance.get_runs(filters=dg.RunsFilter(job_name=names.import_parts_job_name("orders")))
+    )
+    mat = (
+        instance.fetch_materializations(names.import_key("orders"), limit=1).records[0].asset_materialization
+    )
+    checks = [
+        e.dagster_event.event_specific_data.passed
+        for e in instance.all_logs(run_id, of_type=DagsterEventType.ASSET_CHECK_EVALUATION)
+    ]
+    wall = record.end_time - record.create_timestamp.timestamp()
+    return {
+        "end_to_end_seconds": round(record.end_time - launched, 2),
+        "run_overhead_seconds": round(wall - step_seconds(instance, run_id), 2),
+        "landed_in": mat.metadata["landed_in"].value,
+        "rows": mat.metadata["dagster/row_count"].value,
+        "land_runs_launched_meanwhile": lands_after - lands_before,
+        "checks_passed": len(checks) == 4 and all(checks),
+    }
 
 
 def _first_step_start(instance: dg.DagsterInstance, run_id: str) -> float:
@@ -250,30 +349,62 @@ def main() -> None:
         work = Path(tmp)
         demo_db = work / "demo.db"
         ensure_demo_db(demo_db)
-        results: dict[str, Any] = {"rows": ORDERS_ROWS, "workers": args.workers, "cli": [], "dagster": []}
+        results: dict[str, Any] = {
+            "rows": ORDERS_ROWS,
+            "workers": args.workers,
+            "cli": [],
+            "cli_pipelined": [],
+            "dagster": [],
+        }
         for i in range(args.repeat):
             round_dir = work / f"r{i}"
             round_dir.mkdir()
             results["cli"].append(run_cli(demo_db, round_dir, args.target, args.workers))
+            results["cli_pipelined"].append(run_cli_pipelined(demo_db, round_dir, args.target, args.workers))
             for fanout in [int(x) for x in args.fanout.split(",")]:
                 results["dagster"].append(run_dagster(demo_db, round_dir, args.target, args.workers, fanout))
         drop_created_tables()
-    cli_median = statistics.median(r["end_to_end_seconds"] for r in results["cli"])
-    print(f"1M rows, demo orders, {args.workers} workers, target {args.target}")
-    print(f"CLI export+import:           {cli_median:6.2f} s (median of {len(results['cli'])})")
+    med = statistics.median
+    cli_chains = {
+        "CLI sequential": med(r["end_to_end_seconds"] for r in results["cli"]),
+        "CLI pipelined": med(r["end_to_end_seconds"] for r in results["cli_pipelined"]),
+    }
+    print(
+        f"1M rows, demo orders, {args.workers} workers, target {args.target}, {args.repeat} round(s), medians"
+    )
+    print(f"CLI sequential (export, then import):        {cli_chains['CLI sequential']:6.2f} s")
+    print(f"CLI pipelined (import --follow beside export): {cli_chains['CLI pipelined']:6.2f} s")
+
+    def overheads(label: str, seconds: float) -> str:
+        parts = []
+        for cli_label, cli_seconds in cli_chains.items():
+            pct = (seconds - cli_seconds) / cli_seconds * 100
+            results[f"overhead_percent {label} vs {cli_label}"] = round(pct, 1)
+            parts.append(f"{pct:+.0f}% vs {cli_label}")
+        return ", ".join(parts)
+
     for fanout in sorted({r["fanout"] for r in results["dagster"]}):
         runs = [r for r in results["dagster"] if r["fanout"] == fanout]
-        e2e = statistics.median(r["end_to_end_seconds"] for r in runs)
-        overhead = (e2e - cli_median) / cli_median * 100
-        results[f"dagster_overhead_percent_fanout_{fanout}"] = round(overhead, 1)
+        e2e = med(r["end_to_end_seconds"] for r in runs)
         first = runs[0]
-        print(f"Dagster (fanout {fanout}):         {e2e:6.2f} s  overhead {overhead:+.0f}%")
+        label = f"Dagster sensor chain (fanout {fanout})"
+        print(f"{label}: {e2e:6.2f} s  overhead {overheads(label, e2e)}")
         print(
             f"  sensor: first part -> first import run {first['sensor_to_first_land_run_seconds']} s; "
             f"export end -> publish run {first['export_end_to_publish_run_seconds']} s; "
-            f"{first['land_runs']} import runs for {first['parts']} parts"
+            f"{first['land_runs']} import runs for {first['parts']} parts; checks passed: {first['checks_passed']}"
         )
         print(f"  per-run overhead (median s): {first['per_run_overhead_seconds']}")
+        copies = [r["copy"] for r in runs]
+        e2e = med(c["end_to_end_seconds"] for c in copies)
+        label = "Dagster copy chain (one run)"
+        print(f"{label}: {e2e:6.2f} s  overhead {overheads(label, e2e)}")
+        print(
+            f"  copy run overhead (median s): {med(c['run_overhead_seconds'] for c in copies):.2f}; "
+            f"landed in: {copies[0]['landed_in']}; land runs launched meanwhile: "
+            f"{max(c['land_runs_launched_meanwhile'] for c in copies)}; "
+            f"checks passed: {all(c['checks_passed'] for c in copies)}"
+        )
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(results, indent=2))
     print(f"report: {args.out}")
