@@ -5,13 +5,16 @@ three daily partitions is launched through GraphQL (as the UI does); the daemon'
 backfill runs the exports, the part-arrival sensor launches the import runs, and the
 import asset's runs publish each partition and run its checks.  The test then
 compares target and source per partition, re-materializes one partition and finds
-no duplicates.  Once over a RabbitMQ stream, once over Kafka (Tansu), once with the
+no duplicates.  Over RabbitMQ it then copies one partition with the copy job (one
+run, launched through GraphQL) and checks the sensor launched no land run for the
+parts that run landed itself.  Once over a RabbitMQ stream, once over Kafka (Tansu), once with the
 instance on PostgreSQL storage (dagster.postgres.yaml).
 """
 
 from __future__ import annotations
 
 import contextlib
+import time
 import uuid
 from pathlib import Path
 
@@ -83,8 +86,76 @@ def good_publish_runs(instance: dg.DagsterInstance, day: str) -> list[dg.Dagster
     ]
 
 
+LAUNCH_PARTITION_RUN = """
+mutation Launch($params: ExecutionParams!) {
+  launchRun(executionParams: $params) {
+    __typename
+    ... on LaunchRunSuccess { run { runId } }
+    ... on Error { message }
+  }
+}
+"""
+
+
+def launch_copy_run(services, day: str) -> str:
+    """Launch the copy job for one partition through GraphQL, as the UI's Launchpad does."""
+    params = {
+        "selector": {
+            "repositoryLocationName": "tdtp",
+            "repositoryName": "__repository__",
+            "jobName": names.copy_job_name("events"),
+        },
+        "runConfigData": {},
+        "executionMetadata": {"tags": [{"key": "dagster/partition", "value": day}]},
+    }
+    data = services.graphql(LAUNCH_PARTITION_RUN, {"params": params})["launchRun"]
+    assert data["__typename"] == "LaunchRunSuccess", data
+    return data["run"]["runId"]
+
+
+def copy_one_partition(
+    services, instance: dg.DagsterInstance, pg_url: str, src: str, dst: str, diagnostics
+) -> None:
+    """The copy job re-copies DAYS[2] in one run; the sensor launches no land run for its parts."""
+    run_id = launch_copy_run(services, DAYS[2])
+    wait_until(
+        lambda: (
+            instance.get_run_by_id(run_id).status
+            in (dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.FAILURE)
+        ),
+        180,
+        "the copy run",
+        diagnostics,
+    )
+    assert instance.get_run_by_id(run_id).status == dg.DagsterRunStatus.SUCCESS, diagnostics()
+    assert check_results(instance, run_id) == dict.fromkeys(CHECKS, True)
+    export = instance.fetch_materializations(names.export_key("events"), limit=1).records[0]
+    assert export.run_id == run_id
+    meta = {k: v.value for k, v in export.asset_materialization.metadata.items()}
+    assert meta[names.META_LANDED_INLINE] is True
+    landed = range(meta[names.META_LANDED_FROM], meta[names.META_LANDED_UNTIL] + 1)
+    imported = instance.fetch_materializations(names.import_key("events"), limit=1).records[0]
+    assert imported.run_id == run_id
+    assert imported.asset_materialization.metadata["landed_in"].value == "export run"
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        for day in DAYS:
+            assert fingerprint(conn, f"{dst}.events", day) == fingerprint(conn, f"{src}.events", day)
+    time.sleep(7)  # at least one sensor tick after the copy run (the daemon ticks every 5 s at most)
+    for run in instance.get_runs(filters=dg.RunsFilter(job_name=names.import_parts_job_name("events"))):
+        first, last = (int(x) for x in run.tags[names.TAG_SEQ_RANGE].split("-"))
+        assert not set(range(first, last + 1)) & set(landed), (
+            f"land run {run.run_id} for seqs the copy run landed"
+        )
+
+
 def run_chain(
-    tmp_path: Path, pg_url: str, broker_url: str, instance_yaml: Path, extra_env: dict[str, str]
+    tmp_path: Path,
+    pg_url: str,
+    broker_url: str,
+    instance_yaml: Path,
+    extra_env: dict[str, str],
+    *,
+    copy: bool = False,
 ) -> None:
     uid = uuid.uuid4().hex[:8]
     src, dst = f"e2e_src_{uid}", f"e2e_dst_{uid}"
@@ -157,6 +228,8 @@ def run_chain(
                 f"SELECT count(*), count(DISTINCT id) FROM {dst}.events"
             ).fetchone()
             assert total == distinct == 3 * ROWS_PER_DAY
+        if copy:
+            copy_one_partition(services, instance, pg_url, src, dst, diagnostics)
         # The backfill daemon marks a backfill done on its next pass (about every 30 s).
         wait_until(
             lambda: backfill_status(services, backfill).startswith("COMPLETED"),
@@ -182,7 +255,8 @@ def rabbitmq_stream(rabbitmq_url: str):
 
 
 def test_backfill_over_rabbitmq_stream(tmp_path: Path, pg_url: str, rabbitmq_stream: str) -> None:
-    run_chain(tmp_path, pg_url, rabbitmq_stream, ROOT / "dagster.yaml", {})
+    """The sensor chain, then one partition through the copy job (one run, no land runs)."""
+    run_chain(tmp_path, pg_url, rabbitmq_stream, ROOT / "dagster.yaml", {}, copy=True)
 
 
 def test_backfill_over_kafka(tmp_path: Path, pg_url: str, kafka_bootstrap: str) -> None:
