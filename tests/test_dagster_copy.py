@@ -182,3 +182,13 @@ def test_failed_inline_landing_leaves_the_export_for_the_sensor(home: Path, inst
     assert metadata(published, "tdtp__import__events")["landed_in"] == "land runs"
     assert all(p for p, _ in checks_of(published).values())
     assert sqlite_count(home / "later" / "target.db", "SELECT count(*) FROM events") == 1500
+
+
+def test_schedule_can_run_the_copy_job(home: Path) -> None:
+    doc = tables_doc(home)
+    assert definitions_for(doc, home).resolve_schedule_def("tdtp_export_events_schedule").job_name == (
+        names.export_job_name("events")
+    )
+    doc["tables"]["events"]["schedule"] = {"hour": 2, "job": "copy"}
+    schedule = definitions_for(doc, home).resolve_schedule_def("tdtp_export_events_schedule")
+    assert schedule.job_name == names.copy_job_name("events")
