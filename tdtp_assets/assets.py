@@ -128,7 +128,7 @@ def build_export_asset(table: TableConfig) -> dg.AssetsDefinition:
         lander: InlineLander | None = None
         if run_materializes_import(context, name):
             # Tag first, publish after: a sensor that sees these parts sees the tag too.
-            context.instance.add_run_tags(context.run_id, {names.TAG_LANDING: name})
+            context.instance.add_run_tags(context.run.run_id, {names.TAG_LANDING: name})
             lander = InlineLander(table, getattr(context.resources, target_key), broker, export_id)
         with (
             source.open(
