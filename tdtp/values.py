@@ -314,6 +314,17 @@ def value_to_text(field: Field, value: Any) -> str:
     return fn(value)
 
 
+def value_renderer(field: Field) -> Callable[[Any], str]:
+    """One Python value of ``field`` -> its row-ready (value-escaped) text; None -> the NULL sentinel."""
+    table = _renderers(field)
+
+    def render(value: Any) -> str:
+        fn = table.get(type(value)) or _resolve(table, field, type(value))
+        return fn(value)
+
+    return render
+
+
 class RowEncoder:
     """Python rows -> row lines for one schema; NULL becomes ``NULL_SENTINEL``.
 
@@ -455,6 +466,11 @@ def _base_parser(field: Field) -> Parser:
     if t == TEXT:
         return str
     raise RowError(f"unknown type {t!r}", where=_where(field))
+
+
+def special_values(field: Field) -> dict[str, Any]:
+    """Marker text -> value (None for NULL) for one field: what a value text means before its type's parser."""
+    return _specials_map(field)
 
 
 def _specials_map(field: Field) -> dict[str, Any]:

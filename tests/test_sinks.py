@@ -513,3 +513,73 @@ def test_lines_to_copy_single_field_empty_line_is_null() -> None:
     schema = Schema((Field("n", INTEGER),))
     assert sorted(lines_to_copy(schema, ["1", "", "3"]).splitlines()) == ["1", "3", "\\N"]
     assert lines_to_copy(schema, [""]) == "\\N\n"
+
+
+# ------------------------------------------------ SQLite: stored forms straight from text
+
+_STORED_SCHEMA = schema_for_export(
+    Schema(
+        (
+            Field("i", INTEGER),
+            Field("r", REAL),
+            Field("d", DECIMAL, precision=12, scale=2),
+            Field("b", BOOLEAN),
+            Field("day", DATE),
+            Field("ts", TIMESTAMP),
+            Field("tz", TIMESTAMP, timezone="+03:00"),
+            Field("t", TEXT),
+        )
+    )
+)
+_STORED_TEXTS: dict[str, list[str]] = {
+    "i": ["0", "-17", "9223372036854775807", " 5", "+5", "007", "1_000", "x1", "", "[NULL]", "١٢"],
+    "r": ["1.5", "-0", "1e5", "nan", "inf", "INF", "-INF", "NaN", "1.7976931348623157e308", "", "[NULL]", "x"],
+    "d": ["0", "12.50", "-0.00", "007.5", ".5", "1E+3", "-12", "123456789012.99", "", "[NULL]", "1.2.3", "١٢"],
+    "b": ["1", "0", "true", "F", "yes", "", "[NULL]"],
+    "day": ["2026-01-07", "2026-02-30", "20260107", "2026-W01-1", "2026-01-07T10:00:00", "", "[NULL]",
+            "0000-01-01", "١٢٣٤-01-01"],  # fmt: skip
+    "ts": ["2026-01-07T10:00:00", "2026-01-07T10:00:00Z", "2026-01-07T10:00:00.5Z", "2026-01-07T10:00:00.500",
+           "2026-01-07 10:00:00", "2026-01-07T10:00:00+03:00", "2026-01-07T25:00:00", "2026-01-07T10:00:00.1234567",
+           "2026-01-07", "", "[NULL]", "2026-13-01T00:00:00"],  # fmt: skip
+    "tz": ["2026-01-07T10:00:00", "2026-01-07T10:00:00Z", "", "[NULL]"],
+    "t": ["plain", "", "[NULL]", "pipe | and \\ backslash", "line\nfeed", "[NULL]x"],
+}
+
+
+def _store_both_ways(lines: list[str]) -> tuple[list[tuple], list[tuple]]:
+    """What SQLite holds after writing the lines through typed values, and through stored forms."""
+    from tdtp.sinks.sqlite import stored_rows, write_rows
+
+    held = []
+    for stored in (False, True):
+        conn = sqlite3.connect(":memory:")
+        conn.execute(create_table_sql("sqlite", _STORED_SCHEMA, "s"))
+        rows = stored_rows(_STORED_SCHEMA, lines) if stored else [RowDecoder(_STORED_SCHEMA).decode(x) for x in lines]
+        write_rows(conn, "s", _STORED_SCHEMA, rows, stored=stored)
+        held.append(conn.execute("SELECT *, " + ", ".join(f"typeof({quote_ident(f.name, dialect='sqlite')})"
+                                                          for f in _STORED_SCHEMA.fields) + " FROM s").fetchall())
+    return held[0], held[1]
+
+
+@pytest.mark.parametrize("column", list(_STORED_TEXTS))
+def test_sqlite_stored_forms_equal_typed_values(column: str) -> None:
+    """Every text of every type stores the same value and storage class both ways, or fails the same way."""
+    from tdtp.sinks.sqlite import stored_rows
+    from tdtp.values import escape_value
+
+    base = {"i": "1", "r": "1", "d": "1", "b": "1", "day": "2026-01-07", "ts": "2026-01-07T10:00:00",
+            "tz": "2026-01-07T10:00:00", "t": "x"}  # fmt: skip
+    names = [f.name for f in _STORED_SCHEMA.fields]
+    for text in _STORED_TEXTS[column]:
+        values = dict(base, **{column: text})
+        line = "|".join(escape_value(values[n]) for n in names)
+        try:
+            typed = [RowDecoder(_STORED_SCHEMA).decode(line)]
+        except RowError as exc:
+            with pytest.raises(RowError) as info:
+                stored_rows(_STORED_SCHEMA, [line])
+            assert str(info.value).replace("row 1: ", "") == str(exc), text
+            continue
+        assert typed is not None
+        via_values, via_stored = _store_both_ways([line])
+        assert via_stored == via_values, (column, text)

@@ -37,7 +37,7 @@ from tdtp.parts import resolve_null_lines
 from tdtp.sources import PartitionFilter, Source, SourceError, open_source
 from tdtp.sources.files import SAMPLE_ROWS
 from tdtp.urls import parse_url, redact
-from tdtp.values import NULL_SENTINEL, RowDecoder, split_row
+from tdtp.values import NULL_SENTINEL, RowDecoder, RowEncoder, split_row
 
 HOSTILE_TEXT = [
     "a|b", "back\\slash", "line\nfeed", "cr\rreturn", "tab\there", "ünïcödé 名前 🎉",
@@ -525,3 +525,52 @@ def test_file_filters_and_errors(tmp_path: Path) -> None:
     (tmp_path / "obj.json").write_text('{"a": 1}', encoding="utf-8")
     with pytest.raises(SourceError, match="not a JSON array"):
         open_source(f"json:///{tmp_path / 'obj.json'}")
+
+
+_SQLITE_FORMS: dict[str, list[object]] = {
+    # column (declared type) -> values SQLite may hold there, in and out of TDTP form
+    "n INTEGER": [0, -5, 2**63 - 1, 3.0, "42", " 7 ", None],
+    "r REAL": [1.5, -0.0, 1e300, 1e-7, float("inf"), 3, "2.5", None],
+    "d DECIMAL(12,2)": [12, 357.61, 1.0, 1e16, 1e-7, "12.50", "007.5", " 3.1 ", "-0.00", "1E+3", None],
+    "b BOOLEAN": [0, 1, 1.0, "true", "0", None],
+    "day DATE": ["2026-01-07", " 2026-01-07", "2026-01-07T10:00:00", "2026-W01-1", None],
+    "ts TIMESTAMP": ["2026-01-07T10:00:00", "2026-01-07 10:00:00", "2026-01-07T10:00:00.5Z", "2026-01-07 10:00:00.500",
+                     "2026-01-07T10:00:00+03:00", "2026-01-07T10:00:00.1234567", "2026-01-07", None],  # fmt: skip
+    "tz TIMESTAMPTZ": ["2026-01-07 10:00:00", "2026-01-07T10:00:00Z", None],
+    "t TEXT": ["plain", "pipe | back \\ slash", "line\nfeed", "", 12, 1.5, None],
+}
+
+
+@pytest.mark.parametrize("column", list(_SQLITE_FORMS))
+def test_sqlite_lines_equal_typed_rows_rendered(tmp_path: Path, column: str) -> None:
+    """The direct text path of the SQLite source writes exactly what typing each value and rendering it writes."""
+    db = tmp_path / "forms.db"
+    conn = sqlite3.connect(db)
+    conn.execute(f"CREATE TABLE forms (id INTEGER PRIMARY KEY, {column})")
+    conn.executemany("INSERT INTO forms VALUES (?, ?)", list(enumerate(_SQLITE_FORMS[column])))
+    conn.commit()
+    conn.close()
+    with open_source(f"sqlite:///{db}", table="forms") as src:
+        typed = [RowEncoder(src.schema).encode(row) for row in src.rows()]
+    with open_source(f"sqlite:///{db}", table="forms") as src:
+        direct = list(src.lines())
+    assert direct == typed
+
+
+@pytest.mark.parametrize(
+    ("column", "value", "message"),
+    [
+        ("n INTEGER", "x9", r"row 2 column 'v'.*does not fit type INTEGER"),
+        ("day DATE", "2026-02-30", r"row 2 column 'v'.*DATE"),
+        ("ts TIMESTAMP", "2026-01-07T25:00:00", r"row 2 column 'v'.*TIMESTAMP"),
+    ],
+)
+def test_sqlite_lines_name_row_and_column_of_a_bad_value(tmp_path: Path, column: str, value: str, message: str) -> None:
+    db = tmp_path / "bad.db"
+    conn = sqlite3.connect(db)
+    conn.execute(f"CREATE TABLE bad (id INTEGER PRIMARY KEY, v {column.split(' ', 1)[1]})")
+    conn.executemany("INSERT INTO bad VALUES (?, ?)", [(1, None), (2, value)])
+    conn.commit()
+    conn.close()
+    with open_source(f"sqlite:///{db}", table="bad") as src, pytest.raises(RowError, match=message):
+        list(src.lines())

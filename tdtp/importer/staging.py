@@ -263,6 +263,7 @@ def write_part(
         elif values:
             from tdtp.sinks.sqlite import write_rows
 
-            write_rows(conn, stage_ref(target, staged.stage), schema, values)
+            # Workers decoded them with sinks.sqlite.stored_values: stored forms already.
+            write_rows(conn, stage_ref(target, staged.stage), schema, values, stored=True)
         resolve_dead_letters(target, conn, staged.export_id, part, resolution)
     return True

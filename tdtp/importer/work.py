@@ -26,11 +26,12 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from tdtp.codec import decode_packet, decode_values, part_checksum
+from tdtp.codec import decode_packet, part_checksum
 from tdtp.importer.staging import StagedExport, in_ledger, stage_export, write_part
 from tdtp.importer.target import Target
 from tdtp.packet import IntegrityError, Schema, TdtpError
 from tdtp.sinks.copy_text import lines_to_copy
+from tdtp.sinks.sqlite import stored_values
 
 IMPORTED = "imported"
 DUPLICATE = "duplicate"
@@ -108,7 +109,8 @@ class PartOutcome:
 def decode_part(job: PartJob, *, table_override: str | None, want_values: bool) -> DecodedPart:
     """Parse and verify a part: hashes (codec), RecordsInPart (codec), and the sender's headers.
 
-    ``want_values`` decodes typed values (SQLite).  PostgreSQL keeps the row lines:
+    ``want_values`` decodes the values SQLite stores (str/int/float/bytes: cheap to
+    send to the writing process).  PostgreSQL keeps the row lines:
     the writer converts them to COPY text (:meth:`PartWriter.write`), still in the
     worker, so a value the conversion refuses dead-letters this part.
     """
@@ -134,7 +136,7 @@ def decode_part(job: PartJob, *, table_override: str | None, want_values: bool) 
     values = None
     if want_values:
         try:
-            values = decode_values(packet)
+            values = stored_values(packet)
         except TdtpError as exc:
             raise exc.at(job.source) from None
     return DecodedPart(

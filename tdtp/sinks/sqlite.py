@@ -10,17 +10,41 @@ SQLite cannot store NaN (it becomes NULL) — a limitation of SQLite, not of the
 from __future__ import annotations
 
 import math
+import re
 import sqlite3
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from datetime import date, datetime
 from decimal import Decimal
 from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from tdtp.packet import BOOLEAN, DATE, DECIMAL, TIMESTAMP, Field, RowError, Schema, TdtpError
+from tdtp.packet import (
+    BOOLEAN,
+    DATE,
+    DECIMAL,
+    INTEGER,
+    REAL,
+    TEXT,
+    TIMESTAMP,
+    Field,
+    Packet,
+    RowError,
+    Schema,
+    TdtpError,
+)
 from tdtp.sinks.ddl import SQLITE, column_list, create_table_sql, qualified
 from tdtp.urls import ParsedUrl
-from tdtp.values import NO_DATE, RowDecoder, value_to_text
+from tdtp.values import (
+    NO_DATE,
+    NULL_SENTINEL,
+    RowDecoder,
+    special_values,
+    split_raw,
+    text_to_value,
+    unescape_value,
+    value_to_text,
+)
 
 Adapter = Callable[[Any], Any]
 
@@ -60,8 +84,19 @@ def _generic(v: Any) -> Any:
     return str(v)
 
 
-def write_rows(conn: sqlite3.Connection, table: str, schema: Schema, rows: Iterable[Sequence[Any]]) -> int:
-    """Insert Python rows with ``executemany`` (caller's transaction); returns the count."""
+def write_rows(
+    conn: sqlite3.Connection,
+    table: str,
+    schema: Schema,
+    rows: Iterable[Sequence[Any]],
+    *,
+    stored: bool = False,
+) -> int:
+    """Insert Python rows with ``executemany`` (caller's transaction); returns the count.
+
+    ``stored``: the rows already hold what SQLite stores (:func:`stored_values`), so
+    they go to ``executemany`` as they are, without a Python call per value.
+    """
     adapters = [_adapter(f) for f in schema.fields]
     n_fields = len(schema.fields)
     placeholders = ", ".join("?" * n_fields)
@@ -69,6 +104,13 @@ def write_rows(conn: sqlite3.Connection, table: str, schema: Schema, rows: Itera
         f"INSERT INTO {qualified(table, dialect=SQLITE)} {column_list(schema, dialect=SQLITE)} "
         f"VALUES ({placeholders})"
     )
+    if stored:
+        batch = rows if isinstance(rows, list) else list(rows)
+        try:
+            conn.executemany(stmt, batch)
+        except (sqlite3.Error, ValueError) as exc:
+            raise TdtpError(f"writing table {table!r} failed: {exc}") from exc
+        return len(batch)
     count = 0
 
     def adapted() -> Iterator[tuple[Any, ...]]:
@@ -90,6 +132,129 @@ def write_rows(conn: sqlite3.Connection, table: str, schema: Schema, rows: Itera
     except sqlite3.Error as exc:
         raise TdtpError(f"writing table {table!r} failed near row {count}: {exc}") from exc
     return count
+
+
+# Texts that already are the form SQLite stores (what the adapters above would make of
+# the parsed value): RFC 3339 without a zone or in UTC with a trimmed fraction, ISO
+# dates, plain decimals.  Anything else takes parse + adapt, which also words errors.
+_STORED_TIMESTAMP = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(?:\.\d{0,5}[1-9])?Z?", re.ASCII)
+_STORED_DATE = re.compile(r"\d{4}-\d{2}-\d{2}", re.ASCII)
+_STORED_DECIMAL = re.compile(r"-?(?:0|[1-9]\d*)(?:\.\d+)?", re.ASCII)
+
+
+def _stored_converter(field: Field) -> Callable[[str], Any]:
+    """Unescaped value text -> what SQLite stores for it: ``adapter(parse(text))``.
+
+    The composition costs a parse into a Python object (datetime, Decimal) and a
+    render back to text for most timestamps, dates and decimals, whose text already
+    is the stored form; and those objects made worker -> writer pickling several
+    times dearer than plain str/int/float.  So the common forms are checked (and
+    validated) and kept as they are; the rest, errors included, go the long way.
+    """
+    special = special_values(field)
+    adapt = _adapter(field) or _generic
+
+    def slow(s: str) -> Any:
+        v = text_to_value(field, s)
+        return None if v is None else adapt(v)
+
+    def specials_first(fast: Callable[[str], Any]) -> Callable[[str], Any]:
+        def conv(s: str) -> Any:
+            if s in special:
+                return slow(s)
+            try:
+                return fast(s)
+            except ValueError:
+                return slow(s)  # raises the RowError that names the value
+
+        return conv
+
+    t = field.type
+    if t == INTEGER:
+        return specials_first(int)
+    if t == REAL:
+
+        def real(s: str) -> Any:
+            v = float(s)
+            return None if v != v else v  # SQLite has no NaN
+
+        return specials_first(real)
+    if t == TEXT:
+        return lambda s: slow(s) if s in special else s
+    if t == BOOLEAN:
+        ints = {"1": 1, "0": 0}
+        return lambda s: ints[s] if s in ints and s not in special else slow(s)
+    if t == DECIMAL:
+        return lambda s: s if s not in special and _STORED_DECIMAL.fullmatch(s) else slow(s)
+    if t == DATE:
+
+        def day(s: str) -> Any:
+            if _STORED_DATE.fullmatch(s) is None:
+                raise ValueError(s)
+            date.fromisoformat(s)  # validates the calendar date
+            return s
+
+        return specials_first(day)
+    if t == TIMESTAMP and field.subtype.lower() != "time" and not field.timezone.strip():
+
+        def moment(s: str) -> Any:
+            if _STORED_TIMESTAMP.fullmatch(s) is None:
+                raise ValueError(s)
+            datetime.fromisoformat(s)  # validates the calendar date and the time
+            return s
+
+        return specials_first(moment)
+    return slow
+
+
+def stored_values(packet: Packet) -> list[tuple[Any, ...]]:
+    """A decoded packet's rows as what SQLite stores (str/int/float/bytes/None per value)."""
+    part = f"part {packet.header.part_number}: " if packet.header.part_number else ""
+    return stored_rows(packet.schema, packet.rows, where=part)
+
+
+def stored_rows(schema: Schema, lines: list[str], *, where: str = "") -> list[tuple[Any, ...]]:
+    """Row lines -> rows of what SQLite stores; ``where`` prefixes error locations.
+
+    Stores the same as adapting ``RowDecoder(schema).decode(line)`` value by value
+    (the tests hold them together); errors name row and field the same way.
+    """
+    if schema.dictionary:  # v1.4 tokens expand before parsing: the general decoder knows how
+        return _stored_rows_via_values(schema, lines, where)
+    convs = [_stored_converter(f) for f in schema.fields]
+    n = len(convs)
+    out: list[tuple[Any, ...]] = []
+    for i, line in enumerate(lines, start=1):
+        try:
+            texts = line.split("|") if "\\" not in line else _raw_texts(line)
+            if len(texts) != n:
+                raise _arity(schema, len(texts))
+            out.append(tuple([None if s is None else c(s) for c, s in zip(convs, texts, strict=True)]))
+        except RowError as exc:
+            raise exc.at(f"{where}row {i}") from None
+    return out
+
+
+def _raw_texts(line: str) -> list[str | None]:
+    """A line with escapes -> unescaped value texts; the NULL sentinel becomes None."""
+    return [None if s == NULL_SENTINEL else unescape_value(s) for s in split_raw(line)]
+
+
+def _stored_rows_via_values(schema: Schema, lines: list[str], where: str) -> list[tuple[Any, ...]]:
+    adapters = [_adapter(f) or _generic for f in schema.fields]
+    decoder = RowDecoder(schema)
+    out: list[tuple[Any, ...]] = []
+    for i, line in enumerate(lines, start=1):
+        try:
+            values = decoder.decode(line)
+        except RowError as exc:
+            raise exc.at(f"{where}row {i}") from None
+        out.append(tuple(None if v is None else a(v) for a, v in zip(adapters, values, strict=True)))
+    return out
+
+
+def _arity(schema: Schema, got: int) -> RowError:
+    return RowError(f"row has {got} fields, expected {len(schema.fields)} ({', '.join(schema.names)})")
 
 
 def decode_lines(schema: Schema, lines: Iterable[str], table: str) -> Iterator[tuple[Any, ...]]:

@@ -19,7 +19,7 @@ from __future__ import annotations
 import re
 import sqlite3
 from collections.abc import Callable, Iterator, Sequence
-from datetime import timedelta
+from datetime import date, datetime, timedelta
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any
@@ -42,7 +42,14 @@ from tdtp.packet import (
 from tdtp.sinks.ddl import SQLITE, quote_ident
 from tdtp.sources.base import PartitionFilter, SourceBase, SourceError, where_of
 from tdtp.urls import ParsedUrl
-from tdtp.values import RowEncoder, schema_for_export, text_to_value
+from tdtp.values import (
+    NULL_SENTINEL,
+    RowEncoder,
+    schema_for_export,
+    special_values,
+    text_to_value,
+    value_renderer,
+)
 
 SAMPLE_ROWS = 1000
 _PARAMS_RE = re.compile(r"\(\s*(\d+)\s*(?:,\s*(\d+)\s*)?\)")
@@ -195,6 +202,87 @@ def _converter(field: Field) -> Converter:
     return c_text
 
 
+# Texts already in TDTP form (what parsing and rendering them again would give):
+# RFC 3339 timestamps without a zone or in UTC with a trimmed fraction, the same with
+# SQLite's own space instead of the T, ISO dates, plain decimals.
+_TDTP_TIMESTAMP = re.compile(r"\d{4}-\d{2}-\d{2}([T ])\d{2}:\d{2}:\d{2}(?:\.\d{0,5}[1-9])?(Z?)", re.ASCII)
+_TDTP_DATE = re.compile(r"\d{4}-\d{2}-\d{2}", re.ASCII)
+_TDTP_DECIMAL = re.compile(r"-?(?:0|[1-9]\d*)(?:\.\d+)?", re.ASCII)
+_BOOL_TEXT = {0: "0", 1: "1"}
+
+
+def _direct_renderer(field: Field, conv: Converter) -> Callable[[Any], str]:
+    """SQLite value -> row-ready TDTP text, without the round trip through a Python value
+    where the value already is in TDTP form (an int in an INTEGER column, a timestamp
+    text in RFC 3339 form...).  Everything else takes ``render(conv(value))``, which
+    raises the RowError of a value that does not fit.
+
+    Why: parsing a timestamp into a datetime and rendering it back was most of a
+    SQLite export's time (1M demo rows: 12 s before, measured here).
+    """
+    render = value_renderer(field)
+    special = special_values(field)  # marker texts: parsed to their meaning, never kept as text
+
+    def slow(v: Any) -> str:
+        return render(conv(v))
+
+    t = field.type
+    if t == INTEGER:
+        return lambda v: NULL_SENTINEL if v is None else (int.__repr__(v) if type(v) is int else slow(v))
+    if t == TEXT:
+        return lambda v: NULL_SENTINEL if v is None else render(v) if type(v) is str else slow(v)
+    if t == REAL:
+        return lambda v: NULL_SENTINEL if v is None else render(v) if type(v) is float else slow(v)
+    if t == BOOLEAN:
+        return lambda v: NULL_SENTINEL if v is None else (_BOOL_TEXT[v] if type(v) is int and v in _BOOL_TEXT else slow(v))
+    if t == DECIMAL:
+
+        def decimal(v: Any) -> str:
+            if v is None:
+                return NULL_SENTINEL
+            if type(v) is int:
+                return int.__repr__(v)
+            if type(v) is float:
+                r = repr(v)
+                return r if "e" not in r and "n" not in r else slow(v)  # exponent, inf, nan
+            if type(v) is str and v not in special and _TDTP_DECIMAL.fullmatch(v):
+                return v
+            return slow(v)
+
+        return decimal
+    if t == DATE:
+
+        def day(v: Any) -> str:
+            if v is None:
+                return NULL_SENTINEL
+            if type(v) is str and v not in special and _TDTP_DATE.fullmatch(v):
+                try:
+                    date.fromisoformat(v)
+                    return v
+                except ValueError:
+                    pass
+            return slow(v)
+
+        return day
+    if t == TIMESTAMP and field.subtype.lower() != "time" and not field.timezone.strip():
+
+        def moment(v: Any) -> str:
+            if v is None:
+                return NULL_SENTINEL
+            if type(v) is str and v not in special:
+                m = _TDTP_TIMESTAMP.fullmatch(v)
+                if m is not None:
+                    try:
+                        datetime.fromisoformat(v)
+                    except ValueError:
+                        return slow(v)
+                    return v if m.group(1) == "T" else f"{v[:10]}T{v[11:]}"
+            return slow(v)
+
+        return moment
+    return lambda v: NULL_SENTINEL if v is None else slow(v)
+
+
 class SqliteSource(SourceBase):
     """Rows of a SQLite table or query, opened read-only."""
 
@@ -310,12 +398,31 @@ class SqliteSource(SourceBase):
                     raise exc.at(where_of(self.name, row_no, col)) from exc
 
     def lines(self) -> Iterator[str]:
-        encoder = RowEncoder(self.schema)
-        for row_no, row in enumerate(self.rows(), 1):
-            try:
-                yield encoder.encode(row)
-            except RowError as exc:
-                raise exc.at(where_of(self.name, row_no)) from exc
+        renders = [_direct_renderer(f, c) for f, c in zip(self.schema.fields, self._converters, strict=True)]
+        n = len(renders)
+        row_no = 0
+        for batch in self._batches():
+            for raw in batch:
+                row_no += 1
+                try:
+                    if len(raw) != n:
+                        raise RowError(f"row has {len(raw)} values, the schema has {n} fields")
+                    yield "|".join([r(v) for r, v in zip(renders, raw, strict=True)])
+                except RowError:
+                    yield self._located_line(raw, row_no)
+
+    def _located_line(self, raw: tuple[Any, ...], row_no: int) -> str:
+        """The typed way for one row, whose errors name the row and the column."""
+        convs, fields = self._converters, self.schema.fields
+        try:
+            row = tuple([None if v is None else c(v) for c, v in zip(convs, raw, strict=True)])
+        except RowError as exc:
+            col = next((f.name for f, c, v in zip(fields, convs, raw, strict=True) if _fails(c, v)), None)
+            raise exc.at(where_of(self.name, row_no, col)) from exc
+        try:
+            return RowEncoder(self.schema).encode(row)
+        except RowError as exc:
+            raise exc.at(where_of(self.name, row_no)) from exc
 
     def _batches(self) -> Iterator[list[tuple[Any, ...]]]:
         stmt = f"SELECT {self._select_list} FROM {self._rel}{self._where}"
