@@ -325,7 +325,24 @@ def run_copy_chain(services: Any, instance: dg.DagsterInstance) -> dict[str, Any
         "rows": mat.metadata["dagster/row_count"].value,
         "land_runs_launched_meanwhile": lands_after - lands_before,
         "checks_passed": len(checks) == 4 and all(checks),
+        "timeline": run_timeline(instance, run_id, launched),
     }
+
+
+def run_timeline(instance: dg.DagsterInstance, run_id: str, since: float) -> dict[str, float]:
+    """Seconds from the launch to the first event of each kind (per step): where a run's time goes."""
+    marks: dict[str, float] = {}
+    record = instance.get_run_records(filters=dg.RunsFilter(run_ids=[run_id]))[0]
+    marks["run created"] = round(record.create_timestamp.timestamp() - since, 2)
+    for entry in instance.all_logs(run_id):
+        event = entry.dagster_event
+        if event is None:
+            continue
+        name = event.event_type_value + (f" {event.step_key}" if event.step_key else "")
+        marks.setdefault(name, round(entry.timestamp - since, 2))
+        if event.event_type in (DagsterEventType.STEP_SUCCESS, DagsterEventType.RUN_SUCCESS):
+            marks[name] = round(entry.timestamp - since, 2)
+    return marks
 
 
 def _first_step_start(instance: dg.DagsterInstance, run_id: str) -> float:
@@ -405,6 +422,8 @@ def main() -> None:
             f"{max(c['land_runs_launched_meanwhile'] for c in copies)}; "
             f"checks passed: {all(c['checks_passed'] for c in copies)}"
         )
+        print("  copy run timeline (s after launch, last round): " + ", ".join(
+            f"{k} {v}" for k, v in copies[-1].get("timeline", {}).items()))  # fmt: skip
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(results, indent=2))
     print(f"report: {args.out}")
