@@ -468,6 +468,17 @@ def _base_parser(field: Field) -> Parser:
     raise RowError(f"unknown type {t!r}", where=_where(field))
 
 
+# Value texts already in the form TDTP writes, so parsing and rendering them again
+# would give the same text (SQLite sources and targets keep them as they are once a
+# calendar check passes): RFC 3339 timestamps without a zone or in UTC, the fraction
+# trimmed (group 1 is the date/time separator: SQLite writes a space there, TDTP a
+# T), ISO dates, plain decimals.  ASCII digits only: other digits parse, but render
+# as ASCII.
+TDTP_TIMESTAMP_FORM = re.compile(r"\d{4}-\d{2}-\d{2}([T ])\d{2}:\d{2}:\d{2}(?:\.\d{0,5}[1-9])?Z?", re.ASCII)
+TDTP_DATE_FORM = re.compile(r"\d{4}-\d{2}-\d{2}", re.ASCII)
+TDTP_DECIMAL_FORM = re.compile(r"-?(?:0|[1-9]\d*)(?:\.\d+)?", re.ASCII)
+
+
 def special_values(field: Field) -> dict[str, Any]:
     """Marker text -> value (None for NULL) for one field: what a value text means before its type's parser."""
     return _specials_map(field)

@@ -10,7 +10,6 @@ SQLite cannot store NaN (it becomes NULL) — a limitation of SQLite, not of the
 from __future__ import annotations
 
 import math
-import re
 import sqlite3
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import date, datetime
@@ -38,6 +37,9 @@ from tdtp.urls import ParsedUrl
 from tdtp.values import (
     NO_DATE,
     NULL_SENTINEL,
+    TDTP_DATE_FORM,
+    TDTP_DECIMAL_FORM,
+    TDTP_TIMESTAMP_FORM,
     RowDecoder,
     special_values,
     split_raw,
@@ -134,14 +136,6 @@ def write_rows(
     return count
 
 
-# Texts that already are the form SQLite stores (what the adapters above would make of
-# the parsed value): RFC 3339 without a zone or in UTC with a trimmed fraction, ISO
-# dates, plain decimals.  Anything else takes parse + adapt, which also words errors.
-_STORED_TIMESTAMP = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(?:\.\d{0,5}[1-9])?Z?", re.ASCII)
-_STORED_DATE = re.compile(r"\d{4}-\d{2}-\d{2}", re.ASCII)
-_STORED_DECIMAL = re.compile(r"-?(?:0|[1-9]\d*)(?:\.\d+)?", re.ASCII)
-
-
 def _stored_converter(field: Field) -> Callable[[str], Any]:
     """Unescaped value text -> what SQLite stores for it: ``adapter(parse(text))``.
 
@@ -185,11 +179,11 @@ def _stored_converter(field: Field) -> Callable[[str], Any]:
         ints = {"1": 1, "0": 0}
         return lambda s: ints[s] if s in ints and s not in special else slow(s)
     if t == DECIMAL:
-        return lambda s: s if s not in special and _STORED_DECIMAL.fullmatch(s) else slow(s)
+        return lambda s: s if s not in special and TDTP_DECIMAL_FORM.fullmatch(s) else slow(s)
     if t == DATE:
 
         def day(s: str) -> Any:
-            if _STORED_DATE.fullmatch(s) is None:
+            if TDTP_DATE_FORM.fullmatch(s) is None:
                 raise ValueError(s)
             date.fromisoformat(s)  # validates the calendar date
             return s
@@ -198,7 +192,8 @@ def _stored_converter(field: Field) -> Callable[[str], Any]:
     if t == TIMESTAMP and field.subtype.lower() != "time" and not field.timezone.strip():
 
         def moment(s: str) -> Any:
-            if _STORED_TIMESTAMP.fullmatch(s) is None:
+            m = TDTP_TIMESTAMP_FORM.fullmatch(s)
+            if m is None or m.group(1) != "T":  # TDTP's text: SQLite stores it as written
                 raise ValueError(s)
             datetime.fromisoformat(s)  # validates the calendar date and the time
             return s

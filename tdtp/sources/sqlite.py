@@ -44,6 +44,9 @@ from tdtp.sources.base import PartitionFilter, SourceBase, SourceError, where_of
 from tdtp.urls import ParsedUrl
 from tdtp.values import (
     NULL_SENTINEL,
+    TDTP_DATE_FORM,
+    TDTP_DECIMAL_FORM,
+    TDTP_TIMESTAMP_FORM,
     RowEncoder,
     schema_for_export,
     special_values,
@@ -202,12 +205,6 @@ def _converter(field: Field) -> Converter:
     return c_text
 
 
-# Texts already in TDTP form (what parsing and rendering them again would give):
-# RFC 3339 timestamps without a zone or in UTC with a trimmed fraction, the same with
-# SQLite's own space instead of the T, ISO dates, plain decimals.
-_TDTP_TIMESTAMP = re.compile(r"\d{4}-\d{2}-\d{2}([T ])\d{2}:\d{2}:\d{2}(?:\.\d{0,5}[1-9])?(Z?)", re.ASCII)
-_TDTP_DATE = re.compile(r"\d{4}-\d{2}-\d{2}", re.ASCII)
-_TDTP_DECIMAL = re.compile(r"-?(?:0|[1-9]\d*)(?:\.\d+)?", re.ASCII)
 _BOOL_TEXT = {0: "0", 1: "1"}
 
 
@@ -245,7 +242,7 @@ def _direct_renderer(field: Field, conv: Converter) -> Callable[[Any], str]:
             if type(v) is float:
                 r = repr(v)
                 return r if "e" not in r and "n" not in r else slow(v)  # exponent, inf, nan
-            if type(v) is str and v not in special and _TDTP_DECIMAL.fullmatch(v):
+            if type(v) is str and v not in special and TDTP_DECIMAL_FORM.fullmatch(v):
                 return v
             return slow(v)
 
@@ -255,7 +252,7 @@ def _direct_renderer(field: Field, conv: Converter) -> Callable[[Any], str]:
         def day(v: Any) -> str:
             if v is None:
                 return NULL_SENTINEL
-            if type(v) is str and v not in special and _TDTP_DATE.fullmatch(v):
+            if type(v) is str and v not in special and TDTP_DATE_FORM.fullmatch(v):
                 try:
                     date.fromisoformat(v)
                     return v
@@ -270,7 +267,7 @@ def _direct_renderer(field: Field, conv: Converter) -> Callable[[Any], str]:
             if v is None:
                 return NULL_SENTINEL
             if type(v) is str and v not in special:
-                m = _TDTP_TIMESTAMP.fullmatch(v)
+                m = TDTP_TIMESTAMP_FORM.fullmatch(v)
                 if m is not None:
                     try:
                         datetime.fromisoformat(v)
