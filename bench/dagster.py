@@ -62,17 +62,13 @@ from dagster._core.events import DagsterEventType  # noqa: E402
 
 from tdtp_assets import names  # noqa: E402
 from tdtp_assets.demo import ORDERS_ROWS, ensure_demo_db  # noqa: E402
-from tests.e2e.dagster_procs import dagster_services, describe_runs, wait_for_location, wait_until  # noqa: E402
-
-LAUNCH_RUN = """
-mutation Launch($params: ExecutionParams!) {
-  launchRun(executionParams: $params) {
-    __typename
-    ... on LaunchRunSuccess { run { runId } }
-    ... on Error { message }
-  }
-}
-"""
+from tests.e2e.dagster_procs import (  # noqa: E402
+    dagster_services,
+    describe_runs,
+    launch_job,
+    wait_for_location,
+    wait_until,
+)
 
 
 def cli(*args: str) -> dict[str, Any]:
@@ -274,22 +270,6 @@ def run_dagster(demo_db: Path, work: Path, target_template: str, workers: int, f
         return report
 
 
-def launch_job(services: Any, job_name: str) -> str:
-    """Launch a job of the code location through GraphQL, as the UI's Launchpad does."""
-    params = {
-        "selector": {
-            "repositoryLocationName": "tdtp",
-            "repositoryName": "__repository__",
-            "jobName": job_name,
-        },
-        "runConfigData": {},
-    }
-    result = services.graphql(LAUNCH_RUN, {"params": params})["launchRun"]
-    if result["__typename"] != "LaunchRunSuccess":
-        raise SystemExit(f"launch failed: {result}")
-    return result["run"]["runId"]
-
-
 def run_copy_chain(services: Any, instance: dg.DagsterInstance) -> dict[str, Any]:
     """The one-run copy on the same services, after the sensor chain: launch -> run end."""
     lands_before = len(
@@ -389,7 +369,11 @@ def main() -> None:
     print(
         f"1M rows, demo orders, {args.workers} workers, target {args.target}, {args.repeat} round(s), medians"
     )
-    print(f"CLI sequential (export, then import):        {cli_chains['CLI sequential']:6.2f} s")
+    split = (
+        f"export {med(r['export_process_seconds'] for r in results['cli']):.2f} s, "
+        f"import {med(r['import_process_seconds'] for r in results['cli']):.2f} s"
+    )
+    print(f"CLI sequential (export, then import):        {cli_chains['CLI sequential']:6.2f} s ({split})")
     print(f"CLI pipelined (import --follow beside export): {cli_chains['CLI pipelined']:6.2f} s")
 
     def overheads(label: str, seconds: float) -> str:

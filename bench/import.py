@@ -176,21 +176,17 @@ def run_child(*argv: str) -> dict[str, object]:
 # ------------------------------------------------------------------------ measurements
 
 
-def bench_psql_copy(pg: str, rows: int, copy_file: Path) -> float:
+def bench_psql_copy(pg: str, rows: int, copy_file: Path) -> dict[str, float]:
+    """Seconds and machine CPU seconds of one ``psql \\copy FROM`` of the rows: the anchor, and
+    the least CPU any PostgreSQL text import spends."""
     fresh_target(pg, rows, "bench_import_psql")
+    cpu_before = busy_cpu_seconds()
     started = time.perf_counter()
     psql(pg, f"\\copy bench_import_psql FROM '{copy_file}'")
     seconds = time.perf_counter() - started
+    cpu = busy_cpu_seconds() - cpu_before
     assert same_rows(pg, source_table(rows), "bench_import_psql")
-    return seconds
-
-
-def psql_copy_cpu(pg: str, rows: int, copy_file: Path) -> float:
-    """Machine CPU seconds of one ``psql \\copy FROM`` of the rows: the least any PostgreSQL text import spends."""
-    fresh_target(pg, rows, "bench_import_psql")
-    before = busy_cpu_seconds()
-    psql(pg, f"\\copy bench_import_psql FROM '{copy_file}'")
-    return busy_cpu_seconds() - before
+    return {"seconds": seconds, "cpu_seconds": cpu}
 
 
 def median_of(repeat: int, run: Any) -> Any:
@@ -395,7 +391,7 @@ def main() -> int:
         if "1" in args.sections:
             # 1. workers, beside psql \copy
             rep = args.repeat
-            anchor = median_of(rep, lambda: bench_psql_copy(pg, rows, copy_file))
+            anchor = float(median_of(rep, lambda: bench_psql_copy(pg, rows, copy_file))["seconds"])
             runs: dict[str, dict[str, object]] = {}
             for workers, executor, unit in ((1, "process", "process"), (2, "process", "processes"),
                                             (4, "process", "processes"), (2, "thread", "threads")):  # fmt: skip
@@ -449,7 +445,7 @@ def main() -> int:
             alone_s = float(alone["ended"]) - float(alone["started"])
             print("\n2. export alone vs export + import pipelined (spool broker, 2 workers)")
             print(f"   export alone: {alone_s:.2f} s, machine CPU busy {float(alone['cpu_seconds']):.2f} CPU-s")
-            least = float(alone["cpu_seconds"]) + psql_copy_cpu(pg, rows, copy_file)
+            least = float(alone["cpu_seconds"]) + bench_psql_copy(pg, rows, copy_file)["cpu_seconds"]
             cores = os.cpu_count() or 1
             print(f"   export alone + one psql \\copy FROM of the rows: {least:.2f} CPU-s -> even an importer costing "
                   f"no more than psql could not finish before {least / cores:.2f} s = "

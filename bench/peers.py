@@ -50,7 +50,7 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
@@ -545,43 +545,15 @@ BENCHES: dict[str, Callable[[Ctx], str]] = {
 # ------------------------------------------------------------------------------ children
 
 
-class _UntilSummary:
-    """A part log whose reads end right after the first summary message.
-
-    The pipelined importer then finishes (drains, publishes, returns) the moment the
-    export it follows is complete, instead of idling until a follow timeout.
-    """
-
-    def __init__(self, log: Any) -> None:
-        self._log = log
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._log, name)
-
-    def read(self, **kwargs: Any) -> Iterator[Any]:
-        inner = self._log.read(**kwargs)
-
-        def items() -> Iterator[Any]:
-            try:
-                for item in inner:
-                    yield item
-                    if getattr(item, "headers", {}).get("kind") == "summary":
-                        return
-            finally:
-                inner.close()
-
-        return items()
-
-
 def child_import(args: argparse.Namespace) -> dict[str, Any]:
-    from tdtp.brokers import open_broker
+    from tdtp.brokers import UntilSummary, open_broker
     from tdtp.importer import ImportOptions, ParallelImporter
 
     options = ImportOptions(mode="replace", table=TARGET)
     if args.workers:
         options.workers = args.workers
     with ParallelImporter(args.target, options) as importer, open_broker(args.broker) as log:
-        stats = importer.import_log(_UntilSummary(log), from_seq=0, follow=True, timeout=args.idle)
+        stats = importer.import_log(UntilSummary(log), from_seq=0, follow=True, timeout=args.idle)
     return stats.as_dict()
 
 

@@ -468,24 +468,65 @@ def _base_parser(field: Field) -> Parser:
     raise RowError(f"unknown type {t!r}", where=_where(field))
 
 
-# Value texts already in the form TDTP writes, so parsing and rendering them again
-# would give the same text (SQLite sources and targets keep them as they are once a
-# calendar check passes): RFC 3339 timestamps without a zone or in UTC, the fraction
-# trimmed (group 1 is the date/time separator: SQLite writes a space there, TDTP a
-# T), ISO dates, plain decimals.  ASCII digits only: other digits parse, but render
-# as ASCII.
-TDTP_TIMESTAMP_FORM = re.compile(r"\d{4}-\d{2}-\d{2}([T ])\d{2}:\d{2}:\d{2}(?:\.\d{0,5}[1-9])?Z?", re.ASCII)
-TDTP_DATE_FORM = re.compile(r"\d{4}-\d{2}-\d{2}", re.ASCII)
-TDTP_DECIMAL_FORM = re.compile(r"-?(?:0|[1-9]\d*)(?:\.\d+)?", re.ASCII)
+# Value texts already in the form TDTP writes (see the functions below).  ASCII
+# digits only: other digits parse, but render as ASCII.
+_TIMESTAMP_FORM = re.compile(r"\d{4}-\d{2}-\d{2}([T ])\d{2}:\d{2}:\d{2}(?:\.\d{0,5}[1-9])?Z?", re.ASCII)
+_DATE_FORM = re.compile(r"\d{4}-\d{2}-\d{2}", re.ASCII)
+_DECIMAL_FORM = re.compile(r"-?(?:0|[1-9]\d*)(?:\.\d+)?", re.ASCII)
+
+
+def timestamp_as_written(text: str) -> str | None:
+    """The text TDTP writes for a zone-less field's timestamp ``text``, when it is already
+    in that form (RFC 3339 without a zone or in UTC, the fraction trimmed; SQLite's space
+    between date and time is taken as the T); None otherwise, impossible dates included.
+
+    Equal to parsing and rendering the value again, without doing either: SQLite sources
+    and targets keep such texts as they are.
+    """
+    m = _TIMESTAMP_FORM.fullmatch(text)
+    if m is None:
+        return None
+    try:
+        datetime.fromisoformat(text)  # the calendar date and the time exist
+    except ValueError:
+        return None
+    return text if m.group(1) == "T" else f"{text[:10]}T{text[11:]}"
+
+
+def date_as_written(text: str) -> str | None:
+    """``text`` when it already is a DATE as TDTP writes it (ISO, a real calendar date); else None."""
+    if _DATE_FORM.fullmatch(text) is None:
+        return None
+    try:
+        date.fromisoformat(text)
+    except ValueError:
+        return None
+    return text
+
+
+def decimal_as_written(text: str) -> str | None:
+    """``text`` when it already is a DECIMAL as TDTP writes it (plain digits, no exponent,
+    no leading zeros); else None."""
+    return text if _DECIMAL_FORM.fullmatch(text) is not None else None
+
+
+def written_form(field: Field) -> Callable[[str], str | None] | None:
+    """The ``*_as_written`` check that applies to values of ``field``, if any.
+
+    Only zone-less timestamps qualify: a naive text in a field with a zone means a
+    moment that TDTP writes in UTC, so its text changes.
+    """
+    if field.type == DECIMAL:
+        return decimal_as_written
+    if field.type == DATE:
+        return date_as_written
+    if field.type == TIMESTAMP and field.subtype.lower() != "time" and not field.timezone.strip():
+        return timestamp_as_written
+    return None
 
 
 def special_values(field: Field) -> dict[str, Any]:
-    """Marker text -> value (None for NULL) for one field: what a value text means before its type's parser."""
-    return _specials_map(field)
-
-
-def _specials_map(field: Field) -> dict[str, Any]:
-    """Marker text -> value for this field, from the field's own declaration only."""
+    """Marker text -> value (None for NULL) for this field, from the field's own declaration only."""
     sv = field.specials
     special: dict[str, Any] = {}
     is_dec = field.type == DECIMAL
@@ -508,7 +549,7 @@ def _specials_map(field: Field) -> dict[str, Any]:
 
 @lru_cache(maxsize=4096)
 def _field_parser(field: Field, tokens: tuple[tuple[str, str], ...] = ()) -> Parser:
-    special = _specials_map(field)
+    special = special_values(field)
     base = _base_parser(field)
     if not tokens:
         if field.type == TEXT:

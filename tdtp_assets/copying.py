@@ -13,7 +13,8 @@ first seq until it has seen that export's summary, exactly like a land run does.
 Handing parts over in memory would save the read-back, but that costs next to
 nothing (measured: the 1M-row demo's 15 parts and summary, 16 MB, read back from
 the spool in 4 ms; over RabbitMQ or Kafka it is one more network read of bytes the
-importer has to decode anyway), and the broker path keeps three properties for free: the export never waits for the importer (the broker is the buffer), the
+importer has to decode anyway), and the broker path keeps three properties for
+free: the export never waits for the importer (the broker is the buffer), the
 landing is the same code as every other landing (ledger, acks, dead letters), and
 when the lander fails every part is still in the broker for the import step or the
 sensor to land (the ledger skips what the lander already got in).
@@ -23,13 +24,12 @@ from __future__ import annotations
 
 import multiprocessing
 import multiprocessing.process
-from collections.abc import Iterator
 from multiprocessing.connection import Connection
 from typing import Any
 
 import dagster as dg
 
-from tdtp.brokers.base import Message, PartLog
+from tdtp.brokers.base import UntilSummary
 from tdtp_assets import names
 from tdtp_assets.tables_config import TableConfig
 
@@ -53,42 +53,6 @@ def run_materializes_import(context: dg.AssetExecutionContext, table: str) -> bo
     return key in context.job_def.asset_layer.selected_asset_keys
 
 
-class _UntilSummary:
-    """A part log whose reader ends right after one export's summary message.
-
-    The importer follows the stream live (the export is still publishing) and would
-    otherwise wait for more messages forever; the summary is the export's last
-    message, so after it this export has nothing left to land.
-    """
-
-    def __init__(self, log: PartLog, export_id: str) -> None:
-        self._log = log
-        self._export_id = export_id
-        self.summary_seq: int | None = None
-
-    def read(self, **kwargs: Any) -> Iterator[Any]:
-        inner = self._log.read(**kwargs)
-
-        def items() -> Iterator[Any]:
-            try:
-                for item in inner:
-                    yield item
-                    if (
-                        isinstance(item, Message)
-                        and item.headers.get("kind") == "summary"
-                        and item.headers.get("export_id") == self._export_id
-                    ):
-                        self.summary_seq = item.seq
-                        return
-            finally:
-                inner.close()
-
-        return items()
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._log, name)
-
-
 def _land_in_child(
     conn: Connection, table: TableConfig, target: Any, broker: Any, export_id: str, from_seq: int
 ) -> None:
@@ -101,7 +65,7 @@ def _land_in_child(
                 table=table.target_table, mode=table.target.mode, workers=table.workers
             ) as importer,
         ):
-            reader = _UntilSummary(log, export_id)
+            reader = UntilSummary(log, export_id)
             result["stats"] = importer.import_log(reader, from_seq=from_seq, follow=True).as_dict()
             result["summary_seq"] = reader.summary_seq
     except BaseException as exc:  # reported, never raised: the export goes on

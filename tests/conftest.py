@@ -14,7 +14,7 @@ from collections.abc import Iterator
 import psycopg
 import pytest
 
-pytest_plugins = ["tests.fixtures_kafka"]
+pytest_plugins = ["tests.fixtures_kafka", "tests.fixtures_dagster"]
 
 PG_ADMIN_URL = os.environ.get("TDTP_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 RABBITMQ_URL_BASE = os.environ.get("TDTP_TEST_RABBITMQ", "rabbitmq://guest:guest@127.0.0.1:5672")

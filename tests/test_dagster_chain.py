@@ -12,7 +12,6 @@ import sqlite3
 from pathlib import Path
 
 import dagster as dg
-import pytest
 
 from tdtp.brokers import open_broker
 from tdtp.codec import export_message_id
@@ -24,23 +23,10 @@ from tests.e2e.support import (
     DAYS,
     definitions_for,
     execute_request,
-    make_sqlite_source,
     sqlite_count,
     tables_doc,
     tick,
 )
-
-
-@pytest.fixture()
-def home(tmp_path: Path) -> Path:
-    make_sqlite_source(tmp_path / "source.db")
-    return tmp_path
-
-
-@pytest.fixture()
-def instance():
-    with dg.instance_for_test() as inst:
-        yield inst
 
 
 def export(defs: dg.Definitions, instance: dg.DagsterInstance, table: str, partition: str) -> dict:

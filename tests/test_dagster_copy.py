@@ -10,26 +10,13 @@ import json
 from pathlib import Path
 
 import dagster as dg
-import pytest
 from dagster._core.test_utils import create_run_for_test
 
 from tdtp_assets import names
-from tests.e2e.support import DAYS, definitions_for, make_sqlite_source, sqlite_count, tables_doc, tick
+from tests.e2e.support import DAYS, definitions_for, sqlite_count, tables_doc, tick
 from tests.test_dagster_chain import checks_of, day_rows, export, land_and_publish
 
 CHECKS = {"rows_match_summary", "parts_complete", "no_dead_letters", "checksum_matches"}
-
-
-@pytest.fixture()
-def home(tmp_path: Path) -> Path:
-    make_sqlite_source(tmp_path / "source.db")
-    return tmp_path
-
-
-@pytest.fixture()
-def instance():
-    with dg.instance_for_test() as inst:
-        yield inst
 
 
 def copy_assets(defs: dg.Definitions, table: str = "events") -> list:

@@ -19,6 +19,7 @@ from tdtp.brokers.base import (
     DeadLetter,
     Message,
     PartLog,
+    UntilSummary,
     looks_like_tdtp,
     redact_url,
 )
@@ -75,6 +76,7 @@ __all__ = [
     "DeadLetter",
     "Message",
     "PartLog",
+    "UntilSummary",
     "looks_like_tdtp",
     "open_broker",
     "redact_url",

@@ -464,3 +464,41 @@ class PartLog(ABC):
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.where}>"
+
+
+class UntilSummary:
+    """A part log whose reads end right after a summary message.
+
+    An importer following a stream live otherwise waits for more messages until a
+    timeout; the summary is an export's last message, so after it that export has
+    nothing left to land.  ``export_id`` picks whose summary ends the read (None:
+    the first summary met); ``summary_seq`` is where it was.  Everything else is
+    the wrapped log's.
+    """
+
+    def __init__(self, log: PartLog, export_id: str | None = None) -> None:
+        self._log = log
+        self._export_id = export_id
+        self.summary_seq: int | None = None
+
+    def read(self, **kwargs: Any) -> Iterator[Any]:
+        inner = self._log.read(**kwargs)
+
+        def items() -> Iterator[Any]:
+            try:
+                for item in inner:
+                    yield item
+                    if (
+                        isinstance(item, Message)
+                        and item.headers.get("kind") == "summary"
+                        and self._export_id in (None, item.headers.get("export_id"))
+                    ):
+                        self.summary_seq = item.seq
+                        return
+            finally:
+                inner.close()
+
+        return items()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._log, name)

@@ -12,7 +12,6 @@ from __future__ import annotations
 import math
 import sqlite3
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from datetime import date, datetime
 from decimal import Decimal
 from pathlib import Path
 from types import TracebackType
@@ -37,15 +36,13 @@ from tdtp.urls import ParsedUrl
 from tdtp.values import (
     NO_DATE,
     NULL_SENTINEL,
-    TDTP_DATE_FORM,
-    TDTP_DECIMAL_FORM,
-    TDTP_TIMESTAMP_FORM,
     RowDecoder,
     special_values,
     split_raw,
     text_to_value,
     unescape_value,
     value_to_text,
+    written_form,
 )
 
 Adapter = Callable[[Any], Any]
@@ -99,7 +96,6 @@ def write_rows(
     ``stored``: the rows already hold what SQLite stores (:func:`stored_values`), so
     they go to ``executemany`` as they are, without a Python call per value.
     """
-    adapters = [_adapter(f) for f in schema.fields]
     n_fields = len(schema.fields)
     placeholders = ", ".join("?" * n_fields)
     stmt = (
@@ -113,6 +109,7 @@ def write_rows(
         except (sqlite3.Error, ValueError) as exc:
             raise TdtpError(f"writing table {table!r} failed: {exc}") from exc
         return len(batch)
+    adapters = [_adapter(f) for f in schema.fields]
     count = 0
 
     def adapted() -> Iterator[tuple[Any, ...]]:
@@ -163,6 +160,10 @@ def _stored_converter(field: Field) -> Callable[[str], Any]:
 
         return conv
 
+    def kept_or_slow(as_written: Callable[[str], str | None]) -> Callable[[str], Any]:
+        """Texts already in TDTP's written form are what SQLite stores: keep them."""
+        return lambda s: (s not in special and as_written(s)) or slow(s)
+
     t = field.type
     if t == INTEGER:
         return specials_first(int)
@@ -178,28 +179,8 @@ def _stored_converter(field: Field) -> Callable[[str], Any]:
     if t == BOOLEAN:
         ints = {"1": 1, "0": 0}
         return lambda s: ints[s] if s in ints and s not in special else slow(s)
-    if t == DECIMAL:
-        return lambda s: s if s not in special and TDTP_DECIMAL_FORM.fullmatch(s) else slow(s)
-    if t == DATE:
-
-        def day(s: str) -> Any:
-            if TDTP_DATE_FORM.fullmatch(s) is None:
-                raise ValueError(s)
-            date.fromisoformat(s)  # validates the calendar date
-            return s
-
-        return specials_first(day)
-    if t == TIMESTAMP and field.subtype.lower() != "time" and not field.timezone.strip():
-
-        def moment(s: str) -> Any:
-            m = TDTP_TIMESTAMP_FORM.fullmatch(s)
-            if m is None or m.group(1) != "T":  # TDTP's text: SQLite stores it as written
-                raise ValueError(s)
-            datetime.fromisoformat(s)  # validates the calendar date and the time
-            return s
-
-        return specials_first(moment)
-    return slow
+    as_written = written_form(field)
+    return kept_or_slow(as_written) if as_written is not None else slow
 
 
 def stored_values(packet: Packet) -> list[tuple[Any, ...]]:

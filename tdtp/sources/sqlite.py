@@ -19,7 +19,7 @@ from __future__ import annotations
 import re
 import sqlite3
 from collections.abc import Callable, Iterator, Sequence
-from datetime import date, datetime, timedelta
+from datetime import timedelta
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any
@@ -44,14 +44,13 @@ from tdtp.sources.base import PartitionFilter, SourceBase, SourceError, where_of
 from tdtp.urls import ParsedUrl
 from tdtp.values import (
     NULL_SENTINEL,
-    TDTP_DATE_FORM,
-    TDTP_DECIMAL_FORM,
-    TDTP_TIMESTAMP_FORM,
     RowEncoder,
+    decimal_as_written,
     schema_for_export,
     special_values,
     text_to_value,
     value_renderer,
+    written_form,
 )
 
 SAMPLE_ROWS = 1000
@@ -242,41 +241,16 @@ def _direct_renderer(field: Field, conv: Converter) -> Callable[[Any], str]:
             if type(v) is float:
                 r = repr(v)
                 return r if "e" not in r and "n" not in r else slow(v)  # exponent, inf, nan
-            if type(v) is str and v not in special and TDTP_DECIMAL_FORM.fullmatch(v):
-                return v
-            return slow(v)
+            return (type(v) is str and v not in special and decimal_as_written(v)) or slow(v)
 
         return decimal
-    if t == DATE:
-
-        def day(v: Any) -> str:
-            if v is None:
-                return NULL_SENTINEL
-            if type(v) is str and v not in special and TDTP_DATE_FORM.fullmatch(v):
-                try:
-                    date.fromisoformat(v)
-                    return v
-                except ValueError:
-                    pass
-            return slow(v)
-
-        return day
-    if t == TIMESTAMP and field.subtype.lower() != "time" and not field.timezone.strip():
-
-        def moment(v: Any) -> str:
-            if v is None:
-                return NULL_SENTINEL
-            if type(v) is str and v not in special:
-                m = TDTP_TIMESTAMP_FORM.fullmatch(v)
-                if m is not None:
-                    try:
-                        datetime.fromisoformat(v)
-                    except ValueError:
-                        return slow(v)
-                    return v if m.group(1) == "T" else f"{v[:10]}T{v[11:]}"
-            return slow(v)
-
-        return moment
+    as_written = written_form(field)
+    if as_written is not None:
+        return lambda v: (
+            NULL_SENTINEL
+            if v is None
+            else (type(v) is str and v not in special and as_written(v)) or slow(v)
+        )
     return lambda v: NULL_SENTINEL if v is None else slow(v)
 
 
@@ -380,46 +354,38 @@ class SqliteSource(SourceBase):
     # ----------------------------------------------------------------- reading
 
     def rows(self) -> Iterator[tuple[Any, ...]]:
-        convs = self._converters
-        fields = self.schema.fields
         row_no = 0
         for batch in self._batches():
             for raw in batch:
                 row_no += 1
-                try:
-                    yield tuple([None if v is None else c(v) for c, v in zip(convs, raw, strict=True)])
-                except RowError as exc:
-                    col = next(
-                        (f.name for f, c, v in zip(fields, convs, raw, strict=True) if _fails(c, v)), None
-                    )
-                    raise exc.at(where_of(self.name, row_no, col)) from exc
+                yield self._typed(raw, row_no)
 
     def lines(self) -> Iterator[str]:
         renders = [_direct_renderer(f, c) for f, c in zip(self.schema.fields, self._converters, strict=True)]
-        n = len(renders)
+        encoder = RowEncoder(self.schema)
         row_no = 0
         for batch in self._batches():
             for raw in batch:
                 row_no += 1
                 try:
-                    if len(raw) != n:
-                        raise RowError(f"row has {len(raw)} values, the schema has {n} fields")
-                    yield "|".join([r(v) for r, v in zip(renders, raw, strict=True)])
-                except RowError:
-                    yield self._located_line(raw, row_no)
+                    line = "|".join([r(v) for r, v in zip(renders, raw, strict=True)])
+                except RowError:  # the typed way raises it again, naming the row (and the column)
+                    row = self._typed(raw, row_no)
+                    try:
+                        line = encoder.encode(row)
+                    except RowError as exc:
+                        raise exc.at(where_of(self.name, row_no)) from exc
+                yield line
 
-    def _located_line(self, raw: tuple[Any, ...], row_no: int) -> str:
-        """The typed way for one row, whose errors name the row and the column."""
-        convs, fields = self._converters, self.schema.fields
+    def _typed(self, raw: tuple[Any, ...], row_no: int) -> tuple[Any, ...]:
+        """One SQLite row as Python values of the schema's types; a value that does not fit names its row and column."""
+        convs = self._converters
         try:
-            row = tuple([None if v is None else c(v) for c, v in zip(convs, raw, strict=True)])
+            return tuple([None if v is None else c(v) for c, v in zip(convs, raw, strict=True)])
         except RowError as exc:
+            fields = self.schema.fields
             col = next((f.name for f, c, v in zip(fields, convs, raw, strict=True) if _fails(c, v)), None)
             raise exc.at(where_of(self.name, row_no, col)) from exc
-        try:
-            return RowEncoder(self.schema).encode(row)
-        except RowError as exc:
-            raise exc.at(where_of(self.name, row_no)) from exc
 
     def _batches(self) -> Iterator[list[tuple[Any, ...]]]:
         stmt = f"SELECT {self._select_list} FROM {self._rel}{self._where}"

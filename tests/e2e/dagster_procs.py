@@ -16,7 +16,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -146,6 +146,31 @@ def dagster_services(home: Path, env: dict[str, str], *, instance_yaml: Path) ->
                 os.environ[key] = value
 
 
+LAUNCH_RUN = """
+mutation Launch($params: ExecutionParams!) {
+  launchRun(executionParams: $params) {
+    __typename
+    ... on LaunchRunSuccess { run { runId } }
+    ... on Error { message }
+  }
+}
+"""
+
+
+def launch_job(services: DagsterServices, job_name: str, partition: str | None = None) -> str:
+    """Launch a job of the ``tdtp`` code location through GraphQL, as the UI's Launchpad does; its run id."""
+    params: dict[str, Any] = {
+        "selector": {"repositoryLocationName": "tdtp", "repositoryName": "__repository__", "jobName": job_name},
+        "runConfigData": {},
+    }
+    if partition is not None:
+        params["executionMetadata"] = {"tags": [{"key": "dagster/partition", "value": partition}]}
+    data = services.graphql(LAUNCH_RUN, {"params": params})["launchRun"]
+    if data["__typename"] != "LaunchRunSuccess":
+        raise AssertionError(f"run of {job_name} not launched: {data}")
+    return data["run"]["runId"]
+
+
 LAUNCH_BACKFILL = """
 mutation Launch($params: LaunchBackfillParams!) {
   launchPartitionBackfill(backfillParams: $params) {
@@ -198,13 +223,15 @@ def wait_for_location(services: DagsterServices, timeout: float = 90) -> None:
             raise AssertionError(f"code location {entry['name']} failed to load: {error['message']}")
 
 
-def launch_asset_backfill(services: DagsterServices, asset_path: list[str], partitions: list[str]) -> str:
-    """Launch a backfill of ``partitions`` of one asset through GraphQL, as the UI does."""
+def launch_asset_backfill(
+    services: DagsterServices, asset_path: list[str], partitions: list[str], *, with_assets: Sequence[list[str]] = ()
+) -> str:
+    """Launch a backfill of ``partitions`` of one asset (and ``with_assets``) through GraphQL, as the UI does."""
     data = services.graphql(
         LAUNCH_BACKFILL,
         {
             "params": {
-                "assetSelection": [{"path": asset_path}],
+                "assetSelection": [{"path": p} for p in [asset_path, *with_assets]],
                 "partitionNames": partitions,
                 "fromFailure": False,
             }

@@ -100,10 +100,10 @@ def test_demo_backfill_of_both_assets_copies_each_partition_in_one_run(tmp_path:
 
     from tdtp_assets import names
     from tests.e2e.dagster_procs import (
-        LAUNCH_BACKFILL,
         check_results,
         dagster_services,
         describe_runs,
+        launch_asset_backfill,
         wait_for_location,
         wait_until,
     )
@@ -113,13 +113,9 @@ def test_demo_backfill_of_both_assets_copies_each_partition_in_one_run(tmp_path:
     with dagster_services(tmp_path / "dagster_home", env, instance_yaml=ROOT / "dagster.yaml") as services:
         wait_for_location(services)
         instance = services.instance()
-        params = {
-            "assetSelection": [{"path": ["tdtp", "export", "orders"]}, {"path": ["tdtp", "import", "orders"]}],
-            "partitionNames": days,
-            "fromFailure": False,
-        }
-        launched = services.graphql(LAUNCH_BACKFILL, {"params": params})["launchPartitionBackfill"]
-        assert launched["__typename"] == "LaunchBackfillSuccess", launched
+        launch_asset_backfill(
+            services, ["tdtp", "export", "orders"], days, with_assets=[["tdtp", "import", "orders"]]
+        )
 
         def finished() -> list[dg.DagsterRun]:
             runs = instance.get_runs(filters=dg.RunsFilter(statuses=[dg.DagsterRunStatus.SUCCESS]))

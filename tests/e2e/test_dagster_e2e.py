@@ -32,6 +32,7 @@ from tests.e2e.dagster_procs import (
     dagster_services,
     describe_runs,
     launch_asset_backfill,
+    launch_job,
     wait_for_location,
     wait_until,
 )
@@ -86,38 +87,11 @@ def good_publish_runs(instance: dg.DagsterInstance, day: str) -> list[dg.Dagster
     ]
 
 
-LAUNCH_PARTITION_RUN = """
-mutation Launch($params: ExecutionParams!) {
-  launchRun(executionParams: $params) {
-    __typename
-    ... on LaunchRunSuccess { run { runId } }
-    ... on Error { message }
-  }
-}
-"""
-
-
-def launch_copy_run(services, day: str) -> str:
-    """Launch the copy job for one partition through GraphQL, as the UI's Launchpad does."""
-    params = {
-        "selector": {
-            "repositoryLocationName": "tdtp",
-            "repositoryName": "__repository__",
-            "jobName": names.copy_job_name("events"),
-        },
-        "runConfigData": {},
-        "executionMetadata": {"tags": [{"key": "dagster/partition", "value": day}]},
-    }
-    data = services.graphql(LAUNCH_PARTITION_RUN, {"params": params})["launchRun"]
-    assert data["__typename"] == "LaunchRunSuccess", data
-    return data["run"]["runId"]
-
-
 def copy_one_partition(
     services, instance: dg.DagsterInstance, pg_url: str, src: str, dst: str, diagnostics
 ) -> None:
     """The copy job re-copies DAYS[2] in one run; the sensor launches no land run for its parts."""
-    run_id = launch_copy_run(services, DAYS[2])
+    run_id = launch_job(services, names.copy_job_name("events"), partition=DAYS[2])
     wait_until(
         lambda: (
             instance.get_run_by_id(run_id).status
