@@ -182,21 +182,41 @@ def copy_run_in_flight(instance: dg.DagsterInstance, table: TableConfig) -> bool
 
 
 def landed_inline(instance: dg.DagsterInstance, table: TableConfig, after: int) -> list[tuple[int, int]]:
-    """Seq ranges (inclusive) that copy runs recorded as landed in full, ending after ``after``.
+    """Seq ranges (inclusive) that copy runs landed in full, ending after ``after``.
 
-    Read from the latest export materializations (a copy run writes the range only
-    when its lander read up to its own summary and met no other export's message).
+    Read from the latest export materializations.  A copy run records its range when
+    its lander read up to its own summary and found the export complete; it lands
+    only its own export, so its range is skipped only when every other export met
+    in it was itself landed in full by a copy run (two copy runs of one table, as a
+    backfill of both assets runs them, interleave in the stream).
     """
     records = instance.fetch_materializations(names.export_key(table.name), limit=_LANDED_LOOKBACK).records
-    out = []
+    landed: dict[str, tuple[int, int, set[str]]] = {}
     for record in records:
         mat = record.asset_materialization
         if mat is None or names.META_LANDED_UNTIL not in mat.metadata:
             continue
-        first = int(mat.metadata[names.META_LANDED_FROM].value)
-        until = int(mat.metadata[names.META_LANDED_UNTIL].value)
-        if until > after and until >= first:
-            out.append((first, until))
+        meta = {k: v.value for k, v in mat.metadata.items()}
+        around = str(meta.get(names.META_LANDED_AROUND) or "")
+        landed[str(meta.get(names.META_EXPORT_ID))] = (
+            int(meta[names.META_LANDED_FROM]),
+            int(meta[names.META_LANDED_UNTIL]),
+            {x for x in around.split(",") if x},
+        )
+    return covered_ranges(landed, after)
+
+
+def covered_ranges(landed: dict[str, tuple[int, int, set[str]]], after: int) -> list[tuple[int, int]]:
+    """The ranges of ``landed`` (export id -> first, until, other exports met) the sensor may skip.
+
+    A range is covered when each other export met in it is in ``landed`` too (its
+    messages lie in its own range, landed by its own copy run).
+    """
+    out = [
+        (first, until)
+        for first, until, others in landed.values()
+        if until > after and until >= first and others <= landed.keys()
+    ]
     return sorted(out)
 
 

@@ -29,7 +29,7 @@ from typing import Any
 
 import dagster as dg
 
-from tdtp.brokers.base import UntilSummary
+from tdtp.brokers.base import OnlyExport, UntilSummary
 from tdtp_assets import names
 from tdtp_assets.tables_config import TableConfig
 
@@ -56,7 +56,12 @@ def run_materializes_import(context: dg.AssetExecutionContext, table: str) -> bo
 def _land_in_child(
     conn: Connection, table: TableConfig, target: Any, broker: Any, export_id: str, from_seq: int
 ) -> None:
-    """The lander process: follow the stream from ``from_seq`` to the export's summary, report back."""
+    """The lander process: follow the stream from ``from_seq`` to the export's summary, report back.
+
+    Only this export's messages are landed: a copy run of another partition may be
+    exporting into the same stream at the same time (a backfill of both assets runs
+    several), and its messages are its own lander's (or the sensor's) to land.
+    """
     result: dict[str, Any] = {}
     try:
         with (
@@ -65,9 +70,12 @@ def _land_in_child(
                 table=table.target_table, mode=table.target.mode, workers=table.workers
             ) as importer,
         ):
-            reader = UntilSummary(log, export_id)
+            own = OnlyExport(log, export_id)
+            reader = UntilSummary(own, export_id)
             result["stats"] = importer.import_log(reader, from_seq=from_seq, follow=True).as_dict()
             result["summary_seq"] = reader.summary_seq
+            result["others"] = sorted(own.others)
+            result["complete"] = importer.status(export_id).state in ("complete", "finalized")
     except BaseException as exc:  # reported, never raised: the export goes on
         result["error"] = f"{type(exc).__name__}: {exc}"
     conn.send(result)
@@ -98,6 +106,8 @@ class InlineLander:
         self.from_seq: int | None = None
         self.stats: dict[str, Any] = {}
         self.summary_seq: int | None = None
+        self.others: list[str] = []
+        self.complete = False
         self.error: str | None = None
         self._proc: multiprocessing.process.BaseProcess | None = None
         self._result: Connection | None = None
@@ -140,18 +150,22 @@ class InlineLander:
         self._proc.join(30)
         self.stats = result.get("stats") or {}
         self.summary_seq = result.get("summary_seq")
+        self.others = list(result.get("others") or [])
+        self.complete = bool(result.get("complete"))
         self.error = result.get("error")
 
     @property
     def landed_everything(self) -> bool:
-        """The lander read up to this export's summary without error and touched no other export.
+        """The lander read up to this export's summary without error and the export is complete.
 
-        Only then may the sensor skip the seq range: an interleaved message of another
-        export landed here would get no land-run observation, hence no publish run.
+        Complete in the target's ledger, not just "read to the summary": on a RabbitMQ
+        stream with several writers the first seq is an estimate, and a lander that
+        started past the export's first part must not claim it.
         """
         return (
             self.error is None
             and self.summary_seq is not None
+            and self.complete
             and set(self.stats.get("exports") or {}) <= {self.export_id}
         )
 
@@ -177,6 +191,9 @@ class InlineLander:
             # estimate on RabbitMQ streams with concurrent exporters).
             meta[names.META_LANDED_FROM] = dg.MetadataValue.int(self.from_seq)
             meta[names.META_LANDED_UNTIL] = dg.MetadataValue.int(self.summary_seq)
+            # Other exports met in that range, left alone: the sensor may skip the range
+            # only when each of them was landed in full by its own copy run.
+            meta[names.META_LANDED_AROUND] = dg.MetadataValue.text(",".join(o or "?" for o in self.others))
         if self.error is not None:
             meta["landing_error"] = self.error[:1000]
         return meta

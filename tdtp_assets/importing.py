@@ -15,6 +15,7 @@ from typing import Any
 
 import dagster as dg
 
+from tdtp.brokers import OnlyExport, UntilSummary
 from tdtp.importer.finalize import partition_predicate
 from tdtp.importer.ledger import load_export
 from tdtp.importer.status import ExportStatus
@@ -181,8 +182,10 @@ def publish_export(
             if first >= 0 and last >= first:
                 context.log.info(f"{export_id}: {status.state}; landing seq {first}..{last} in this run")
                 with broker.open() as log:
-                    # until_seq is exclusive in the engine.
-                    landed_here = importer.import_log(log, from_seq=first, until_seq=last + 1).as_dict()
+                    # Only this export: the others in the range are their own runs' to land;
+                    # its summary (seq ``last``) ends the read.  until_seq is exclusive.
+                    own = UntilSummary(OnlyExport(log, export_id), export_id)
+                    landed_here = importer.import_log(own, from_seq=first, until_seq=last + 1).as_dict()
                 status = importer.status(export_id)
         if not status.finalized and status.complete:
             result = importer.finalize(export_id)

@@ -27,6 +27,7 @@ META_PARTITION = "partition"
 META_LANDED_INLINE = "landed_inline"
 META_LANDED_FROM = "landed_from_seq"
 META_LANDED_UNTIL = "landed_until_seq"
+META_LANDED_AROUND = "landed_around_exports"
 
 # Observation metadata the import-parts job writes and the sensor reads.
 META_SUMMARY_LANDED = "summary_landed"

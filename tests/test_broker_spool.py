@@ -291,3 +291,27 @@ def test_delete_removes_only_this_streams_files(tmp_path: Path) -> None:
         "customers.current.dat",
         "customers.lock",
     ]
+
+
+def test_one_exports_reader_steps_over_interleaved_exports_and_ends_at_its_summary(tmp_path: Path) -> None:
+    """Two exports of one table write into its stream at once: a reader of one sees only its own."""
+    from tdtp.brokers import OnlyExport, UntilSummary
+
+    log = spool(tmp_path)
+    order = ["a", "b", "a", "", "b", "a", "b"]  # "" : a message that names no export
+    for n, owner in enumerate(order):
+        log.publish(b"<DataPacket/>", {"kind": "data", "export_id": owner, "part": str(n)} if owner else {})
+    log.publish(b"<Summary/>", {"kind": "summary", "export_id": "b"})
+    log.publish(b"<Summary/>", {"kind": "summary", "export_id": "a"})
+    log.publish(b"<DataPacket/>", {"kind": "data", "export_id": "c", "part": "1"})  # after a's summary
+
+    own = OnlyExport(log, "a")
+    reader = UntilSummary(own, "a")
+    started = time.monotonic()
+    read = messages(list(reader.read(from_seq=0, follow=True, timeout=30)))
+    assert time.monotonic() - started < 10, "the read ended at a's summary, not at the follow timeout"
+    assert [(m.seq, m.headers["export_id"], m.headers["kind"]) for m in read] == [
+        (0, "a", "data"), (2, "a", "data"), (5, "a", "data"), (8, "a", "summary"),
+    ]  # fmt: skip
+    assert reader.summary_seq == 8
+    assert own.others == {"b", ""}, "c came after the summary and was never read"

@@ -179,3 +179,61 @@ def test_schedule_can_run_the_copy_job(home: Path) -> None:
     doc["tables"]["events"]["schedule"] = {"hour": 2, "job": "copy"}
     schedule = definitions_for(doc, home).resolve_schedule_def("tdtp_export_events_schedule")
     assert schedule.job_name == names.copy_job_name("events")
+
+
+def test_copy_runs_exporting_at_once_each_land_only_their_own_export(home: Path, instance) -> None:
+    """Copy runs of two partitions (a backfill of both assets) interleave in the table's stream.
+
+    The interleaving is built by hand so it is the same every time: two exports' messages
+    are published alternately into a second stream, and a lander follows each export.
+    """
+    from tdtp.brokers import Message, open_broker
+    from tdtp_assets.copying import InlineLander
+    from tests.e2e.support import load_doc
+
+    doc = tables_doc(home, part_bytes=4096)
+    a, b = (export(definitions_for(doc, home), instance, "events", day) for day in DAYS[:2])
+    with open_broker(f"spool:///{home}/spool/events") as log:
+        by_export: dict[str, list[Message]] = {}
+        for m in log.read(from_seq=0):
+            if isinstance(m, Message):
+                by_export.setdefault(m.headers["export_id"], []).append(m)
+    ids = (a[names.META_EXPORT_ID], b[names.META_EXPORT_ID])
+    mixed_a, mixed_b = by_export[ids[0]], by_export[ids[1]]
+    assert len(mixed_a) > 3 and len(mixed_b) > 3
+    doc["tables"]["events"]["broker"] = "spool:///{home}/mixed/{table}"
+    first: dict[str, int] = {}
+    with open_broker(f"spool:///{home}/mixed/events") as mixed:
+        for i in range(max(len(mixed_a), len(mixed_b))):
+            for m in (mixed_a[i:i + 1] + mixed_b[i:i + 1]):  # fmt: skip
+                seq = mixed.publish(m.body, m.headers)
+                first.setdefault(m.headers["export_id"], seq)
+
+    defs = definitions_for(doc, home)
+    table = load_doc(doc, home).tables["events"]
+    target, broker = (defs.resources[k("events")] for k in (names.target_resource, names.broker_resource))
+    landers = {}
+    for export_id in ids:
+        lander = InlineLander(table, target, broker, export_id)
+        lander.start(first[export_id])
+        lander.finish(10.0)
+        landers[export_id] = lander
+    for mine, other in (ids, ids[::-1]):
+        lander = landers[mine]
+        assert lander.error is None and lander.landed_everything
+        assert lander.others == [other], "the other export's messages were met and left alone"
+        assert lander.stats["parts_imported"] == len(by_export[mine]) - 1  # all but the summary
+        assert lander.stats["duplicates"] == 0, "neither landed the other's parts"
+        assert lander.metadata()[names.META_LANDED_AROUND].value == other
+    assert [day_rows(home, d) for d in DAYS[:2]] == [1500, 1500]
+
+    # The sensor skips a range only when every other export met in it landed itself.
+    from sensors.part_arrival import covered_ranges
+
+    ranges = {
+        e: (lander.from_seq, lander.summary_seq, set(lander.others)) for e, lander in landers.items()
+    }
+    assert covered_ranges(ranges, -1) == sorted((r[0], r[1]) for r in ranges.values())
+    alone = {ids[0]: ranges[ids[0]]}
+    assert covered_ranges(alone, -1) == [], "the other export was not landed by a copy run: launch it"
+    assert covered_ranges(ranges, max(r[1] for r in ranges.values())) == [], "both end before the cursor"

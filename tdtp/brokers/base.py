@@ -466,6 +466,44 @@ class PartLog(ABC):
         return f"<{type(self).__name__} {self.where}>"
 
 
+class OnlyExport:
+    """A part log whose reads yield one export's messages and step over every other one.
+
+    Several exports of a table share its stream, and exports running at the same time
+    interleave there.  A reader that lands one export (a copy run's lander, an import
+    step landing its own seq range) must leave the other exports' messages to whoever
+    lands those: landing them would take away the observations their own chain waits
+    for.  ``others`` collects the export ids it stepped over ("" for a message that
+    names none), so the caller can say which other exports lay in its seq range.
+    Markers such as CaughtUp pass through; everything else is the wrapped log's.
+    """
+
+    def __init__(self, log: PartLog, export_id: str) -> None:
+        self._log = log
+        self._export_id = export_id
+        self.others: set[str] = set()
+
+    def read(self, **kwargs: Any) -> Iterator[Any]:
+        inner = self._log.read(**kwargs)
+
+        def items() -> Iterator[Any]:
+            try:
+                for item in inner:
+                    if isinstance(item, Message):
+                        owner = item.headers.get("export_id") or ""
+                        if owner != self._export_id:
+                            self.others.add(owner)
+                            continue
+                    yield item
+            finally:
+                inner.close()
+
+        return items()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._log, name)
+
+
 class UntilSummary:
     """A part log whose reads end right after a summary message.
 
