@@ -12,12 +12,12 @@ All protocol work is the engine's (``tdtp.exporter``, ``tdtp.importer``); this m
 wires partitions, resources and metadata.
 """
 
-from collections.abc import Callable
 from typing import Any
 
 import dagster as dg
 from pydantic import Field
 
+from tdtp.brokers import PublishedSeqs
 from tdtp.codec import export_message_id
 from tdtp.exporter import export_to_log
 from tdtp.parts import PartOptions
@@ -65,29 +65,6 @@ def _kinds(*conns: Any) -> set[str]:
         if kind:
             kinds.add(kind)
     return set(sorted(kinds)[:3])
-
-
-class _SeqRecorder:
-    """Wraps a part log to remember the first and last seq the export published.
-
-    The import asset uses that range to land an export by itself when no sensor did
-    (a materialization from the UI with the sensor stopped).
-    """
-
-    def __init__(self, log: Any, on_first: Callable[[int], None] | None = None) -> None:
-        self._log = log
-        self._on_first = on_first
-        self.first: int | None = None
-        self.last: int | None = None
-
-    def publish(self, body: bytes, headers: dict[str, str]) -> int:
-        seq = self._log.publish(body, headers)
-        if self.first is None:
-            self.first = seq
-            if self._on_first is not None:
-                self._on_first(seq)  # a copy run's lander starts reading here
-        self.last = seq
-        return seq
 
 
 def build_export_asset(table: TableConfig) -> dg.AssetsDefinition:
@@ -140,7 +117,7 @@ def build_export_asset(table: TableConfig) -> dg.AssetsDefinition:
             ) as src,
             broker.open() as log,
         ):
-            recorder = _SeqRecorder(log, on_first=lander.start if lander else None)
+            recorder = PublishedSeqs(log, on_first=lander.start if lander else None)
             try:
                 stats = export_to_log(
                     src,

@@ -180,12 +180,13 @@ def publish_export(
         if not status.finalized and not status.complete:
             first, last = int(export.get(names.META_FIRST_SEQ, -1)), int(export.get(names.META_LAST_SEQ, -1))
             if first >= 0 and last >= first:
-                context.log.info(f"{export_id}: {status.state}; landing seq {first}..{last} in this run")
+                context.log.info(f"{export_id}: {status.state}; landing it from seq {first} to its summary in this run")
                 with broker.open() as log:
-                    # Only this export: the others in the range are their own runs' to land;
-                    # its summary (seq ``last``) ends the read.  until_seq is exclusive.
+                    # Only this export: the others in the range are their own runs' to land.
+                    # Its summary ends the read, not ``last``: on a RabbitMQ stream with
+                    # several writers that is an estimate and may fall short of it.
                     own = UntilSummary(OnlyExport(log, export_id), export_id)
-                    landed_here = importer.import_log(own, from_seq=first, until_seq=last + 1).as_dict()
+                    landed_here = importer.import_log(own, from_seq=first).as_dict()
                 status = importer.status(export_id)
         if not status.finalized and status.complete:
             result = importer.finalize(export_id)

@@ -259,3 +259,44 @@ def test_blocked_connection_makes_publish_wait_then_fail_clearly(queue_url: str)
             rabbitmqctl("set_vm_memory_high_watermark", "0.4")
         time.sleep(0.3)
         assert log.publish(part(2)) == 1
+
+
+def test_two_exports_publishing_at_once_are_each_read_back_whole(queue_url: str) -> None:
+    """Confirms carry no stream offset: with two writers the seqs publish returns are estimates.
+
+    Each export is read back from PublishedSeqs.first (never past its first part) to its
+    summary, stepping over the other's messages: every part of each, nothing of the other.
+    """
+    from tdtp.brokers import OnlyExport, PublishedSeqs, UntilSummary
+
+    url = f"{queue_url}?queue_type=stream"
+    with open_broker(url) as log:
+        log.publish(part(0), {"kind": "data", "export_id": "before"})  # the stream holds something
+        assert log.publish_seqs_exact is False
+    recorders: dict[str, PublishedSeqs] = {}
+    start = threading.Barrier(2)
+
+    def export(export_id: str) -> None:
+        with open_broker(url) as writer:
+            recorder = recorders[export_id] = PublishedSeqs(writer)
+            start.wait()
+            for i in range(40):
+                recorder.publish(part(i), {"kind": "data", "export_id": export_id, "part": str(i + 1)})
+            recorder.publish(b"<Summary/>", {"kind": "summary", "export_id": export_id})
+
+    threads = [threading.Thread(target=export, args=(e,)) for e in ("a", "b")]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    with open_broker(url) as log:
+        everything = messages(log, from_seq=0)
+        for export_id, recorder in recorders.items():
+            actual_first = min(m.seq for m in everything if m.headers.get("export_id") == export_id)
+            assert recorder.first is not None and recorder.first <= actual_first
+            own = OnlyExport(log, export_id)
+            reader = UntilSummary(own, export_id)
+            read = [m for m in reader.read(from_seq=recorder.first, follow=True, timeout=10) if isinstance(m, Message)]
+            assert [m.headers.get("part") for m in read] == [str(i) for i in range(1, 41)] + [None]
+            assert reader.summary_seq == max(m.seq for m in everything if m.headers.get("export_id") == export_id)
+            assert own.others <= {"a", "b", "before"} - {export_id}

@@ -298,6 +298,10 @@ class PartLog(ABC):
     max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
     #: How long history may stall before read() gives up with an error.
     stall_timeout: float = 60.0
+    #: False where :meth:`publish` returns an estimate while other writers publish to
+    #: the same stream (RabbitMQ streams: confirms carry no offset).  Who reads an
+    #: export back by seq then starts from :meth:`high_watermark` taken before it.
+    publish_seqs_exact: bool = True
 
     def __init__(self) -> None:
         self._closed = threading.Event()
@@ -464,6 +468,37 @@ class PartLog(ABC):
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.where}>"
+
+
+class PublishedSeqs:
+    """A part log that remembers the first and last seq published through it (one export's).
+
+    ``first`` is safe to read the export back from: where publish seqs are estimates
+    (several writers on a RabbitMQ stream, see ``publish_seqs_exact``) it is the high
+    watermark taken before the first publish when that is lower, so a reader from
+    ``first`` never starts past the export's first part; it may meet other writers'
+    messages, which :class:`OnlyExport` steps over.  ``on_first(first)`` is called once,
+    right after the first publish (a copy run starts its lander there).
+    """
+
+    def __init__(self, log: PartLog, on_first: Callable[[int], None] | None = None) -> None:
+        self._log = log
+        self._on_first = on_first
+        self._floor: int | None = None if log.publish_seqs_exact else log.high_watermark()
+        self.first: int | None = None
+        self.last: int | None = None
+
+    def publish(self, body: bytes, headers: dict[str, str] | None = None) -> int:
+        seq = self._log.publish(body, headers)
+        if self.first is None:
+            self.first = seq if self._floor is None else min(seq, self._floor)
+            if self._on_first is not None:
+                self._on_first(self.first)
+        self.last = seq
+        return seq
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._log, name)
 
 
 class OnlyExport:

@@ -243,6 +243,7 @@ class RabbitLog(PartLog):
             raise self.error(f"queue_type must be one of {', '.join(QUEUE_TYPES)}, got {opts['queue_type']!r}")
         self.queue_type: str = opts["queue_type"]
         self.is_stream = self.queue_type == "stream"
+        self.publish_seqs_exact = not self.is_stream  # see "What a seq is" above
         self.max_message_bytes = opts["max_message_bytes"]
         self.max_in_flight = max(1, opts["max_in_flight"])
         self.prefetch = max(1, opts["prefetch"])
