@@ -470,7 +470,35 @@ class PartLog(ABC):
         return f"<{type(self).__name__} {self.where}>"
 
 
-class PublishedSeqs:
+class LogView:
+    """A part log seen through a wrapper: everything not overridden is the wrapped log's."""
+
+    def __init__(self, log: PartLog | LogView) -> None:
+        self._log = log
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._log, name)
+
+
+class ReadFilter(LogView):
+    """A log view whose reads pass through :meth:`passed`; the inner read is closed either way."""
+
+    def read(self, **kwargs: Any) -> Iterator[Any]:
+        inner = self._log.read(**kwargs)
+
+        def items() -> Iterator[Any]:
+            try:
+                yield from self.passed(inner)
+            finally:
+                inner.close()
+
+        return items()
+
+    def passed(self, items: Iterator[Any]) -> Iterator[Any]:
+        raise NotImplementedError
+
+
+class PublishedSeqs(LogView):
     """A part log that remembers the first and last seq published through it (one export's).
 
     ``first`` is safe to read the export back from: where publish seqs are estimates
@@ -481,8 +509,8 @@ class PublishedSeqs:
     right after the first publish (a copy run starts its lander there).
     """
 
-    def __init__(self, log: PartLog, on_first: Callable[[int], None] | None = None) -> None:
-        self._log = log
+    def __init__(self, log: PartLog | LogView, on_first: Callable[[int], None] | None = None) -> None:
+        super().__init__(log)
         self._on_first = on_first
         self._floor: int | None = None if log.publish_seqs_exact else log.high_watermark()
         self.first: int | None = None
@@ -497,11 +525,8 @@ class PublishedSeqs:
         self.last = seq
         return seq
 
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._log, name)
 
-
-class OnlyExport:
+class OnlyExport(ReadFilter):
     """A part log whose reads yield one export's messages and step over every other one.
 
     Several exports of a table share its stream, and exports running at the same time
@@ -510,68 +535,45 @@ class OnlyExport:
     lands those: landing them would take away the observations their own chain waits
     for.  ``others`` collects the export ids it stepped over ("" for a message that
     names none), so the caller can say which other exports lay in its seq range.
-    Markers such as CaughtUp pass through; everything else is the wrapped log's.
+    Markers such as CaughtUp pass through.
     """
 
-    def __init__(self, log: PartLog, export_id: str) -> None:
-        self._log = log
+    def __init__(self, log: PartLog | LogView, export_id: str) -> None:
+        super().__init__(log)
         self._export_id = export_id
         self.others: set[str] = set()
 
-    def read(self, **kwargs: Any) -> Iterator[Any]:
-        inner = self._log.read(**kwargs)
-
-        def items() -> Iterator[Any]:
-            try:
-                for item in inner:
-                    if isinstance(item, Message):
-                        owner = item.headers.get("export_id") or ""
-                        if owner != self._export_id:
-                            self.others.add(owner)
-                            continue
-                    yield item
-            finally:
-                inner.close()
-
-        return items()
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._log, name)
+    def passed(self, items: Iterator[Any]) -> Iterator[Any]:
+        for item in items:
+            if isinstance(item, Message):
+                owner = item.headers.get("export_id") or ""
+                if owner != self._export_id:
+                    self.others.add(owner)
+                    continue
+            yield item
 
 
-class UntilSummary:
+class UntilSummary(ReadFilter):
     """A part log whose reads end right after a summary message.
 
     An importer following a stream live otherwise waits for more messages until a
     timeout; the summary is an export's last message, so after it that export has
     nothing left to land.  ``export_id`` picks whose summary ends the read (None:
-    the first summary met); ``summary_seq`` is where it was.  Everything else is
-    the wrapped log's.
+    the first summary met); ``summary_seq`` is where it was.
     """
 
-    def __init__(self, log: PartLog, export_id: str | None = None) -> None:
-        self._log = log
+    def __init__(self, log: PartLog | LogView, export_id: str | None = None) -> None:
+        super().__init__(log)
         self._export_id = export_id
         self.summary_seq: int | None = None
 
-    def read(self, **kwargs: Any) -> Iterator[Any]:
-        inner = self._log.read(**kwargs)
-
-        def items() -> Iterator[Any]:
-            try:
-                for item in inner:
-                    yield item
-                    if (
-                        isinstance(item, Message)
-                        and item.headers.get("kind") == "summary"
-                        and self._export_id in (None, item.headers.get("export_id"))
-                    ):
-                        self.summary_seq = item.seq
-                        return
-            finally:
-                inner.close()
-
-        return items()
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._log, name)
+    def passed(self, items: Iterator[Any]) -> Iterator[Any]:
+        for item in items:
+            yield item
+            if (
+                isinstance(item, Message)
+                and item.headers.get("kind") == "summary"
+                and self._export_id in (None, item.headers.get("export_id"))
+            ):
+                self.summary_seq = item.seq
+                return
