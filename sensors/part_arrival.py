@@ -275,6 +275,33 @@ def _publish_requests(
     return list(requests.values())
 
 
+_POOLS_READY: set[tuple[str, str]] = set()
+
+
+def ensure_target_pools(context: dg.SensorEvaluationContext, tables: list[TableConfig]) -> None:
+    """Give each target's pool the instance's default limit now, before runs queue up for it.
+
+    Dagster's run queue learns of a pool only in the pass that first sees a run using it,
+    and does not limit that pass: a backfill of both assets queued at once would start
+    all its runs into one target.  Done once per daemon process and instance (cheap and
+    idempotent; a limit a user set is left alone).
+    """
+    instance = context.instance
+    storage = instance.event_log_storage
+    if instance.global_op_concurrency_default_limit is None or not storage.supports_global_concurrency_limits:
+        return
+    for pool in sorted({names.target_pool(t.target_label) for t in tables}):
+        key = (instance.root_directory or "", pool)
+        if key in _POOLS_READY:
+            continue
+        try:
+            storage.initialize_concurrency_limit_to_default(pool)
+        except Exception as exc:  # the sensor's job is importing; a limit it cannot set is a warning
+            context.log.warning(f"could not set the default limit of pool {pool}: {exc}")
+            continue
+        _POOLS_READY.add(key)
+
+
 def build_part_arrival_sensor(
     config: TablesConfig, jobs: list[dg.JobDefinition | UnresolvedAssetJobDefinition]
 ) -> dg.SensorDefinition:
@@ -295,6 +322,7 @@ def build_part_arrival_sensor(
         ),
     )
     def part_arrival(context: dg.SensorEvaluationContext) -> dg.SensorResult:
+        ensure_target_pools(context, tables)
         cursor = Cursor.parse(context.cursor)
         requests: list[dg.RunRequest] = []
         marks = high_watermarks(context, tables)

@@ -216,6 +216,7 @@ def build_import_asset(table: TableConfig) -> dg.AssetsDefinition:
         tags={"tdtp/table": name},
         description=description,
         required_resource_keys={target_key, broker_key},
+        pool=names.target_pool(table.target_label),
         metadata={
             "target": describe(table.target.url),
             "table": table.target_table,

@@ -25,7 +25,11 @@ from tdtp_assets.tables_config import TableConfig
 
 
 def run_tags(table: TableConfig) -> dict[str, str]:
-    """Tags every run of a table carries; ``tdtp/target`` is what concurrency limits key on."""
+    """Tags every launched run of a table carries (filters in the UI's run list).
+
+    Limits per target key on the target's pool (``names.target_pool``), not on
+    ``tdtp/target``: a UI backfill's runs carry no job tags.
+    """
     return {names.TAG_TABLE: table.name, names.TAG_TARGET: table.target_label}
 
 
@@ -118,6 +122,7 @@ def build_import_parts_job(table: TableConfig) -> dg.JobDefinition:
     @dg.op(
         name=f"land_parts_{name}",
         required_resource_keys={target_key, broker_key},
+        pool=names.target_pool(table.target_label),
         retry_policy=dg.RetryPolicy(max_retries=2, delay=2, backoff=dg.Backoff.EXPONENTIAL),
         description="Import the parts of a seq range into staging (ledger-protected, idempotent).",
     )
@@ -142,6 +147,7 @@ def build_import_parts_job(table: TableConfig) -> dg.JobDefinition:
     @dg.op(
         name=f"report_parts_{name}",
         required_resource_keys={target_key},
+        pool=names.target_pool(table.target_label),
         description="Report each touched export's state on the import asset's partition.",
     )
     def report(context: dg.OpExecutionContext, results: list) -> dict:

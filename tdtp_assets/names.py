@@ -35,6 +35,16 @@ META_COMPLETE = "complete"
 META_UNTIL_SEQ = "until_seq"
 
 
+def target_pool(target_label: str) -> str:
+    """The concurrency pool of everything that writes into one target (import asset, land ops).
+
+    With ``concurrency.pools.granularity: run`` (our dagster.yaml) a pool's limit caps the
+    runs in progress that contain such a step, however the run was launched: sensor,
+    schedule, the copy job, or a UI backfill of both assets (whose runs carry no job tags).
+    """
+    return f"tdtp/target/{target_label}"
+
+
 def export_key(table: str) -> dg.AssetKey:
     return dg.AssetKey(["tdtp", "export", table])
 

@@ -315,7 +315,7 @@ class TableConfig(BaseModel):
 
     @property
     def target_label(self) -> str:
-        """Value of the ``tdtp/target`` run tag that concurrency limits key on."""
+        """The target's name in run tags (``tdtp/target``) and in its concurrency pool."""
         return self.target.name or label_of(self.target.url)
 
     @property

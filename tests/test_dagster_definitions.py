@@ -58,6 +58,13 @@ def test_jobs_sensor_and_schedules(tmp_path: Path) -> None:
             job = defs.resolve_job_def(job_name)
             assert job.executor_def.name == "in_process"
     assert defs.resolve_job_def(names.import_parts_job_name("events")).tags[names.TAG_TARGET] == "target"
+    # Whatever writes into the target is in its pool (dagster.yaml limits runs per pool).
+    land_job = defs.resolve_job_def(names.import_parts_job_name("events"))
+    pools = {node.name: node.definition.pool for node in land_job.graph.nodes}
+    assert pools == {"plan_parts_events": None, "land_parts_events": "tdtp/target/target",
+                     "report_parts_events": "tdtp/target/target"}  # fmt: skip
+    assert defs.get_assets_def(names.import_key("events")).op.pool == "tdtp/target/target"
+    assert defs.get_assets_def(names.export_key("events")).op.pool is None, "plain exports only write the broker"
 
     sensor = defs.resolve_sensor_def("tdtp_part_arrival")
     assert sensor.default_status == dg.DefaultSensorStatus.RUNNING
@@ -115,3 +122,25 @@ def test_demo_source_is_deterministic_and_big_enough(tmp_path: Path) -> None:
         "delivered",
         'gift | wrap \\ "fragile" <ok> & fast',
     )
+
+
+def test_sensor_gives_each_targets_pool_the_default_limit(tmp_path: Path) -> None:
+    """Set before any run queues for it, so the first burst into a target is limited too."""
+    from tests.e2e.support import tick
+
+    doc = tables_doc(tmp_path)
+    doc["tables"]["people"]["target"] = {"url": "sqlite:///{home}/other.db", "table": "people"}
+    defs = definitions_for(doc, tmp_path)
+    pools = {"default_limit": 2, "granularity": "run"}
+    with dg.instance_for_test(overrides={"concurrency": {"pools": pools}}) as instance:
+        storage = instance.event_log_storage
+        assert storage.get_concurrency_keys() == set()
+        tick(defs, instance, None)
+        assert storage.get_concurrency_keys() == {"tdtp/target/target", "tdtp/target/other"}
+        assert storage.get_concurrency_info("tdtp/target/target").slot_count == 2
+        storage.set_concurrency_slots("tdtp/target/other", 1)  # a user's own limit for one target
+        tick(defs, instance, None)
+        assert storage.get_concurrency_info("tdtp/target/other").slot_count == 1
+    with dg.instance_for_test() as instance:  # no default limit configured: nothing is set
+        tick(defs, instance, None)
+        assert instance.event_log_storage.get_concurrency_keys() == set()

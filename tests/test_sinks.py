@@ -34,6 +34,7 @@ from tdtp.packet import (
     Schema,
     SchemaError,
     SpecialValues,
+    TdtpError,
 )
 from tdtp.parts import resolve_null_lines
 from tdtp.sinks import Sink, open_sink
@@ -583,3 +584,15 @@ def test_sqlite_stored_forms_equal_typed_values(column: str) -> None:
         assert typed is not None
         via_values, via_stored = _store_both_ways([line])
         assert via_stored == via_values, (column, text)
+
+
+def test_sqlite_stored_write_error_names_the_row() -> None:
+    """A row the table refuses (here: a duplicate key) is named by its place in the batch."""
+    from tdtp.sinks.sqlite import stored_rows, write_rows
+
+    conn = sqlite3.connect(":memory:")
+    conn.execute('CREATE TABLE s ("i" INTEGER PRIMARY KEY, "r" REAL, "d" TEXT, "b" INTEGER, "day" TEXT, '
+                 '"ts" TEXT, "tz" TEXT, "t" TEXT)')  # fmt: skip
+    lines = [f"{i}|1|1|1|2026-01-07|2026-01-07T10:00:00|2026-01-07T10:00:00|x" for i in (1, 2, 3, 2, 5)]
+    with pytest.raises(TdtpError, match=r"writing table 's' failed at row 4 of 5: UNIQUE constraint failed"):
+        write_rows(conn, "s", _STORED_SCHEMA, stored_rows(_STORED_SCHEMA, lines), stored=True)

@@ -104,10 +104,13 @@ def write_rows(
     )
     if stored:
         batch = rows if isinstance(rows, list) else list(rows)
+        before = conn.total_changes
         try:
             conn.executemany(stmt, batch)
         except (sqlite3.Error, ValueError) as exc:
-            raise TdtpError(f"writing table {table!r} failed: {exc}") from exc
+            # executemany stops at the failing row; the rows before it were inserted.
+            at = conn.total_changes - before + 1
+            raise TdtpError(f"writing table {table!r} failed at row {at} of {len(batch)}: {exc}") from exc
         return len(batch)
     adapters = [_adapter(f) for f in schema.fields]
     count = 0

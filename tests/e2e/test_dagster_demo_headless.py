@@ -95,7 +95,10 @@ def test_demo_backfill_under_the_daemon(tmp_path: Path) -> None:
 @pytest.mark.timeout(600)
 def test_demo_backfill_of_both_assets_copies_each_partition_in_one_run(tmp_path: Path) -> None:
     """A backfill that selects the export and the import asset (UI: both selected -> Materialize ->
-    a range) runs one copy per partition: landed in the export run, checked, no import-parts run."""
+    a range) runs one copy per partition: landed in the export run, checked, no import-parts run.
+
+    The copy runs' exports interleave in the stream; at most two of them run at once, the
+    target's pool limit in dagster.yaml (their runs carry no job tags)."""
     import dagster as dg
 
     from tdtp_assets import names
@@ -108,11 +111,19 @@ def test_demo_backfill_of_both_assets_copies_each_partition_in_one_run(tmp_path:
         wait_until,
     )
 
-    days = ["2026-01-10", "2026-01-11"]
+    days = ["2026-01-10", "2026-01-11", "2026-01-12"]
     env = {"TDTP_HOME": str(tmp_path / ".tdtp"), "TDTP_TABLES": ""}
     with dagster_services(tmp_path / "dagster_home", env, instance_yaml=ROOT / "dagster.yaml") as services:
         wait_for_location(services)
         instance = services.instance()
+        pool = names.target_pool("warehouse")
+        wait_until(
+            lambda: pool in instance.event_log_storage.get_concurrency_keys(),
+            60,
+            "the sensor's first tick gives the warehouse's pool its default limit",
+            services.log_tail,
+        )
+        assert instance.event_log_storage.get_concurrency_info(pool).slot_count == 2
         launch_asset_backfill(
             services, ["tdtp", "export", "orders"], days, with_assets=[["tdtp", "import", "orders"]]
         )
@@ -137,6 +148,11 @@ def test_demo_backfill_of_both_assets_copies_each_partition_in_one_run(tmp_path:
             for rec in instance.fetch_materializations(names.import_key("orders"), limit=10).records
         }
         assert landed == dict.fromkeys(days, "export run")
+        spans = [
+            (r.start_time, r.end_time)
+            for r in instance.get_run_records(dg.RunsFilter(run_ids=[run.run_id for run in runs]))
+        ]
+        assert max_overlap(spans) == 2, f"the target's pool lets two copy runs in at once: {spans}"
         time.sleep(6)  # a sensor tick after the runs (the daemon's floor is 5 s): it must launch nothing for them
         assert not instance.get_runs(filters=dg.RunsFilter(job_name=names.import_parts_job_name("orders")))
         instance.dispose()
@@ -146,3 +162,16 @@ def test_demo_backfill_of_both_assets_copies_each_partition_in_one_run(tmp_path:
     )
     conn.close()
     assert per_day == {d: expected_orders_on(d) for d in days}
+
+
+def max_overlap(spans: list[tuple[float | None, float | None]]) -> int:
+    """How many of the (start, end) spans were in progress at the same moment, at most."""
+    edges = sorted(
+        [(start, 1) for start, _ in spans if start is not None] + [(end, -1) for _, end in spans if end is not None],
+        key=lambda edge: (edge[0], edge[1]),  # an end before a start at the same instant
+    )
+    now = most = 0
+    for _, step in edges:
+        now += step
+        most = max(most, now)
+    return most
