@@ -22,14 +22,16 @@ sensor to land (the ledger skips what the lander already got in).
 
 from __future__ import annotations
 
-import multiprocessing
-import multiprocessing.process
-from multiprocessing.connection import Connection
+import json
+import os
+import subprocess
+import sys
+import tempfile
 from typing import Any
 
 import dagster as dg
 
-from tdtp.brokers.base import OnlyExport, UntilSummary
+from tdtp.importer.one_export import JOB_ENV
 from tdtp_assets import names
 from tdtp_assets.tables_config import TableConfig
 
@@ -53,55 +55,39 @@ def run_materializes_import(context: dg.AssetExecutionContext, table: str) -> bo
     return key in context.job_def.asset_layer.selected_asset_keys
 
 
-def _land_in_child(
-    conn: Connection, table: TableConfig, target: Any, broker: Any, export_id: str, from_seq: int
-) -> None:
-    """The lander process: follow the stream from ``from_seq`` to the export's summary, report back.
-
-    Only this export's messages are landed: a copy run of another partition may be
-    exporting into the same stream at the same time (a backfill of both assets runs
-    several), and its messages are its own lander's (or the sensor's) to land.
-    """
-    result: dict[str, Any] = {}
-    try:
-        with (
-            broker.open() as log,
-            target.importer(
-                table=table.target_table, mode=table.target.mode, workers=table.workers
-            ) as importer,
-        ):
-            own = OnlyExport(log, export_id)
-            reader = UntilSummary(own, export_id)
-            result["stats"] = importer.import_log(reader, from_seq=from_seq, follow=True).as_dict()
-            result["summary_seq"] = reader.summary_seq
-            result["others"] = sorted(own.others)
-            result["complete"] = importer.status(export_id).state in ("complete", "finalized")
-    except BaseException as exc:  # reported, never raised: the export goes on
-        result["error"] = f"{type(exc).__name__}: {exc}"
-    conn.send(result)
-    conn.close()
-
-
 class InlineLander:
     """Lands one export's parts into the target in a process of its own, beside the export step.
+
+    The process is ``python -m tdtp.importer.one_export``: it lands only this export's
+    messages (a copy run of another partition may be exporting into the same stream
+    at the same time; its messages are its own lander's, or the sensor's, to land),
+    from the export's first seq to its summary, and reports back as JSON.
 
     A process, not a thread: measured on the 1M-row demo (SQLite target, 2 cores), a
     lander thread made the copy run 37 s against 20 s for ``tdtp export`` beside
     ``tdtp import --follow``, because the export's row encoding and the importer's
-    SQLite writer (which runs in the receiving process) took turns on one GIL.  It
-    is forked, so it starts in milliseconds with the resources already resolved.
+    SQLite writer took turns on one GIL.  A fresh interpreter, not a fork of the run
+    worker: the run worker runs threads (Dagster's logging, event writes), and a fork
+    taken while one of them holds a lock leaves that lock held forever in the child.
+    The fresh interpreter imports only the engine (no Dagster), about 0.2 s, while
+    the export goes on; the job (URLs included) goes in its environment, not on its command line.
 
-    ``start(first_seq)`` is called with the seq of the export's first message;
-    ``finish()`` after the summary is published waits for the landing and keeps its
-    figures; ``abandon()`` stops it when the export failed (a killed landing loses
-    nothing: each part and its ledger row commit together).  A landing error is
-    kept, never raised: the export must complete whatever happens to the landing.
+    ``start(first_seq)`` is called with the seq to read from (never past the export's
+    first message); ``finish()`` after the summary is published waits for the landing
+    and keeps its figures; ``abandon()`` stops it when the export failed (a killed
+    landing loses nothing: each part and its ledger row commit together).  A landing
+    error is kept, never raised: the export must complete whatever happens to it.
     """
 
     def __init__(self, table: TableConfig, target: Any, broker: Any, export_id: str) -> None:
-        self._table = table
-        self._target = target
-        self._broker = broker
+        self._job = {
+            "target_url": target.url,
+            "broker_url": broker.url,
+            "table": table.target_table,
+            "mode": table.target.mode,
+            "workers": table.workers,
+            "export_id": export_id,
+        }
         self.export_id = export_id
         self.from_seq: int | None = None
         self.stats: dict[str, Any] = {}
@@ -109,45 +95,53 @@ class InlineLander:
         self.others: list[str] = []
         self.complete = False
         self.error: str | None = None
-        self._proc: multiprocessing.process.BaseProcess | None = None
-        self._result: Connection | None = None
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._stderr: Any = None
 
     def start(self, first_seq: int) -> None:
         self.from_seq = first_seq
-        context = multiprocessing.get_context(
-            "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
+        # stderr to a file, not a pipe: nobody reads it until the end, and a full pipe
+        # would stall the landing on a chatty warning.
+        self._stderr = tempfile.TemporaryFile()  # noqa: SIM115 - closed in finish()/abandon()
+        self._proc = subprocess.Popen(
+            [sys.executable, "-m", "tdtp.importer.one_export"],
+            env={**os.environ, JOB_ENV: json.dumps({**self._job, "from_seq": first_seq})},
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=self._stderr,
         )
-        self._result, child_end = context.Pipe(duplex=False)
-        # Not a daemon: the importer starts worker processes of its own.
-        self._proc = context.Process(
-            target=_land_in_child,
-            args=(child_end, self._table, self._target, self._broker, self.export_id, first_seq),
-            name="tdtp-inline-land",
-        )
-        self._proc.start()
-        child_end.close()
 
     def abandon(self) -> None:
         """The export failed: stop the landing (the import step or the sensor lands the rest)."""
-        if self._proc is not None and self._proc.is_alive():
+        if self._proc is not None and self._proc.poll() is None:
             self._proc.terminate()
-            self._proc.join(30)
+            try:
+                self._proc.communicate(timeout=30)
+            except subprocess.TimeoutExpired:
+                self._proc.kill()
+                self._proc.communicate()
+        if self._stderr is not None:
+            self._stderr.close()
 
     def finish(self, export_seconds: float) -> None:
         """Wait for the landing to reach the summary; stop it if it takes far longer than the export did."""
-        if self._proc is None or self._result is None:
+        if self._proc is None:
             return
-        if self._result.poll(_JOIN_GRACE_SECONDS + 2 * export_seconds):
-            try:
-                result = self._result.recv()
-            except EOFError:
-                result = {
-                    "error": f"the landing process ended without a result (exit code {self._proc.exitcode})"
-                }
-        else:
-            result = {"error": "the landing did not reach the summary in time; stopped"}
+        try:
+            out, _ = self._proc.communicate(timeout=_JOIN_GRACE_SECONDS + 2 * export_seconds)
+        except subprocess.TimeoutExpired:
             self.abandon()
-        self._proc.join(30)
+            self.error = "the landing did not reach the summary in time; stopped"
+            return
+        result = _last_json_line(out)
+        if result is None:
+            self._stderr.seek(0)
+            tail = self._stderr.read().decode(errors="replace").strip()[-800:]
+            result = {
+                "error": f"the landing process ended without a result (exit code {self._proc.returncode})"
+                + (f": {tail}" if tail else "")
+            }
+        self._stderr.close()
         self.stats = result.get("stats") or {}
         self.summary_seq = result.get("summary_seq")
         self.others = list(result.get("others") or [])
@@ -158,8 +152,7 @@ class InlineLander:
     def landed_everything(self) -> bool:
         """The lander read up to this export's summary without error and the export is complete.
 
-        Complete in the target's ledger, not just "read to the summary": on a RabbitMQ
-        stream with several writers the first seq is an estimate, and a lander that
+        Complete in the target's ledger, not just "read to the summary": a lander that
         started past the export's first part must not claim it.
         """
         return (
@@ -197,6 +190,18 @@ class InlineLander:
         if self.error is not None:
             meta["landing_error"] = self.error[:1000]
         return meta
+
+
+def _last_json_line(out: bytes) -> dict[str, Any] | None:
+    """The lander's result: the last line of its stdout that is a JSON object."""
+    for line in reversed(out.decode(errors="replace").splitlines()):
+        try:
+            value = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(value, dict):
+            return value
+    return None
 
 
 def inline_figures(export: dict[str, Any]) -> dict[str, Any] | None:

@@ -15,9 +15,9 @@ from typing import Any
 
 import dagster as dg
 
-from tdtp.brokers import OnlyExport, UntilSummary
 from tdtp.importer.finalize import partition_predicate
 from tdtp.importer.ledger import load_export
+from tdtp.importer.one_export import land_export
 from tdtp.importer.status import ExportStatus
 from tdtp.importer.target import Target
 from tdtp_assets import names
@@ -185,8 +185,7 @@ def publish_export(
                     # Only this export: the others in the range are their own runs' to land.
                     # Its summary ends the read, not ``last``: on a RabbitMQ stream with
                     # several writers that is an estimate and may fall short of it.
-                    own = UntilSummary(OnlyExport(log, export_id), export_id)
-                    landed_here = importer.import_log(own, from_seq=first).as_dict()
+                    landed_here = land_export(importer, log, export_id, from_seq=first, follow=False).stats
                 status = importer.status(export_id)
         if not status.finalized and status.complete:
             result = importer.finalize(export_id)

@@ -11,6 +11,7 @@ Modules, each with one job:
   work      one part in a worker: verify, decode, stage, retry
   inputs    files, broker messages and dead letters as received items
   engine    the dispatcher (ParallelImporter): backpressure, acks, finalize triggers
+  one_export  land one export only, from a seq to its summary (copy runs, import steps)
   status    ExportStatus for ``tdtp status``
   stats     ImportStats
 """

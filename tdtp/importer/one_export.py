@@ -1,0 +1,90 @@
+"""Land one export from a part log: its messages only, from a seq to its summary.
+
+Used where one export is landed on its own while other exports may share the
+stream: the copy run's lander (run as ``python -m tdtp.importer.one_export``, a
+fresh interpreter beside the Dagster run worker) and the import step that lands
+an export no sensor landed.  Other exports' messages are stepped over and named
+(:class:`tdtp.brokers.OnlyExport`); the read ends at the export's summary
+(:class:`tdtp.brokers.UntilSummary`) or, without ``follow``, once caught up.
+
+As a process it reads its job as one JSON object from the environment variable
+``TDTP_LAND_JOB`` (URLs stay out of the process list) and writes its result as one
+JSON object on stdout::
+
+    {"target_url", "broker_url", "table", "mode", "workers", "export_id", "from_seq"}
+    -> {"stats": {...}, "summary_seq", "others": [...], "state", "complete"} or {"error": "..."}
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from tdtp.brokers import OnlyExport, PartLog, UntilSummary, open_broker
+from tdtp.importer.engine import ParallelImporter
+from tdtp.importer.options import ImportOptions
+
+#: The environment variable holding the lander process's job.
+JOB_ENV = "TDTP_LAND_JOB"
+#: Export states in which every part is in the target (published or ready to be).
+LANDED_STATES = ("complete", "finalized")
+
+
+@dataclass
+class ExportLanding:
+    """What landing one export did: the importer's figures and where the read ended."""
+
+    stats: dict[str, Any] = field(default_factory=dict)
+    summary_seq: int | None = None  # where its summary was read; None: not reached
+    others: list[str] = field(default_factory=list)  # other exports met ("" : a message naming none)
+    state: str = ""
+    complete: bool = False
+
+
+def land_export(
+    importer: ParallelImporter,
+    log: PartLog,
+    export_id: str,
+    *,
+    from_seq: int,
+    follow: bool,
+    timeout: float | None = None,
+) -> ExportLanding:
+    """Land ``export_id``'s messages from ``from_seq`` on; with ``follow``, wait for the rest until its summary."""
+    own = OnlyExport(log, export_id)
+    reader = UntilSummary(own, export_id)
+    stats = importer.import_log(reader, from_seq=from_seq, follow=follow, timeout=timeout).as_dict()
+    state = importer.status(export_id).state
+    return ExportLanding(
+        stats=stats,
+        summary_seq=reader.summary_seq,
+        others=sorted(own.others),
+        state=state,
+        complete=state in LANDED_STATES,
+    )
+
+
+def run_job(job: dict[str, Any]) -> dict[str, Any]:
+    """One landing as the lander process does it: open broker and target, land, return the result."""
+    options = ImportOptions(mode=job["mode"], table=job["table"], workers=int(job["workers"]))
+    importer = ParallelImporter(job["target_url"], options)
+    with importer, open_broker(job["broker_url"]) as log:
+        landing = land_export(importer, log, job["export_id"], from_seq=int(job["from_seq"]), follow=True)
+    return asdict(landing)
+
+
+def main() -> int:
+    try:
+        result = run_job(json.loads(os.environ[JOB_ENV]))
+    except BaseException as exc:  # reported to the parent, which decides; never a traceback only
+        result = {"error": f"{type(exc).__name__}: {exc}"}
+    sys.stdout.write(json.dumps(result, default=str) + "\n")
+    sys.stdout.flush()
+    return 1 if "error" in result else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
