@@ -19,11 +19,14 @@ Each tick, per table:
 Copy runs (``tdtp_copy_<table>``, or both assets selected in one run) land their
 own parts (``tdtp_assets.copying``).  While one is queued or running, the table's
 land runs wait (the cursor stays); afterwards the seq ranges such runs recorded as
-landed in full are left out of the land runs and the cursor moves past them.  A
-range launched anyway would only be skipped as duplicates by the target's ledger.
+landed in full are left out of the land runs and the cursor moves past them.  The
+sensor reads each export materialization once and keeps the ranges ahead of its
+seq cursor in its cursor.  A range launched anyway would only be skipped as
+duplicates by the target's ledger.
 
 The cursor is JSON: ``{"seq": {stream: last launched seq}, "obs": {table: storage id},
-"waiting": {table: {export_id: partition}}}``.  A tick does one cheap broker call and
+"waiting": {table: {export_id: partition}}, "mats": {table: storage id},
+"landed": {table: {export_id: [first, until, [other exports]]}}}``.  A tick does one cheap broker call and
 two small storage queries per table, far inside Dagster's 60 s tick limit.
 """
 
@@ -48,9 +51,8 @@ IN_FLIGHT = [
     dg.DagsterRunStatus.STARTED,
 ]
 _PUBLISHABLE = ("finalized", "complete")
-# How many of a table's latest export materializations the sensor reads for ranges
-# that copy runs landed themselves (only when there is something new to launch).
-_LANDED_LOOKBACK = 50
+# Export materializations read per storage query, looking for ranges copy runs landed.
+_PAGE = 500
 _STUCK = ("importing", "blocked")
 
 
@@ -61,6 +63,10 @@ class Cursor:
     seq: dict[str, int] = field(default_factory=dict)
     obs: dict[str, int] = field(default_factory=dict)
     waiting: dict[str, dict[str, str]] = field(default_factory=dict)
+    # Per table: storage id of the last export materialization read, and the ranges copy
+    # runs landed that end after ``seq`` ({export_id: [first, until, [other exports]]}).
+    mats: dict[str, int] = field(default_factory=dict)
+    landed: dict[str, dict[str, list[Any]]] = field(default_factory=dict)
 
     @classmethod
     def parse(cls, text: str | None) -> "Cursor":
@@ -71,12 +77,18 @@ class Cursor:
             seq={k: int(v) for k, v in doc.get("seq", {}).items()},
             obs={k: int(v) for k, v in doc.get("obs", {}).items()},
             waiting={k: dict(v) for k, v in doc.get("waiting", {}).items()},
+            mats={k: int(v) for k, v in doc.get("mats", {}).items()},
+            landed={k: dict(v) for k, v in doc.get("landed", {}).items()},
         )
 
     def dump(self) -> str:
         doc: dict[str, Any] = {"seq": self.seq, "obs": self.obs}
         if any(self.waiting.values()):
             doc["waiting"] = {k: v for k, v in self.waiting.items() if v}
+        if self.mats:
+            doc["mats"] = self.mats
+        if any(self.landed.values()):
+            doc["landed"] = {k: v for k, v in self.landed.items() if v}
         return json.dumps(doc, sort_keys=True)
 
 
@@ -163,12 +175,18 @@ def _land_requests(
         # once it is over.
         context.log.info(f"{table.name}: a copy run is landing its own parts; land runs wait for it")
         return []
+    landed = landed_inline(context.instance, table, cursor)
     ranges = [
         piece
-        for first, until in without_ranges((last + 1, hw - 1), landed_inline(context.instance, table, last))
+        for first, until in without_ranges((last + 1, hw - 1), covered_ranges(landed, last))
         for piece in seq_ranges(first - 1, until + 1, table.max_parts_per_run)
     ]
     cursor.seq[stream] = hw - 1
+    # Ranges wholly behind the cursor are done with (a copy run whose range an
+    # unfinished one still overlaps is in flight, so the cursor has not passed it).
+    cursor.landed[table.name] = {
+        e: entry for e, entry in cursor.landed.get(table.name, {}).items() if entry[1] > hw - 1
+    }
     return [land_request(table, a, b) for a, b in ranges]
 
 
@@ -181,29 +199,38 @@ def copy_run_in_flight(instance: dg.DagsterInstance, table: TableConfig) -> bool
     )
 
 
-def landed_inline(instance: dg.DagsterInstance, table: TableConfig, after: int) -> list[tuple[int, int]]:
-    """Seq ranges (inclusive) that copy runs landed in full, ending after ``after``.
+def landed_inline(
+    instance: dg.DagsterInstance, table: TableConfig, cursor: Cursor
+) -> dict[str, tuple[int, int, set[str]]]:
+    """The ranges copy runs landed in full and the cursor has not passed: export id -> (first, until, others).
 
-    Read from the latest export materializations.  A copy run records its range when
-    its lander read up to its own summary and found the export complete; it lands
-    only its own export, so its range is skipped only when every other export met
-    in it was itself landed in full by a copy run (two copy runs of one table, as a
-    backfill of both assets runs them, interleave in the stream).
+    Each export materialization is read once: the ones written since the last read
+    are added to what the cursor keeps (a copy run records its range when its lander
+    read up to its own summary and found the export complete).  However many copy
+    runs a backfill ran while the sensor held its land runs back, every range is known.
     """
-    records = instance.fetch_materializations(names.export_key(table.name), limit=_LANDED_LOOKBACK).records
-    landed: dict[str, tuple[int, int, set[str]]] = {}
-    for record in records:
-        mat = record.asset_materialization
-        if mat is None or names.META_LANDED_UNTIL not in mat.metadata:
-            continue
-        meta = {k: v.value for k, v in mat.metadata.items()}
-        around = str(meta.get(names.META_LANDED_AROUND) or "")
-        landed[str(meta.get(names.META_EXPORT_ID))] = (
-            int(meta[names.META_LANDED_FROM]),
-            int(meta[names.META_LANDED_UNTIL]),
-            {x for x in around.split(",") if x},
-        )
-    return covered_ranges(landed, after)
+    kept = cursor.landed.setdefault(table.name, {})
+    while True:
+        records = instance.fetch_materializations(
+            dg.AssetRecordsFilter(asset_key=names.export_key(table.name), after_storage_id=cursor.mats.get(table.name)),
+            limit=_PAGE,
+            ascending=True,
+        ).records
+        for record in records:
+            cursor.mats[table.name] = record.storage_id
+            mat = record.asset_materialization
+            if mat is None or names.META_LANDED_UNTIL not in mat.metadata:
+                continue
+            meta = {k: v.value for k, v in mat.metadata.items()}
+            around = str(meta.get(names.META_LANDED_AROUND) or "")
+            kept[str(meta.get(names.META_EXPORT_ID))] = [
+                int(meta[names.META_LANDED_FROM]),
+                int(meta[names.META_LANDED_UNTIL]),
+                [x for x in around.split(",") if x],
+            ]
+        if len(records) < _PAGE:
+            break
+    return {export_id: (first, until, set(others)) for export_id, (first, until, others) in kept.items()}
 
 
 def covered_ranges(landed: dict[str, tuple[int, int, set[str]]], after: int) -> list[tuple[int, int]]:

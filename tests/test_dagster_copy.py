@@ -237,3 +237,24 @@ def test_copy_runs_exporting_at_once_each_land_only_their_own_export(home: Path,
     alone = {ids[0]: ranges[ids[0]]}
     assert covered_ranges(alone, -1) == [], "the other export was not landed by a copy run: launch it"
     assert covered_ranges(ranges, max(r[1] for r in ranges.values())) == [], "both end before the cursor"
+
+
+def test_sensor_skips_every_range_a_long_run_of_copies_landed(home: Path, instance, monkeypatch) -> None:
+    """However many copy runs went by while land runs were held back, each landed range is skipped.
+
+    The sensor reads export materializations page by page since the last one it read
+    (here two per page, so three copies and a plain export take three pages).
+    """
+    from sensors import part_arrival
+
+    monkeypatch.setattr(part_arrival, "_PAGE", 2)
+    defs = definitions_for(tables_doc(home), home)
+    copies = [metadata(materialize_copy(defs, instance, day), "tdtp__export__events") for day in DAYS]
+    plain = export(defs, instance, "events", DAYS[0])  # a re-export of a copied day, for the sensor
+    requests, cursor = tick(defs, instance, None)
+    assert [r.run_key for r in requests] == [f"events:{plain[names.META_FIRST_SEQ]}-{plain[names.META_LAST_SEQ]}"]
+    doc = json.loads(cursor)
+    assert doc["seq"] == {"events": plain[names.META_LAST_SEQ]}
+    assert "landed" not in doc, "ranges behind the seq cursor are not kept"
+    assert copies[-1][names.META_LANDED_UNTIL] < plain[names.META_FIRST_SEQ]
+    assert tick(defs, instance, cursor)[0] == []
