@@ -27,7 +27,8 @@ duplicates by the target's ledger.
 The cursor is JSON: ``{"seq": {stream: last launched seq}, "obs": {table: storage id},
 "waiting": {table: {export_id: partition}}, "mats": {table: storage id},
 "landed": {table: {export_id: [first, until, [other exports]]}}}``.  A tick does one cheap broker call and
-two small storage queries per table, far inside Dagster's 60 s tick limit.
+a few small storage queries per table (at most ``_PAGES_PER_TICK`` pages of export
+materializations), far inside Dagster's 60 s tick limit.
 """
 
 import json
@@ -51,8 +52,10 @@ IN_FLIGHT = [
     dg.DagsterRunStatus.STARTED,
 ]
 _PUBLISHABLE = ("finalized", "complete")
-# Export materializations read per storage query, looking for ranges copy runs landed.
+# Export materializations read per storage query, looking for ranges copy runs landed,
+# and at most this many queries per tick.
 _PAGE = 500
+_PAGES_PER_TICK = 20
 _STUCK = ("importing", "blocked")
 
 
@@ -167,6 +170,7 @@ def _land_requests(
             "was the stream recreated?  Starting over from its beginning."
         )
         last = -1
+        cursor.landed.pop(table.name, None)  # seqs of the old stream
     if hw - 1 <= last:
         return []
     if copy_run_in_flight(context.instance, table):
@@ -176,18 +180,29 @@ def _land_requests(
         context.log.info(f"{table.name}: a copy run is landing its own parts; land runs wait for it")
         return []
     landed = landed_inline(context.instance, table, cursor)
+    if landed is None:
+        context.log.info(f"{table.name}: still reading earlier export materializations; land runs next tick")
+        return []
     ranges = [
         piece
         for first, until in without_ranges((last + 1, hw - 1), covered_ranges(landed, last))
         for piece in seq_ranges(first - 1, until + 1, table.max_parts_per_run)
     ]
     cursor.seq[stream] = hw - 1
-    # Ranges wholly behind the cursor are done with (a copy run whose range an
-    # unfinished one still overlaps is in flight, so the cursor has not passed it).
-    cursor.landed[table.name] = {
-        e: entry for e, entry in cursor.landed.get(table.name, {}).items() if entry[1] > hw - 1
-    }
+    cursor.landed[table.name] = still_needed(cursor.landed.get(table.name, {}), hw - 1)
     return [land_request(table, a, b) for a, b in ranges]
+
+
+def still_needed(kept: dict[str, list[Any]], cursor_seq: int) -> dict[str, list[Any]]:
+    """The kept ranges that end after ``cursor_seq``, and those the kept ones name as met.
+
+    A range wholly behind the cursor is done with, unless a range still kept names its
+    export among the ones it stepped over: that one is covered only while it is known.
+    """
+    out = {e: entry for e, entry in kept.items() if entry[1] > cursor_seq}
+    named = {other for entry in out.values() for other in entry[2]}
+    out.update({e: entry for e, entry in kept.items() if e in named})
+    return out
 
 
 def copy_run_in_flight(instance: dg.DagsterInstance, table: TableConfig) -> bool:
@@ -201,16 +216,19 @@ def copy_run_in_flight(instance: dg.DagsterInstance, table: TableConfig) -> bool
 
 def landed_inline(
     instance: dg.DagsterInstance, table: TableConfig, cursor: Cursor
-) -> dict[str, tuple[int, int, set[str]]]:
+) -> dict[str, tuple[int, int, set[str]]] | None:
     """The ranges copy runs landed in full and the cursor has not passed: export id -> (first, until, others).
 
     Each export materialization is read once: the ones written since the last read
     are added to what the cursor keeps (a copy run records its range when its lander
     read up to its own summary and found the export complete).  However many copy
     runs a backfill ran while the sensor held its land runs back, every range is known.
+    None: more than ``_PAGES_PER_TICK`` pages are still unread (a first tick over a long
+    history); the cursor keeps the place and the next tick reads on, so no tick runs
+    into Dagster's time limit.
     """
     kept = cursor.landed.setdefault(table.name, {})
-    while True:
+    for _ in range(_PAGES_PER_TICK):
         records = instance.fetch_materializations(
             dg.AssetRecordsFilter(asset_key=names.export_key(table.name), after_storage_id=cursor.mats.get(table.name)),
             limit=_PAGE,
@@ -229,8 +247,8 @@ def landed_inline(
                 [x for x in around.split(",") if x],
             ]
         if len(records) < _PAGE:
-            break
-    return {export_id: (first, until, set(others)) for export_id, (first, until, others) in kept.items()}
+            return {e: (first, until, set(others)) for e, (first, until, others) in kept.items()}
+    return None
 
 
 def covered_ranges(landed: dict[str, tuple[int, int, set[str]]], after: int) -> list[tuple[int, int]]:
@@ -310,23 +328,30 @@ def ensure_target_pools(context: dg.SensorEvaluationContext, tables: list[TableC
 
     Dagster's run queue learns of a pool only in the pass that first sees a run using it,
     and does not limit that pass: a backfill of both assets queued at once would start
-    all its runs into one target.  Done once per daemon process and instance (cheap and
-    idempotent; a limit a user set is left alone).
+    all its runs into one target.  Done once per daemon process and instance (one
+    storage read); a limit a user set for a pool is left alone.
     """
     instance = context.instance
     storage = instance.event_log_storage
-    if instance.global_op_concurrency_default_limit is None or not storage.supports_global_concurrency_limits:
+    default = instance.global_op_concurrency_default_limit
+    if default is None or not storage.supports_global_concurrency_limits:
         return
-    for pool in sorted({names.target_pool(t.target_label) for t in tables}):
-        key = (instance.root_directory or "", pool)
-        if key in _POOLS_READY:
-            continue
-        try:
-            storage.initialize_concurrency_limit_to_default(pool)
-        except Exception as exc:  # the sensor's job is importing; a limit it cannot set is a warning
-            context.log.warning(f"could not set the default limit of pool {pool}: {exc}")
-            continue
-        _POOLS_READY.add(key)
+    pools = {names.target_pool(t.target_label) for t in tables}
+    todo = sorted(p for p in pools if (instance.root_directory or "", p) not in _POOLS_READY)
+    if not todo:
+        return
+    try:
+        limits = {limit.name: limit for limit in storage.get_pool_limits()}
+        for pool in todo:
+            limit = limits.get(pool)
+            # Dagster's own rule: set when unset, or when it came from an older default.
+            # (initialize_concurrency_limit_to_default would also overwrite a limit a
+            # user set for the pool, so it is called only then.)
+            if limit is None or (limit.from_default and limit.limit != default):
+                storage.initialize_concurrency_limit_to_default(pool)
+            _POOLS_READY.add((instance.root_directory or "", pool))
+    except Exception as exc:  # the sensor's job is importing; a limit it cannot set is a warning
+        context.log.warning(f"could not set the default limit of pools {', '.join(todo)}: {exc}")
 
 
 def build_part_arrival_sensor(

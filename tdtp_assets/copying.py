@@ -102,17 +102,21 @@ class InlineLander:
         self.from_seq = first_seq
         # stderr to a file, not a pipe: nobody reads it until the end, and a full pipe
         # would stall the landing on a chatty warning.
-        self._stderr = tempfile.TemporaryFile()  # noqa: SIM115 - closed in finish()/abandon()
-        self._proc = subprocess.Popen(
-            [sys.executable, "-m", "tdtp.importer.one_export"],
-            env={**os.environ, JOB_ENV: json.dumps({**self._job, "from_seq": first_seq})},
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=self._stderr,
-        )
+        self._stderr = tempfile.TemporaryFile()  # noqa: SIM115 - closed in _done()
+        try:
+            self._proc = subprocess.Popen(
+                [sys.executable, "-m", "tdtp.importer.one_export"],
+                env={**os.environ, JOB_ENV: json.dumps({**self._job, "from_seq": first_seq})},
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=self._stderr,
+            )
+        except OSError as exc:  # no process (file or memory limits): the export goes on without it
+            self.error = f"the landing process could not start: {exc}"
+            self._done()
 
     def abandon(self) -> None:
-        """The export failed: stop the landing (the import step or the sensor lands the rest)."""
+        """Stop the landing (the export failed, or waiting for it did): the import step or the sensor lands the rest."""
         if self._proc is not None and self._proc.poll() is None:
             self._proc.terminate()
             try:
@@ -120,28 +124,41 @@ class InlineLander:
             except subprocess.TimeoutExpired:
                 self._proc.kill()
                 self._proc.communicate()
+        self._done()
+
+    def _done(self) -> None:
+        """Forget the process and its stderr file; later finish()/abandon() calls do nothing."""
+        self._proc = None
         if self._stderr is not None:
             self._stderr.close()
+            self._stderr = None
 
     def finish(self, export_seconds: float) -> None:
-        """Wait for the landing to reach the summary; stop it if it takes far longer than the export did."""
-        if self._proc is None:
+        """Wait for the landing to reach the summary; stop it if it takes far longer than the export did.
+
+        Whatever interrupts the wait (the run being terminated) stops the landing too.
+        """
+        proc = self._proc
+        if proc is None:
             return
         try:
-            out, _ = self._proc.communicate(timeout=_JOIN_GRACE_SECONDS + 2 * export_seconds)
+            out, _ = proc.communicate(timeout=_JOIN_GRACE_SECONDS + 2 * export_seconds)
         except subprocess.TimeoutExpired:
             self.abandon()
             self.error = "the landing did not reach the summary in time; stopped"
             return
+        except BaseException:
+            self.abandon()
+            raise
         result = _last_json_line(out)
         if result is None:
             self._stderr.seek(0)
             tail = self._stderr.read().decode(errors="replace").strip()[-800:]
             result = {
-                "error": f"the landing process ended without a result (exit code {self._proc.returncode})"
+                "error": f"the landing process ended without a result (exit code {proc.returncode})"
                 + (f": {tail}" if tail else "")
             }
-        self._stderr.close()
+        self._done()
         self.stats = result.get("stats") or {}
         self.summary_seq = result.get("summary_seq")
         self.others = list(result.get("others") or [])

@@ -243,18 +243,58 @@ def test_sensor_skips_every_range_a_long_run_of_copies_landed(home: Path, instan
     """However many copy runs went by while land runs were held back, each landed range is skipped.
 
     The sensor reads export materializations page by page since the last one it read
-    (here two per page, so three copies and a plain export take three pages).
+    (here two per page and one page per tick, so three copies and a plain export take
+    three ticks: a first tick over a long history must not run into the tick time limit).
     """
     from sensors import part_arrival
 
     monkeypatch.setattr(part_arrival, "_PAGE", 2)
+    monkeypatch.setattr(part_arrival, "_PAGES_PER_TICK", 1)
     defs = definitions_for(tables_doc(home), home)
     copies = [metadata(materialize_copy(defs, instance, day), "tdtp__export__events") for day in DAYS]
     plain = export(defs, instance, "events", DAYS[0])  # a re-export of a copied day, for the sensor
-    requests, cursor = tick(defs, instance, None)
+    cursor = None
+    for _ in range(2):  # one page per tick: two full pages, then the short one
+        requests, cursor = tick(defs, instance, cursor)
+        assert requests == [] and "events" not in json.loads(cursor)["seq"], "reading on, launching nothing yet"
+    requests, cursor = tick(defs, instance, cursor)
     assert [r.run_key for r in requests] == [f"events:{plain[names.META_FIRST_SEQ]}-{plain[names.META_LAST_SEQ]}"]
     doc = json.loads(cursor)
     assert doc["seq"] == {"events": plain[names.META_LAST_SEQ]}
     assert "landed" not in doc, "ranges behind the seq cursor are not kept"
     assert copies[-1][names.META_LANDED_UNTIL] < plain[names.META_FIRST_SEQ]
     assert tick(defs, instance, cursor)[0] == []
+
+
+def test_sensor_keeps_a_passed_range_while_a_kept_one_names_it() -> None:
+    """Ranges behind the seq cursor are dropped, unless a range still ahead met that export."""
+    from sensors.part_arrival import covered_ranges, still_needed
+
+    kept = {"a": [10, 30, ["b"]], "b": [12, 20, ["a"]], "c": [0, 9, []]}
+    assert still_needed(kept, 25) == {"a": [10, 30, ["b"]], "b": [12, 20, ["a"]]}
+    assert still_needed(kept, 30) == {}
+    landed = {e: (f, u, set(o)) for e, (f, u, o) in still_needed(kept, 25).items()}
+    assert covered_ranges(landed, 25) == [(10, 30)], "a's range still counts as covered"
+
+
+def test_a_lander_that_cannot_start_leaves_the_export_going(home: Path, monkeypatch) -> None:
+    """No process for the landing (here: no interpreter to run): an error on the materialization, no exception."""
+    import sys
+
+    from tdtp_assets.copying import InlineLander
+    from tests.e2e.support import load_doc
+
+    doc = tables_doc(home)
+    defs = definitions_for(doc, home)
+    table = load_doc(doc, home).tables["events"]
+    lander = InlineLander(
+        table, defs.resources[names.target_resource("events")], defs.resources[names.broker_resource("events")], "x"
+    )
+    monkeypatch.setattr(sys, "executable", str(home / "no-python"))
+    lander.start(0)
+    lander.finish(1.0)
+    lander.abandon()  # idempotent, in any order
+    meta = lander.metadata()
+    assert meta[names.META_LANDED_INLINE].value is False
+    assert meta["landing_error"].startswith("the landing process could not start"), meta["landing_error"]
+    assert names.META_LANDED_UNTIL not in meta

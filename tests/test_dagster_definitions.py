@@ -126,6 +126,7 @@ def test_demo_source_is_deterministic_and_big_enough(tmp_path: Path) -> None:
 
 def test_sensor_gives_each_targets_pool_the_default_limit(tmp_path: Path) -> None:
     """Set before any run queues for it, so the first burst into a target is limited too."""
+    from sensors import part_arrival
     from tests.e2e.support import tick
 
     doc = tables_doc(tmp_path)
@@ -139,8 +140,10 @@ def test_sensor_gives_each_targets_pool_the_default_limit(tmp_path: Path) -> Non
         assert storage.get_concurrency_keys() == {"tdtp/target/target", "tdtp/target/other"}
         assert storage.get_concurrency_info("tdtp/target/target").slot_count == 2
         storage.set_concurrency_slots("tdtp/target/other", 1)  # a user's own limit for one target
+        part_arrival._POOLS_READY.clear()  # as after a daemon restart
         tick(defs, instance, None)
-        assert storage.get_concurrency_info("tdtp/target/other").slot_count == 1
+        assert storage.get_concurrency_info("tdtp/target/other").slot_count == 1, "left as the user set it"
+        assert storage.get_concurrency_info("tdtp/target/target").slot_count == 2
     with dg.instance_for_test() as instance:  # no default limit configured: nothing is set
         tick(defs, instance, None)
         assert instance.event_log_storage.get_concurrency_keys() == set()

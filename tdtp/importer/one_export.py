@@ -67,18 +67,31 @@ def land_export(
     )
 
 
+#: The lander process stops when no message came for this long (its parent may be gone,
+#: killed without a chance to stop it); whoever lands the export next lands the rest.
+IDLE_TIMEOUT_SECONDS = 600.0
+
+
 def run_job(job: dict[str, Any]) -> dict[str, Any]:
     """One landing as the lander process does it: open broker and target, land, return the result."""
     options = ImportOptions(mode=job["mode"], table=job["table"], workers=int(job["workers"]))
     importer = ParallelImporter(job["target_url"], options)
     with importer, open_broker(job["broker_url"]) as log:
-        landing = land_export(importer, log, job["export_id"], from_seq=int(job["from_seq"]), follow=True)
+        landing = land_export(
+            importer,
+            log,
+            job["export_id"],
+            from_seq=int(job["from_seq"]),
+            follow=True,
+            timeout=float(job.get("idle_timeout") or IDLE_TIMEOUT_SECONDS),
+        )
     return asdict(landing)
 
 
 def main() -> int:
     try:
-        result = run_job(json.loads(os.environ[JOB_ENV]))
+        # Taken out of the environment first: the importer's worker processes need no URLs from it.
+        result = run_job(json.loads(os.environ.pop(JOB_ENV)))
     except BaseException as exc:  # reported to the parent, which decides; never a traceback only
         result = {"error": f"{type(exc).__name__}: {exc}"}
     sys.stdout.write(json.dumps(result, default=str) + "\n")
