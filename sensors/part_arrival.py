@@ -17,9 +17,10 @@ Each tick, per table:
    run, so its checks fail and say what is missing instead of waiting forever.
 
 Copy runs (``tdtp_copy_<table>``, or both assets selected in one run) land their
-own parts (``tdtp_assets.copying``).  While one is queued or running, the table's
-land runs wait (the cursor stays); afterwards the seq ranges such runs recorded as
-landed in full are left out of the land runs and the cursor moves past them.  The
+own parts (``tdtp_assets.copying``).  While one is running, the seqs from where its
+landing starts wait (the cursor stops before them; before its first part, all of the
+table's new seqs wait); afterwards the seq ranges such runs recorded as landed in
+full are left out of the land runs and the cursor moves past them.  The
 sensor reads each export materialization once and keeps the ranges ahead of its
 seq cursor in its cursor.  A range launched anyway would only be skipped as
 duplicates by the target's ledger.
@@ -32,6 +33,7 @@ materializations), far inside Dagster's 60 s tick limit.
 """
 
 import json
+import math
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -173,10 +175,11 @@ def _land_requests(
         cursor.landed.pop(table.name, None)  # seqs of the old stream
     if hw - 1 <= last:
         return []
-    if copy_run_in_flight(context.instance, table):
-        # A copy run lands its own parts; launching land runs for them now would only
-        # make duplicates.  The cursor stays, so whatever it does not land is launched
-        # once it is over.
+    # A copy run lands its own parts; launching land runs for them now would only make
+    # duplicates.  Seqs from the earliest one a copy run in flight lands from wait (the
+    # cursor stops before them), so whatever it does not land is launched once it is over.
+    end = min(hw - 1, copy_runs_hold_from(context.instance, table) - 1)
+    if end <= last:
         context.log.info(f"{table.name}: a copy run is landing its own parts; land runs wait for it")
         return []
     landed = landed_inline(context.instance, table, cursor)
@@ -185,11 +188,11 @@ def _land_requests(
         return []
     ranges = [
         piece
-        for first, until in without_ranges((last + 1, hw - 1), covered_ranges(landed, last))
+        for first, until in without_ranges((last + 1, end), covered_ranges(landed, last))
         for piece in seq_ranges(first - 1, until + 1, table.max_parts_per_run)
     ]
-    cursor.seq[stream] = hw - 1
-    cursor.landed[table.name] = still_needed(cursor.landed.get(table.name, {}), hw - 1)
+    cursor.seq[stream] = end
+    cursor.landed[table.name] = still_needed(cursor.landed.get(table.name, {}), end)
     return [land_request(table, a, b) for a, b in ranges]
 
 
@@ -205,13 +208,19 @@ def still_needed(kept: dict[str, list[Any]], cursor_seq: int) -> dict[str, list[
     return out
 
 
-def copy_run_in_flight(instance: dg.DagsterInstance, table: TableConfig) -> bool:
-    """Is a run whose export step lands its own parts (tag ``tdtp/lands_inline``) queued or running?"""
-    return bool(
-        instance.get_runs(
-            filters=dg.RunsFilter(tags={names.TAG_LANDING: table.name}, statuses=IN_FLIGHT), limit=1
-        )
-    )
+def copy_runs_hold_from(instance: dg.DagsterInstance, table: TableConfig) -> float:
+    """The first seq land runs must leave to copy runs in flight (``inf``: none in flight).
+
+    A copy run (tag ``tdtp/lands_inline``) says where its landing starts
+    (``tdtp/landing_from_seq``) right after its first part; one that has not said yet
+    holds everything from the cursor on (``-inf``), since its first part may already
+    be in the stream.
+    """
+    runs = instance.get_runs(filters=dg.RunsFilter(tags={names.TAG_LANDING: table.name}, statuses=IN_FLIGHT))
+    starts = [run.tags.get(names.TAG_LANDING_FROM) for run in runs]
+    if any(start is None for start in starts):
+        return -math.inf
+    return min((int(start) for start in starts if start is not None), default=math.inf)
 
 
 def landed_inline(

@@ -12,6 +12,7 @@ All protocol work is the engine's (``tdtp.exporter``, ``tdtp.importer``); this m
 wires partitions, resources and metadata.
 """
 
+from collections.abc import Callable
 from typing import Any
 
 import dagster as dg
@@ -67,6 +68,23 @@ def _kinds(*conns: Any) -> set[str]:
     return set(sorted(kinds)[:3])
 
 
+def _landing_starter(context: dg.AssetExecutionContext, lander: InlineLander) -> Callable[[int], None]:
+    """Called with the export's first seq: say on the run where its landing starts, then start it.
+
+    The tag lets the sensor keep launching land runs for the seqs before it while this
+    copy run is in flight (without it, the sensor holds back all of the table's seqs).
+    """
+
+    def start(first_seq: int) -> None:
+        try:
+            context.instance.add_run_tags(context.run.run_id, {names.TAG_LANDING_FROM: str(first_seq)})
+        except Exception as exc:  # the sensor then holds everything back until the run ends
+            context.log.warning(f"could not tag the run with its landing's first seq: {exc}")
+        lander.start(first_seq)
+
+    return start
+
+
 def build_export_asset(table: TableConfig) -> dg.AssetsDefinition:
     """``tdtp/export/<table>``: stream one partition of the source into the broker."""
     name = table.name
@@ -117,7 +135,7 @@ def build_export_asset(table: TableConfig) -> dg.AssetsDefinition:
             ) as src,
             broker.open() as log,
         ):
-            recorder = PublishedSeqs(log, on_first=lander.start if lander else None)
+            recorder = PublishedSeqs(log, on_first=_landing_starter(context, lander) if lander else None)
             try:
                 stats = export_to_log(
                     src,

@@ -92,6 +92,8 @@ def test_copy_job_is_one_run_with_the_checks(home: Path, instance) -> None:
     assert metadata(result, "tdtp__import__events")["landed_in"] == "export run"
     assert {e.check_name for e in result.get_asset_check_evaluations() if e.passed} == CHECKS
     assert result.dagster_run.tags[names.TAG_LANDING] == "events"
+    tags = instance.get_run_by_id(result.run_id).tags
+    assert tags[names.TAG_LANDING_FROM] == str(metadata(result, "tdtp__export__events")[names.META_FIRST_SEQ])
     assert day_rows(home, DAYS[1]) == 1500
 
 
@@ -298,3 +300,23 @@ def test_a_lander_that_cannot_start_leaves_the_export_going(home: Path, monkeypa
     assert meta[names.META_LANDED_INLINE].value is False
     assert meta["landing_error"].startswith("the landing process could not start"), meta["landing_error"]
     assert names.META_LANDED_UNTIL not in meta
+
+
+def test_sensor_launches_the_seqs_before_a_running_copy_runs_landing(home: Path, instance) -> None:
+    """A plain export's parts ahead of a copy run's landing are launched while it runs; the rest wait."""
+    defs = definitions_for(tables_doc(home), home)
+    before = export(defs, instance, "events", DAYS[0])
+    after = export(defs, instance, "events", DAYS[1])  # stands for parts published during the copy
+    copy_run = create_run_for_test(
+        instance,
+        job_name=names.copy_job_name("events"),
+        status=dg.DagsterRunStatus.STARTED,
+        tags={names.TAG_LANDING: "events", names.TAG_LANDING_FROM: str(after[names.META_FIRST_SEQ])},
+    )
+    requests, cursor = tick(defs, instance, None)
+    assert [r.run_key for r in requests] == [f"events:0-{before[names.META_LAST_SEQ]}"]
+    assert json.loads(cursor)["seq"] == {"events": after[names.META_FIRST_SEQ] - 1}
+    assert tick(defs, instance, cursor)[0] == [], "the copy run's seqs wait while it runs"
+    instance.report_run_failed(copy_run)  # it landed nothing: its seqs go to land runs
+    requests, cursor = tick(defs, instance, cursor)
+    assert [r.run_key for r in requests] == [f"events:{after[names.META_FIRST_SEQ]}-{after[names.META_LAST_SEQ]}"]
