@@ -212,15 +212,20 @@ def copy_runs_hold_from(instance: dg.DagsterInstance, table: TableConfig) -> flo
     """The first seq land runs must leave to copy runs in flight (``inf``: none in flight).
 
     A copy run (tag ``tdtp/lands_inline``) says where its landing starts
-    (``tdtp/landing_from_seq``) right after its first part; one that has not said yet
-    holds everything from the cursor on (``-inf``), since its first part may already
-    be in the stream.
+    (``tdtp/landing_from_seq``) right after its first part.  A running one that has not
+    said yet holds everything from the cursor on (``-inf``): its first part may already
+    be in the stream.  One not running yet (queued, starting) holds nothing: the high
+    watermark was read before the runs, so whatever it publishes lies beyond it.
     """
     runs = instance.get_runs(filters=dg.RunsFilter(tags={names.TAG_LANDING: table.name}, statuses=IN_FLIGHT))
-    starts = [run.tags.get(names.TAG_LANDING_FROM) for run in runs]
-    if any(start is None for start in starts):
-        return -math.inf
-    return min((int(start) for start in starts if start is not None), default=math.inf)
+    hold = math.inf
+    for run in runs:
+        start = run.tags.get(names.TAG_LANDING_FROM)
+        if start is not None:
+            hold = min(hold, int(start))
+        elif run.status == dg.DagsterRunStatus.STARTED:
+            return -math.inf
+    return hold
 
 
 def landed_inline(

@@ -313,6 +313,12 @@ def test_sensor_launches_the_seqs_before_a_running_copy_runs_landing(home: Path,
         status=dg.DagsterRunStatus.STARTED,
         tags={names.TAG_LANDING: "events", names.TAG_LANDING_FROM: str(after[names.META_FIRST_SEQ])},
     )
+    create_run_for_test(  # the next copy run, its worker still starting: it has published nothing
+        instance,
+        job_name=names.copy_job_name("events"),
+        status=dg.DagsterRunStatus.STARTING,
+        tags={names.TAG_LANDING: "events"},
+    )
     requests, cursor = tick(defs, instance, None)
     assert [r.run_key for r in requests] == [f"events:0-{before[names.META_LAST_SEQ]}"]
     assert json.loads(cursor)["seq"] == {"events": after[names.META_FIRST_SEQ] - 1}
