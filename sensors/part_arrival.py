@@ -27,7 +27,7 @@ duplicates by the target's ledger.
 
 The cursor is JSON: ``{"seq": {stream: last launched seq}, "obs": {table: storage id},
 "waiting": {table: {export_id: partition}}, "mats": {table: storage id},
-"landed": {table: {export_id: [first, until, [other exports]]}}}``.  A tick does one cheap broker call and
+"landed": {table: {export_id: [first, until, [other exports]]}}, "passed": {table: [export_id]}}``.  A tick does one cheap broker call and
 a few small storage queries per table (at most ``_PAGES_PER_TICK`` pages of export
 materializations), far inside Dagster's 60 s tick limit.
 """
@@ -58,6 +58,9 @@ _PUBLISHABLE = ("finalized", "complete")
 # and at most this many queries per tick.
 _PAGE = 500
 _PAGES_PER_TICK = 20
+# How many passed exports the cursor remembers per table (a range naming an older one
+# is launched again: its parts land as duplicates, nothing is lost).
+_PASSED_KEPT = 200
 _STUCK = ("importing", "blocked")
 
 
@@ -72,6 +75,9 @@ class Cursor:
     # runs landed that end after ``seq`` ({export_id: [first, until, [other exports]]}).
     mats: dict[str, int] = field(default_factory=dict)
     landed: dict[str, dict[str, list[Any]]] = field(default_factory=dict)
+    # Per table: the latest exports whose landed ranges the seq cursor passed (their
+    # messages all lie behind it, so a range that met them needs nothing more for them).
+    passed: dict[str, list[str]] = field(default_factory=dict)
 
     @classmethod
     def parse(cls, text: str | None) -> "Cursor":
@@ -84,6 +90,7 @@ class Cursor:
             waiting={k: dict(v) for k, v in doc.get("waiting", {}).items()},
             mats={k: int(v) for k, v in doc.get("mats", {}).items()},
             landed={k: dict(v) for k, v in doc.get("landed", {}).items()},
+            passed={k: list(v) for k, v in doc.get("passed", {}).items()},
         )
 
     def dump(self) -> str:
@@ -94,6 +101,8 @@ class Cursor:
             doc["mats"] = self.mats
         if any(self.landed.values()):
             doc["landed"] = {k: v for k, v in self.landed.items() if v}
+        if any(self.passed.values()):
+            doc["passed"] = {k: v for k, v in self.passed.items() if v}
         return json.dumps(doc, sort_keys=True)
 
 
@@ -173,12 +182,14 @@ def _land_requests(
         )
         last = -1
         cursor.landed.pop(table.name, None)  # seqs of the old stream
+        cursor.passed.pop(table.name, None)
     if hw - 1 <= last:
         return []
     # A copy run lands its own parts; launching land runs for them now would only make
     # duplicates.  Seqs from the earliest one a copy run in flight lands from wait (the
     # cursor stops before them), so whatever it does not land is launched once it is over.
-    end = min(hw - 1, copy_runs_hold_from(context.instance, table) - 1)
+    hold, landing = copy_runs_in_flight(context.instance, table)
+    end = min(hw - 1, hold - 1)
     if end <= last:
         context.log.info(f"{table.name}: a copy run is landing its own parts; land runs wait for it")
         return []
@@ -186,13 +197,20 @@ def _land_requests(
     if landed is None:
         context.log.info(f"{table.name}: still reading earlier export materializations; land runs next tick")
         return []
+    # Exports that copy runs in flight land from beyond ``end`` have no message up to it;
+    # the ones the cursor passed have none after ``last``.
+    beyond = {export_id for export_id, start in landing.items() if start > end}
+    passed = cursor.passed.setdefault(table.name, [])
     ranges = [
         piece
-        for first, until in without_ranges((last + 1, end), covered_ranges(landed, last))
+        for first, until in without_ranges((last + 1, end), covered_ranges(landed, last, beyond | set(passed)))
         for piece in seq_ranges(first - 1, until + 1, table.max_parts_per_run)
     ]
     cursor.seq[stream] = end
-    cursor.landed[table.name] = still_needed(cursor.landed.get(table.name, {}), end)
+    kept = cursor.landed.get(table.name, {})
+    cursor.landed[table.name] = still_needed(kept, end)
+    passed += [e for e in kept if e not in cursor.landed[table.name] and e not in passed]
+    del passed[:-_PASSED_KEPT]
     return [land_request(table, a, b) for a, b in ranges]
 
 
@@ -208,24 +226,27 @@ def still_needed(kept: dict[str, list[Any]], cursor_seq: int) -> dict[str, list[
     return out
 
 
-def copy_runs_hold_from(instance: dg.DagsterInstance, table: TableConfig) -> float:
-    """The first seq land runs must leave to copy runs in flight (``inf``: none in flight).
+def copy_runs_in_flight(instance: dg.DagsterInstance, table: TableConfig) -> tuple[float, dict[str, int]]:
+    """The first seq land runs must leave to copy runs in flight (``inf``: none), and export id -> that seq.
 
-    A copy run (tag ``tdtp/lands_inline``) says where its landing starts
-    (``tdtp/landing_from_seq``) right after its first part.  A running one that has not
-    said yet holds everything from the cursor on (``-inf``): its first part may already
-    be in the stream.  One not running yet (queued, starting) holds nothing: the high
-    watermark was read before the runs, so whatever it publishes lies beyond it.
+    A copy run (tag ``tdtp/lands_inline``) says which export it lands and where its
+    landing starts (``tdtp/export_id``, ``tdtp/landing_from_seq``) right after its first
+    part.  A running one that has not said yet holds everything from the cursor on
+    (``-inf``): its first part may already be in the stream.  One not running yet
+    (queued, starting) holds nothing: the high watermark was read before the runs, so
+    whatever it publishes lies beyond it.
     """
     runs = instance.get_runs(filters=dg.RunsFilter(tags={names.TAG_LANDING: table.name}, statuses=IN_FLIGHT))
-    hold = math.inf
+    hold: float = math.inf
+    landing: dict[str, int] = {}
     for run in runs:
         start = run.tags.get(names.TAG_LANDING_FROM)
         if start is not None:
             hold = min(hold, int(start))
+            landing[run.tags.get(names.TAG_EXPORT, "")] = int(start)
         elif run.status == dg.DagsterRunStatus.STARTED:
-            return -math.inf
-    return hold
+            hold = -math.inf
+    return hold, landing
 
 
 def landed_inline(
@@ -265,16 +286,20 @@ def landed_inline(
     return None
 
 
-def covered_ranges(landed: dict[str, tuple[int, int, set[str]]], after: int) -> list[tuple[int, int]]:
+def covered_ranges(
+    landed: dict[str, tuple[int, int, set[str]]], after: int, beyond: set[str] = frozenset()
+) -> list[tuple[int, int]]:
     """The ranges of ``landed`` (export id -> first, until, other exports met) the sensor may skip.
 
     A range is covered when each other export met in it is in ``landed`` too (its
-    messages lie in its own range, landed by its own copy run).
+    messages lie in its own range, landed by its own copy run), or in ``beyond``:
+    exports whose messages all lie past the seqs being launched now.
     """
+    accounted = landed.keys() | beyond
     out = [
         (first, until)
         for first, until, others in landed.values()
-        if until > after and until >= first and others <= landed.keys()
+        if until > after and until >= first and others <= accounted
     ]
     return sorted(out)
 

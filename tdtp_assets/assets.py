@@ -77,7 +77,9 @@ def _landing_starter(context: dg.AssetExecutionContext, lander: InlineLander) ->
 
     def start(first_seq: int) -> None:
         try:
-            context.instance.add_run_tags(context.run.run_id, {names.TAG_LANDING_FROM: str(first_seq)})
+            context.instance.add_run_tags(
+                context.run.run_id, {names.TAG_LANDING_FROM: str(first_seq), names.TAG_EXPORT: lander.export_id}
+            )
         except Exception as exc:  # the sensor then holds everything back until the run ends
             context.log.warning(f"could not tag the run with its landing's first seq: {exc}")
         lander.start(first_seq)

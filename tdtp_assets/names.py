@@ -16,8 +16,9 @@ TAG_SEQ_RANGE = "tdtp/seq_range"
 # On a run whose export step lands its own parts (a copy run): the sensor defers the
 # table's land runs while such a run is in flight.
 TAG_LANDING = "tdtp/lands_inline"
-# ... and, once its landing started, the first seq it lands from: the sensor launches
-# land runs for the seqs before the earliest such seq of the copy runs in flight.
+# ... and, once its landing started, the first seq it lands from (and TAG_EXPORT, the
+# export it lands): the sensor launches land runs for the seqs before the earliest
+# such seq of the copy runs in flight.
 TAG_LANDING_FROM = "tdtp/landing_from_seq"
 
 # Metadata keys written on export materializations and read back by the import asset.

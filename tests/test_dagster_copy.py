@@ -326,3 +326,49 @@ def test_sensor_launches_the_seqs_before_a_running_copy_runs_landing(home: Path,
     instance.report_run_failed(copy_run)  # it landed nothing: its seqs go to land runs
     requests, cursor = tick(defs, instance, cursor)
     assert [r.run_key for r in requests] == [f"events:{after[names.META_FIRST_SEQ]}-{after[names.META_LAST_SEQ]}"]
+
+
+def test_a_finished_copy_that_met_a_running_one_is_not_relanded(home: Path, instance) -> None:
+    """Copy A ended; copy B, whose messages A stepped over, still runs (a backfill of both assets).
+
+    A's range is skipped up to where B lands from: none of B's messages lie before it.
+    The copies' materializations are recorded as a copy run writes them; the stream
+    holds a plain export first, then A's and B's parts.
+    """
+    defs = definitions_for(tables_doc(home), home)
+    plain, a, b = (export(defs, instance, "events", day) for day in DAYS)
+    a_id, b_id = a[names.META_EXPORT_ID], b[names.META_EXPORT_ID]
+
+    def landed_by_copy(meta: dict, day: str, around: str) -> None:
+        instance.report_runless_asset_event(
+            dg.AssetMaterialization(
+                asset_key=names.export_key("events"),
+                partition=day,
+                metadata={
+                    names.META_EXPORT_ID: meta[names.META_EXPORT_ID],
+                    names.META_LANDED_INLINE: True,
+                    names.META_LANDED_FROM: meta[names.META_FIRST_SEQ],
+                    names.META_LANDED_UNTIL: meta[names.META_LAST_SEQ],
+                    names.META_LANDED_AROUND: around,
+                },
+            )
+        )
+
+    landed_by_copy(a, DAYS[1], around=b_id)
+    copy_b = create_run_for_test(
+        instance,
+        job_name=names.copy_job_name("events"),
+        status=dg.DagsterRunStatus.STARTED,
+        tags={
+            names.TAG_LANDING: "events",
+            names.TAG_LANDING_FROM: str(b[names.META_FIRST_SEQ]),
+            names.TAG_EXPORT: b_id,
+        },
+    )
+    requests, cursor = tick(defs, instance, None)
+    assert [r.run_key for r in requests] == [f"events:0-{plain[names.META_LAST_SEQ]}"], "A's parts are not re-landed"
+    assert json.loads(cursor)["seq"] == {"events": b[names.META_FIRST_SEQ] - 1}
+    landed_by_copy(b, DAYS[2], around=a_id)
+    instance.report_run_failed(copy_b)  # over; its export step's materialization says what it landed
+    requests, cursor = tick(defs, instance, cursor)
+    assert requests == [] and json.loads(cursor)["seq"] == {"events": b[names.META_LAST_SEQ]}
