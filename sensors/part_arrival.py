@@ -180,7 +180,7 @@ def _land_requests(
             f"{table.name}: stream {broker.safe_url} is at seq {hw - 1}, behind the cursor {last}; "
             "was the stream recreated?  Starting over from its beginning."
         )
-        last = -1
+        last = cursor.seq[stream] = -1  # said once, even when this tick launches nothing
         cursor.landed.pop(table.name, None)  # seqs of the old stream
         cursor.passed.pop(table.name, None)
     if hw - 1 <= last:
@@ -231,21 +231,26 @@ def copy_runs_in_flight(instance: dg.DagsterInstance, table: TableConfig) -> tup
 
     A copy run (tag ``tdtp/lands_inline``) says which export it lands and where its
     landing starts (``tdtp/export_id``, ``tdtp/landing_from_seq``) right after its first
-    part.  A running one that has not said yet holds everything from the cursor on
-    (``-inf``): its first part may already be in the stream.  One not running yet
-    (queued, starting) holds nothing: the high watermark was read before the runs, so
+    part.  A running one that has not said yet (or whose tag is not a seq) holds
+    everything from the cursor on (``-inf``): its first part may already be in the
+    stream.  One not running yet (queued, starting) holds nothing, whatever tags a
+    retry copied from its parent: the high watermark was read before the runs, so
     whatever it publishes lies beyond it.
     """
-    runs = instance.get_runs(filters=dg.RunsFilter(tags={names.TAG_LANDING: table.name}, statuses=IN_FLIGHT))
+    runs = instance.get_runs(
+        filters=dg.RunsFilter(tags={names.TAG_LANDING: table.name}, statuses=[dg.DagsterRunStatus.STARTED])
+    )
     hold: float = math.inf
     landing: dict[str, int] = {}
     for run in runs:
-        start = run.tags.get(names.TAG_LANDING_FROM)
-        if start is not None:
-            hold = min(hold, int(start))
-            landing[run.tags.get(names.TAG_EXPORT, "")] = int(start)
-        elif run.status == dg.DagsterRunStatus.STARTED:
-            hold = -math.inf
+        # Empty: the export step started and cleared what a retried run copied from its parent.
+        start = run.tags.get(names.TAG_LANDING_FROM) or ""
+        if not start.isdigit():
+            return -math.inf, {}
+        hold = min(hold, int(start))
+        export_id = run.tags.get(names.TAG_EXPORT) or ""
+        if export_id:
+            landing[export_id] = int(start)
     return hold, landing
 
 

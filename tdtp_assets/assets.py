@@ -125,7 +125,10 @@ def build_export_asset(table: TableConfig) -> dg.AssetsDefinition:
         lander: InlineLander | None = None
         if run_materializes_import(context, name):
             # Tag first, publish after: a sensor that sees these parts sees the tag too.
-            context.instance.add_run_tags(context.run.run_id, {names.TAG_LANDING: name})
+            # Cleared: a retried run copies its parent's tags, and those seqs are not this export's.
+            context.instance.add_run_tags(
+                context.run.run_id, {names.TAG_LANDING: name, names.TAG_LANDING_FROM: "", names.TAG_EXPORT: ""}
+            )
             lander = InlineLander(table, getattr(context.resources, target_key), broker, export_id)
         with (
             source.open(

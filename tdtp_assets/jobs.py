@@ -59,9 +59,9 @@ def build_copy_job(table: TableConfig) -> UnresolvedAssetJobDefinition:
 
     One run instead of export run + land runs + publish run and two sensor hops,
     each of which costs seconds to start (``tdtp_assets.copying``).  The import
-    asset's blocking checks run in the same run.  The static ``tdtp/lands_inline``
-    tag makes the sensor hold this table's land runs back from the moment the run
-    is queued.
+    asset's blocking checks run in the same run.  The ``tdtp/lands_inline`` tag (also
+    set by the export step of any run that selects both assets) tells the sensor, once
+    the run is running, to hold back the seqs its landing starts from.
     """
     return dg.define_asset_job(
         names.copy_job_name(table.name),

@@ -317,7 +317,8 @@ def test_sensor_launches_the_seqs_before_a_running_copy_runs_landing(home: Path,
         instance,
         job_name=names.copy_job_name("events"),
         status=dg.DagsterRunStatus.STARTING,
-        tags={names.TAG_LANDING: "events"},
+        # a retry: its parent's tags, copied by Dagster, name seqs that are not its own
+        tags={names.TAG_LANDING: "events", names.TAG_LANDING_FROM: "0", names.TAG_EXPORT: "REF-parent"},
     )
     requests, cursor = tick(defs, instance, None)
     assert [r.run_key for r in requests] == [f"events:0-{before[names.META_LAST_SEQ]}"]
