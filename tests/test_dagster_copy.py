@@ -10,6 +10,7 @@ import json
 from pathlib import Path
 
 import dagster as dg
+import pytest
 from dagster._core.test_utils import create_run_for_test
 
 from tdtp_assets import names
@@ -329,12 +330,14 @@ def test_sensor_launches_the_seqs_before_a_running_copy_runs_landing(home: Path,
     assert [r.run_key for r in requests] == [f"events:{after[names.META_FIRST_SEQ]}-{after[names.META_LAST_SEQ]}"]
 
 
-def test_a_finished_copy_that_met_a_running_one_is_not_relanded(home: Path, instance) -> None:
+@pytest.mark.parametrize("b_lands", [True, False], ids=["b-lands-its-export", "b-fails-before-landing"])
+def test_a_finished_copy_that_met_a_running_one_is_not_relanded(home: Path, instance, b_lands: bool) -> None:
     """Copy A ended; copy B, whose messages A stepped over, still runs (a backfill of both assets).
 
     A's range is skipped up to where B lands from: none of B's messages lie before it.
-    The copies' materializations are recorded as a copy run writes them; the stream
-    holds a plain export first, then A's and B's parts.
+    When B ends having landed its export, nothing is launched for it; when it fails
+    before, its seqs go to land runs.  The copies' materializations are recorded as a
+    copy run writes them; the stream holds a plain export first, then A's and B's parts.
     """
     defs = definitions_for(tables_doc(home), home)
     plain, a, b = (export(defs, instance, "events", day) for day in DAYS)
@@ -369,7 +372,10 @@ def test_a_finished_copy_that_met_a_running_one_is_not_relanded(home: Path, inst
     requests, cursor = tick(defs, instance, None)
     assert [r.run_key for r in requests] == [f"events:0-{plain[names.META_LAST_SEQ]}"], "A's parts are not re-landed"
     assert json.loads(cursor)["seq"] == {"events": b[names.META_FIRST_SEQ] - 1}
-    landed_by_copy(b, DAYS[2], around=a_id)
-    instance.report_run_failed(copy_b)  # over; its export step's materialization says what it landed
+    if b_lands:
+        landed_by_copy(b, DAYS[2], around=a_id)
+    instance.report_run_failed(copy_b)  # over; its export step's materialization (if any) says what it landed
     requests, cursor = tick(defs, instance, cursor)
-    assert requests == [] and json.loads(cursor)["seq"] == {"events": b[names.META_LAST_SEQ]}
+    expected = [] if b_lands else [f"events:{b[names.META_FIRST_SEQ]}-{b[names.META_LAST_SEQ]}"]
+    assert [r.run_key for r in requests] == expected
+    assert json.loads(cursor)["seq"] == {"events": b[names.META_LAST_SEQ]}
