@@ -331,6 +331,21 @@ def _first_step_start(instance: dg.DagsterInstance, run_id: str) -> float:
     raise RuntimeError(f"run {run_id} has no step")
 
 
+def lander_start_seconds(rounds: int = 5) -> float:
+    """Median seconds for the copy run's lander process to start and import the engine.
+
+    ``python -m tdtp.importer.one_export`` with an empty job: it imports everything a
+    landing needs, then reports the missing job and exits.
+    """
+    env = {**os.environ, "TDTP_LAND_JOB": "{}", "PYTHONPATH": str(ROOT)}
+    times = []
+    for _ in range(rounds):
+        started = time.perf_counter()
+        subprocess.run([sys.executable, "-m", "tdtp.importer.one_export"], env=env, capture_output=True, check=False)
+        times.append(time.perf_counter() - started)
+    return statistics.median(times)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--fanout", default="1", help="comma-separated fanout values for the Dagster chain")
@@ -375,6 +390,8 @@ def main() -> None:
     )
     print(f"CLI sequential (export, then import):        {cli_chains['CLI sequential']:6.2f} s ({split})")
     print(f"CLI pipelined (import --follow beside export): {cli_chains['CLI pipelined']:6.2f} s")
+    results["lander_start_seconds"] = round(lander_start_seconds(), 3)
+    print(f"copy run's lander process: {results['lander_start_seconds']:.2f} s to start (median of 5)")
 
     def overheads(label: str, seconds: float) -> str:
         parts = []

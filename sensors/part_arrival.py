@@ -34,6 +34,8 @@ materializations), far inside Dagster's 60 s tick limit.
 
 import json
 import math
+from collections.abc import Mapping, Sequence
+from collections.abc import Set as AbstractSet
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -254,9 +256,7 @@ def copy_runs_in_flight(instance: dg.DagsterInstance, table: TableConfig) -> tup
     return hold, landing
 
 
-def landed_inline(
-    instance: dg.DagsterInstance, table: TableConfig, cursor: Cursor
-) -> dict[str, tuple[int, int, set[str]]] | None:
+def landed_inline(instance: dg.DagsterInstance, table: TableConfig, cursor: Cursor) -> dict[str, list[Any]] | None:
     """The ranges copy runs landed in full and the cursor has not passed: export id -> (first, until, others).
 
     Each export materialization is read once: the ones written since the last read
@@ -287,12 +287,12 @@ def landed_inline(
                 [x for x in around.split(",") if x],
             ]
         if len(records) < _PAGE:
-            return {e: (first, until, set(others)) for e, (first, until, others) in kept.items()}
+            return kept
     return None
 
 
 def covered_ranges(
-    landed: dict[str, tuple[int, int, set[str]]], after: int, beyond: set[str] = frozenset()
+    landed: Mapping[str, Sequence[Any]], after: int, beyond: AbstractSet[str] = frozenset()
 ) -> list[tuple[int, int]]:
     """The ranges of ``landed`` (export id -> first, until, other exports met) the sensor may skip.
 
@@ -304,7 +304,7 @@ def covered_ranges(
     out = [
         (first, until)
         for first, until, others in landed.values()
-        if until > after and until >= first and others <= accounted
+        if until > after and until >= first and set(others) <= accounted
     ]
     return sorted(out)
 

@@ -172,12 +172,7 @@ class InlineLander:
         Complete in the target's ledger, not just "read to the summary": a lander that
         started past the export's first part must not claim it.
         """
-        return (
-            self.error is None
-            and self.summary_seq is not None
-            and self.complete
-            and set(self.stats.get("exports") or {}) <= {self.export_id}
-        )
+        return self.error is None and self.summary_seq is not None and self.complete
 
     def metadata(self) -> dict[str, Any]:
         """What the export materialization says about the landing (read by the import step and the sensor)."""

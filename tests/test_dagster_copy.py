@@ -379,3 +379,23 @@ def test_a_finished_copy_that_met_a_running_one_is_not_relanded(home: Path, inst
     expected = [] if b_lands else [f"events:{b[names.META_FIRST_SEQ]}-{b[names.META_LAST_SEQ]}"]
     assert [r.run_key for r in requests] == expected
     assert json.loads(cursor)["seq"] == {"events": b[names.META_LAST_SEQ]}
+
+
+def test_the_lander_process_says_what_its_job_lacks() -> None:
+    """Run by hand or with a broken job, the lander names what is missing, as JSON, and exits 1."""
+    import os
+    import subprocess
+    import sys
+
+    from tdtp.importer.one_export import JOB_ENV
+
+    def run(env: dict[str, str]) -> tuple[int, dict]:
+        proc = subprocess.run(
+            [sys.executable, "-m", "tdtp.importer.one_export"], env=env, capture_output=True, text=True, timeout=60
+        )
+        return proc.returncode, json.loads(proc.stdout.strip().splitlines()[-1])
+
+    env = {k: v for k, v in os.environ.items() if k != JOB_ENV}
+    assert run(env) == (1, {"error": f"ValueError: {JOB_ENV} is not set: it holds the landing's job as JSON"})
+    code, out = run({**env, JOB_ENV: json.dumps({"export_id": "x", "table": "t"})})
+    assert (code, out) == (1, {"error": f"ValueError: {JOB_ENV} lacks target_url, broker_url, mode, workers, from_seq"})

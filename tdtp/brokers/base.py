@@ -480,7 +480,7 @@ class LogView:
         return getattr(self._log, name)
 
 
-class ReadFilter(LogView):
+class ReadFilter(LogView, ABC):
     """A log view whose reads pass through :meth:`passed`; the inner read is closed either way."""
 
     def read(self, **kwargs: Any) -> Iterator[Any]:
@@ -494,8 +494,9 @@ class ReadFilter(LogView):
 
         return items()
 
+    @abstractmethod
     def passed(self, items: Iterator[Any]) -> Iterator[Any]:
-        raise NotImplementedError
+        """The items a read yields, from the wrapped log's ``items``."""
 
 
 class PublishedSeqs(LogView):

@@ -31,6 +31,9 @@ from tdtp.importer.options import ImportOptions
 JOB_ENV = "TDTP_LAND_JOB"
 #: Export states in which every part is in the target (published or ready to be).
 LANDED_STATES = ("complete", "finalized")
+#: The lander process stops when no message came for this long (its parent may be gone,
+#: killed without a chance to stop it); whoever lands the export next lands the rest.
+IDLE_TIMEOUT_SECONDS = 600.0
 
 
 @dataclass
@@ -40,8 +43,12 @@ class ExportLanding:
     stats: dict[str, Any] = field(default_factory=dict)
     summary_seq: int | None = None  # where its summary was read; None: not reached
     others: list[str] = field(default_factory=list)  # other exports met ("" : a message naming none)
-    state: str = ""
-    complete: bool = False
+    state: str = ""  # the export's state in the target afterwards (ExportStatus.state)
+
+    @property
+    def complete(self) -> bool:
+        """Every part of the export is in the target."""
+        return self.state in LANDED_STATES
 
 
 def land_export(
@@ -57,23 +64,23 @@ def land_export(
     own = OnlyExport(log, export_id)
     reader = UntilSummary(own, export_id)
     stats = importer.import_log(reader, from_seq=from_seq, follow=follow, timeout=timeout).as_dict()
-    state = importer.status(export_id).state
     return ExportLanding(
         stats=stats,
         summary_seq=reader.summary_seq,
         others=sorted(own.others),
-        state=state,
-        complete=state in LANDED_STATES,
+        state=importer.status(export_id).state,
     )
 
 
-#: The lander process stops when no message came for this long (its parent may be gone,
-#: killed without a chance to stop it); whoever lands the export next lands the rest.
-IDLE_TIMEOUT_SECONDS = 600.0
+
+JOB_KEYS = ("target_url", "broker_url", "table", "mode", "workers", "export_id", "from_seq")
 
 
 def run_job(job: dict[str, Any]) -> dict[str, Any]:
     """One landing as the lander process does it: open broker and target, land, return the result."""
+    missing = [k for k in JOB_KEYS if k not in job]
+    if missing:
+        raise ValueError(f"{JOB_ENV} lacks {', '.join(missing)}")
     options = ImportOptions(mode=job["mode"], table=job["table"], workers=int(job["workers"]))
     importer = ParallelImporter(job["target_url"], options)
     with importer, open_broker(job["broker_url"]) as log:
@@ -83,15 +90,18 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
             job["export_id"],
             from_seq=int(job["from_seq"]),
             follow=True,
-            timeout=float(job.get("idle_timeout") or IDLE_TIMEOUT_SECONDS),
+            timeout=IDLE_TIMEOUT_SECONDS,
         )
-    return asdict(landing)
+    return {**asdict(landing), "complete": landing.complete}
 
 
 def main() -> int:
     try:
         # Taken out of the environment first: the importer's worker processes need no URLs from it.
-        result = run_job(json.loads(os.environ.pop(JOB_ENV)))
+        text = os.environ.pop(JOB_ENV, None)
+        if text is None:
+            raise ValueError(f"{JOB_ENV} is not set: it holds the landing's job as JSON")
+        result = run_job(json.loads(text))
     except BaseException as exc:  # reported to the parent, which decides; never a traceback only
         result = {"error": f"{type(exc).__name__}: {exc}"}
     sys.stdout.write(json.dumps(result, default=str) + "\n")
