@@ -8,6 +8,8 @@ bash scripts/services.sh
 .venv/bin/python -m pip install -q --upgrade pip
 .venv/bin/python -m pip install -q -e '.[test]'
 .venv/bin/ruff check .
+# The layers of docs/architecture.md, and no import cycles (contracts in .importlinter).
+.venv/bin/lint-imports --no-logo --no-cache
 
 set +e
 .venv/bin/python -m pytest -q -p no:cacheprovider "$@"

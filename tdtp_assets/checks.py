@@ -18,7 +18,7 @@ from collections.abc import Iterator
 
 import dagster as dg
 
-from tdtp.importer.status import ExportStatus
+from tdtp.importer import ExportStatus
 from tdtp_assets import names
 from tdtp_assets.assets import run_partition
 from tdtp_assets.importing import target_partition_rows

@@ -31,7 +31,7 @@ from typing import Any
 
 import dagster as dg
 
-from tdtp.importer.one_export import JOB_ENV
+from tdtp.importer import JOB_ENV, LANDER_MODULE
 from tdtp_assets import names
 from tdtp_assets.tables_config import TableConfig
 
@@ -105,7 +105,7 @@ class InlineLander:
         self._stderr = tempfile.TemporaryFile()  # noqa: SIM115 - closed in _done()
         try:
             self._proc = subprocess.Popen(
-                [sys.executable, "-m", "tdtp.importer.one_export"],
+                [sys.executable, "-m", LANDER_MODULE],
                 env={**os.environ, JOB_ENV: json.dumps({**self._job, "from_seq": first_seq})},
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.PIPE,

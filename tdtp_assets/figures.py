@@ -10,7 +10,7 @@ from typing import Any
 
 import dagster as dg
 
-from tdtp.importer.status import ExportStatus
+from tdtp.importer import ExportStatus
 
 
 def _f(value: Any, digits: int = 3) -> dg.MetadataValue:

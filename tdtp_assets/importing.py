@@ -15,11 +15,7 @@ from typing import Any
 
 import dagster as dg
 
-from tdtp.importer.finalize import partition_predicate
-from tdtp.importer.ledger import load_export
-from tdtp.importer.one_export import land_export
-from tdtp.importer.status import ExportStatus
-from tdtp.importer.target import Target
+from tdtp.importer import ExportStatus, ImportOptions, ParallelImporter, land_export, ranges
 from tdtp_assets import names
 from tdtp_assets.copying import inline_figures
 from tdtp_assets.figures import import_metadata
@@ -64,7 +60,7 @@ def observe_exports(
                     "finalized": status.finalized,
                     "parts_in_ledger": status.parts_in_ledger,
                     "total_parts": -1 if status.total_parts is None else status.total_parts,
-                    "missing_parts": _ranges_text(status.missing_parts),
+                    "missing_parts": ranges(status.missing_parts),
                     "from_seq": seq_range[0],
                     names.META_UNTIL_SEQ: seq_range[1],
                     **{f"run_{k}": stats.get(k) or 0 for k in _FIGURE_KEYS},
@@ -75,16 +71,6 @@ def observe_exports(
                 },
             )
         )
-
-
-def _ranges_text(numbers: list[int]) -> str:
-    out: list[str] = []
-    for n in sorted(numbers):
-        if out and out[-1][1] == n - 1:
-            out[-1][1] = n
-        else:
-            out.append([n, n])
-    return ", ".join(f"{a}" if a == b else f"{a}-{b}" for a, b in out)
 
 
 def land_figures(
@@ -126,33 +112,12 @@ def land_figures(
 def target_partition_rows(target_url: str, table: str, export_id: str) -> int | None:
     """Rows now in the target table for the export's partition (all rows when unpartitioned).
 
-    Uses the importer's own partition predicate (from the summary's partition filter),
-    so the count covers exactly the rows that replace mode swapped in.  None when the
-    export or the table is not there.
+    The engine counts with the importer's own partition predicate, so the count
+    covers exactly the rows that replace mode put there; None when the export or
+    the table is not there.
     """
-    target = Target.parse(target_url)
-    conn = target.connect()
-    try:
-        rec = load_export(target, conn, export_id)
-        if rec is None:
-            return None
-        predicate = partition_predicate(target, rec.summary)
-        sql = f"SELECT count(*) FROM {target.table(table)}"
-        params: tuple = ()
-        if predicate is not None:
-            sql += f" WHERE {predicate[0]}"
-            params = predicate[1]
-        if target.is_pg:
-            with conn.transaction():
-                conn.execute("SET LOCAL TimeZone = 'UTC'")  # the predicate's bounds are UTC
-                return int(target.execute(conn, sql, params).fetchone()[0])
-        return int(target.execute(conn, sql, params).fetchone()[0])
-    except Exception as exc:  # a missing table reads as "no rows here", which the check reports
-        if type(exc).__module__.startswith(("sqlite3", "psycopg")):
-            return None
-        raise
-    finally:
-        conn.close()
+    with ParallelImporter(target_url, ImportOptions(workers=1, table=table)) as importer:
+        return importer.partition_rows(export_id, table)
 
 
 def publish_export(
@@ -185,7 +150,7 @@ def publish_export(
                     # Only this export: the others in the range are their own runs' to land.
                     # Its summary ends the read, not ``last``: on a RabbitMQ stream with
                     # several writers that is an estimate and may fall short of it.
-                    landed_here = land_export(importer, log, export_id, from_seq=first, follow=False).stats
+                    landed_here = land_export(importer, log, export_id, from_seq=first, follow=False).stats.as_dict()
                 status = importer.status(export_id)
         if not status.finalized and status.complete:
             result = importer.finalize(export_id)

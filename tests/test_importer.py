@@ -20,7 +20,7 @@ import pytest
 from tdtp.brokers import open_broker
 from tdtp.cli import main as cli_main
 from tdtp.importer import ImportOptions, ParallelImporter, export_status
-from tdtp.importer.engine import DEFAULT_EXPANSION
+from tdtp.importer.dispatch import DEFAULT_EXPANSION
 from tdtp.sources import PartitionFilter
 from tests.importer_support import (
     count,

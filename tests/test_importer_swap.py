@@ -357,7 +357,7 @@ def test_bookkeeping_of_an_earlier_version_gets_the_publish_columns(pg_url, tmp_
 
 
 def test_partition_bounds_for_each_kind_and_column_type(pg_conn):
-    from tdtp.importer.swap import _tokens, make_bound
+    from tdtp.importer.swap_plan import _tokens, make_bound
 
     hour = PartitionFilter(column="ts", kind="hour", value="2026-01-05T13")
     bound = make_bound(pg_conn, "ts", "timestamp without time zone", hour)

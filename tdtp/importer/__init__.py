@@ -1,32 +1,57 @@
 """Parallel importer: TDTP parts from files or a broker into PostgreSQL or SQLite, exactly once.
 
-Modules, each with one job:
-  options   ImportOptions
-  target    the target database: dialect, connections, where bookkeeping lives
-  ledger    bookkeeping tables: part ledger, exports, dead letters
-  staging   per-export staging tables; a part's rows + ledger row in one transaction
-  finalize  atomic publish by write mode (replace / upsert / append)
-  publish   PostgreSQL copy strategy: one COPY in the publish transaction, live while parts arrive
-  swap      PostgreSQL swap/attach strategies: workers load a table, a rename or ATTACH publishes it
-  work      one part in a worker: verify, decode, stage, retry
-  inputs    files, broker messages and dead letters as received items
-  engine    the dispatcher (ParallelImporter): backpressure, acks, finalize triggers
-  one_export  land one export only, from a seq to its summary (copy runs, import steps)
-  status    ExportStatus for ``tdtp status``
-  stats     ImportStats
+This package's public API is what this module exports; the CLI and the Dagster
+layer use nothing else (an ``import-linter`` contract in CI holds them to it).
+The modules, top to bottom (each imports only modules below it; see
+docs/architecture.md for the picture and one row's path):
+
+  engine        ParallelImporter: import files / a log, finalize, status, dead-letter replay
+  one_export    land one export only, from a seq to its summary (copy runs, import steps)
+  dispatch      ImportRun: one import call's receive loop, backpressure, acks, finalize triggers
+  live          the live publisher: an export's COPY publish transaction open while parts arrive
+  finalize      is an export ready, and publish it in one transaction (by its strategy)
+  work          one part in a worker: verify, decode, stage, retry
+  staging       a part's rows or body + its ledger row in one transaction; stage/load tables
+  copy_publish  the copy strategy's publish: staged parts COPYed into the target
+  swap_publish  the swap/attach strategies' publish: the load table renamed or attached in place
+  swap_plan     at an export's first part: which strategy, and the load table it needs
+  pg_copy       the one COPY FROM STDIN path into PostgreSQL
+  writemode     the write modes' SQL and the one partition-filter reader
+  ledger        bookkeeping tables: part ledger, exports, dead letters
+  catalog       PostgreSQL catalog queries (relations, columns, keys, indexes, partitions)
+  target        the target database: dialect, connections, where bookkeeping lives
+  status, stats, options, inputs   what a user reads and sets; what a run receives
+  outcome, errors   states and strategy names; how failures are classified and worded
 """
 
 from tdtp.importer.engine import ParallelImporter, export_status
-from tdtp.importer.finalize import FinalizeResult
+from tdtp.importer.one_export import JOB_ENV, LANDER_MODULE, ExportLanding, land_export
 from tdtp.importer.options import ImportOptions
+from tdtp.importer.outcome import (
+    COMPLETE,
+    FINALIZED,
+    IMPORTING,
+    SUPERSEDED,
+    FinalizeResult,
+    ranges,
+)
 from tdtp.importer.stats import ImportStats
 from tdtp.importer.status import ExportStatus
 
 __all__ = [
+    "COMPLETE",
+    "FINALIZED",
+    "IMPORTING",
+    "JOB_ENV",
+    "LANDER_MODULE",
+    "SUPERSEDED",
+    "ExportLanding",
     "ExportStatus",
     "FinalizeResult",
     "ImportOptions",
     "ImportStats",
     "ParallelImporter",
     "export_status",
+    "land_export",
+    "ranges",
 ]

@@ -10,11 +10,11 @@ loads the export's rows; ``upsert`` inserts or updates by the key fields;
 export finalized, so finalize is idempotent: a second call sees ``finalized``.
 
 PostgreSQL publishes by the strategy chosen at the export's first part
-(``_tdtp_exports.publish``): ``copy`` loads with COPY (:mod:`tdtp.importer.publish`),
-usually through a live publisher that started while parts were arriving
+(``_tdtp_exports.publish``): ``copy`` loads with COPY (:mod:`tdtp.importer.copy_publish`),
+usually through a live publisher (:mod:`tdtp.importer.live`) that started while parts were arriving
 (:func:`finish_live` is its last step and :func:`finalize_export` the same thing
 done in one go); ``swap`` / ``attach`` find the rows already in a load table and
-publish it by a catalog change (:mod:`tdtp.importer.swap`).  SQLite moves its
+publish it by a catalog change (:mod:`tdtp.importer.swap_publish`).  SQLite moves its
 staging table's rows with ``INSERT ... SELECT``.
 
 Exports that can never be complete (a stream from a producer that sends no
@@ -31,6 +31,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from tdtp.importer.copy_publish import PgPublish, StagedConverter
+from tdtp.importer.errors import PublishError, first_line, is_db_error, is_transient_db_error
 from tdtp.importer.ledger import (
     ExportRecord,
     add_dead_letter,
@@ -43,106 +45,29 @@ from tdtp.importer.ledger import (
     pending_parts,
     try_publish_lock,
 )
+from tdtp.importer.outcome import (
+    APPEND,
+    BLOCKED,
+    BUSY,
+    COPY,
+    ERROR,
+    FINALIZED,
+    IMPORTING,
+    LOAD_TABLE_STRATEGIES,
+    MISMATCH,
+    NO_SUMMARY,
+    REPLACE,
+    SUPERSEDED,
+    UNKNOWN,
+    UPSERT,
+    WAITING,
+    FinalizeResult,
+    ranges,
+)
+from tdtp.importer.swap_publish import drop_load_table, lock_load, publish_export, publish_partial
 from tdtp.importer.target import EXPORTS, LEDGER, STAGE_PARTS, Target
-from tdtp.importer.writemode import delete_replaced, on_conflict, upsert_keys
+from tdtp.importer.writemode import delete_replaced, on_conflict, partition_predicate, upsert_keys
 from tdtp.packet import Summary, TdtpError
-from tdtp.sources.base import PartitionFilter
-
-FINALIZED = "finalized"
-WAITING = "waiting"
-BLOCKED = "blocked"
-MISMATCH = "mismatch"
-SUPERSEDED = "superseded"
-NO_SUMMARY = "no summary"
-UNKNOWN = "unknown"
-BUSY = "busy"
-ERROR = "error"
-
-
-@dataclass
-class FinalizeResult:
-    """Outcome of one finalize call; ``finalized`` is True once the export is published."""
-
-    export_id: str
-    state: str
-    finalized: bool = False
-    rows_published: int = 0
-    seconds: float = 0.0
-    reason: str = ""
-    already: bool = False
-    dead_lettered_part: int | None = None
-    strategy: str = ""  # how it was published: "copy", "swap", "attach" or "insert" (swap fallback)
-    strategy_note: str = ""  # why not by swap / what the swap did beyond the rename
-
-    @property
-    def ok(self) -> bool:
-        return self.finalized
-
-    @property
-    def publish_text(self) -> str:
-        """``swap`` or ``copy (not swapped: a view depends on it)``: for stats and logs."""
-        if not self.strategy:
-            return ""
-        return f"{self.strategy} ({self.strategy_note})" if self.strategy_note else self.strategy
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "export_id": self.export_id,
-            "state": self.state,
-            "finalized": self.finalized,
-            "already": self.already,
-            "rows_published": self.rows_published,
-            "seconds": round(self.seconds, 3),
-            "reason": self.reason,
-            "strategy": self.strategy,
-            "strategy_note": self.strategy_note,
-        }
-
-    def describe(self) -> str:
-        if self.finalized:
-            if self.already:
-                return "finalized (earlier)"
-            how = f" by {self.publish_text}" if self.strategy else ""
-            return f"finalized: {self.rows_published:,} rows published{how}"
-        return f"{self.state}: {self.reason}" if self.reason else self.state
-
-
-def ranges(numbers: list[int]) -> str:
-    """``[1,2,3,7,9,10]`` -> ``1-3, 7, 9-10`` (a gap list stays readable for big exports)."""
-    out: list[str] = []
-    start = prev = None
-    for n in numbers:
-        if start is None:
-            start = prev = n
-        elif n == prev + 1:
-            prev = n
-        else:
-            out.append(f"{start}" if start == prev else f"{start}-{prev}")
-            start = prev = n
-    if start is not None:
-        out.append(f"{start}" if start == prev else f"{start}-{prev}")
-    return ", ".join(out)
-
-
-def partition_predicate(target: Target, summary: Summary | None) -> tuple[str, tuple] | None:
-    """SQL condition (and parameters) selecting the export's partition in the target; None = all rows."""
-    spec = (summary.extra or {}).get("partition_filter") if summary is not None else None
-    if not spec:
-        return None
-    pf = PartitionFilter(column=str(spec["column"]), kind=spec["kind"], value=str(spec["value"]))
-    col = target.ident(pf.column)
-    if pf.kind == "value":
-        return f"{col} = %s", (pf.value,)
-    start, end = pf.bounds()
-    if target.is_pg:
-        # Bounds are UTC; the publish transaction runs with TimeZone=UTC.
-        return f"{col} >= %s AND {col} < %s", (start, end)
-    # The same normalization as the SQLite source's partition filter: datetime(col).
-    return (
-        f"datetime({col}) >= %s AND datetime({col}) < %s",
-        (start.strftime("%Y-%m-%d %H:%M:%S"), end.strftime("%Y-%m-%d %H:%M:%S")),
-    )
-
 
 # --------------------------------------------------------------------------- readiness
 
@@ -202,7 +127,7 @@ def _assess(target: Target, conn: Any, export_id: str, allow_partial: bool) -> _
     rows = sum(r for _, r, _ in parts)
     total = rec.total_parts
     if not total:
-        if rec.summary is None and allow_partial and rec.mode in ("upsert", "append"):
+        if rec.summary is None and allow_partial and rec.mode in (UPSERT, APPEND):
             return _Verdict(rec=rec, partial=True)
         if rec.summary is None and allow_partial:
             return _blocked(
@@ -243,7 +168,7 @@ def _assess(target: Target, conn: Any, export_id: str, allow_partial: bool) -> _
                 MISMATCH,
                 f"ledger checksum {have} differs from the summary's {rec.checksum}",
             )
-    if rec.mode == "replace":
+    if rec.mode == REPLACE:
         if rec.partition and partition_predicate(target, rec.summary) is None:
             return _blocked(
                 target, conn, rec, BLOCKED,
@@ -282,8 +207,6 @@ def _mark(target: Target, conn: Any, export_id: str, status: str, moved: int, no
 def _supersede(target: Target, conn: Any, rec: ExportRecord, newer: str) -> FinalizeResult:
     note = f"a newer export {newer} of the same partition is already published"
     if target.is_pg:
-        from tdtp.importer.swap import drop_load_table
-
         target.execute(conn, f"DELETE FROM {target.book(STAGE_PARTS)} WHERE export_id = %s", (rec.export_id,))
         drop_load_table(target, conn, rec)
     elif _sqlite_stage_exists(conn, rec.stage_table):
@@ -302,10 +225,10 @@ def _published(
     strategy: str = "",
     note: str | None = None,
 ) -> FinalizeResult:
-    strategy = strategy or (rec.publish or "copy" if target.is_pg else "")
+    strategy = strategy or (rec.publish or COPY if target.is_pg else "")
     note = rec.publish_note if note is None else note
     if partial:
-        _mark(target, conn, rec.export_id, "importing", moved, NO_SUMMARY)
+        _mark(target, conn, rec.export_id, IMPORTING, moved, NO_SUMMARY)
         return FinalizeResult(
             rec.export_id,
             NO_SUMMARY,
@@ -337,7 +260,7 @@ def finalize_export(
     allow_partial: bool = False,
     retries: int = 3,
     backoff_seconds: float = 0.2,
-    executor: Any = None,
+    converter: StagedConverter | None = None,
 ) -> FinalizeResult:
     """Publish ``export_id`` if it is ready; otherwise say exactly what it is waiting for.
 
@@ -349,10 +272,10 @@ def finalize_export(
     delay = backoff_seconds
     for attempt in range(retries + 1):
         try:
-            result = _finalize_once(target, conn, export_id, allow_partial, executor)
+            result = _finalize_once(target, conn, export_id, allow_partial, converter)
             break
         except Exception as exc:
-            if attempt >= retries or not _is_transient(exc):
+            if attempt >= retries or not is_transient_db_error(exc):
                 result = _error(target, conn, export_id, exc)
                 break
             time.sleep(delay)
@@ -361,17 +284,9 @@ def finalize_export(
     return result
 
 
-def _is_transient(exc: BaseException) -> bool:
-    from tdtp.importer.work import is_retryable
-
-    return _is_db_error(exc) and is_retryable(exc)
-
-
 def _finalize_once(
-    target: Target, conn: Any, export_id: str, allow_partial: bool, executor: Any = None
+    target: Target, conn: Any, export_id: str, allow_partial: bool, converter: StagedConverter | None = None
 ) -> FinalizeResult:
-    from tdtp.importer.publish import PgPublish, PublishError
-
     try:
         with target.transaction(conn):
             if not try_publish_lock(target, conn, export_id):
@@ -384,10 +299,10 @@ def _finalize_once(
                     result = verdict.result
                 elif verdict.newer is not None:
                     result = _supersede(target, conn, verdict.rec, verdict.newer)
-                elif target.is_pg and verdict.rec.publish in ("swap", "attach"):
+                elif target.is_pg and verdict.rec.publish in LOAD_TABLE_STRATEGIES:
                     result = _publish_swap(target, conn, verdict.rec, verdict.partial)
                 elif target.is_pg:
-                    pub = PgPublish(target, conn, verdict.rec, executor)
+                    pub = PgPublish(target, conn, verdict.rec, converter)
                     pub.prepare()
                     result = _published(target, conn, verdict.rec, pub.publish_pending(), verdict.partial)
                 else:
@@ -400,15 +315,13 @@ def _finalize_once(
 
 def _publish_swap(target: Target, conn: Any, rec: ExportRecord, partial: bool) -> FinalizeResult:
     """Swap/attach export: its rows are in the load table; publish that (see tdtp.importer.swap)."""
-    from tdtp.importer import swap
-
-    swap.lock_load(target, conn, rec)  # no part lands in it while it is published
+    lock_load(target, conn, rec)  # no part lands in it while it is published
     pending = pending_parts(target, conn, rec.export_id)
     rows = sum(r for _, r, _ in pending)
     if partial:  # no summary, mode switched to upsert/append: move what is there, keep loading
-        out = swap.publish_partial(target, conn, rec)
+        out = publish_partial(target, conn, rec)
     else:
-        out = swap.publish_export(target, conn, rec, rows, lambda: _newer_finalized(target, conn, rec))
+        out = publish_export(target, conn, rec, rows, lambda: _newer_finalized(target, conn, rec))
     if out.superseded_by is not None:
         return _supersede(target, conn, rec, out.superseded_by)
     mark_published(target, conn, rec.export_id, [p for p, _, _ in pending])
@@ -418,8 +331,6 @@ def _publish_swap(target: Target, conn: Any, rec: ExportRecord, partial: bool) -
 
 def finish_live(target: Target, conn: Any, live: Any, pub: Any, *, allow_partial: bool) -> FinalizeResult:
     """Last step of a live publisher (its own connection, its transaction still open)."""
-    from tdtp.importer.publish import PublishError
-
     started = time.perf_counter()
     try:
         if live.failure is not None:
@@ -433,7 +344,7 @@ def finish_live(target: Target, conn: Any, live: Any, pub: Any, *, allow_partial
             result = _supersede(target, conn, verdict.rec, verdict.newer)
             conn.commit()
         elif verdict.rec.mode != live.mode or (
-            live.mode == "replace" and partition_predicate(target, verdict.rec.summary) != live.predicate
+            live.mode == REPLACE and partition_predicate(target, verdict.rec.summary) != live.predicate
         ):
             # The summary named another partition than the live transaction assumed: start over.
             conn.rollback()
@@ -442,7 +353,7 @@ def finish_live(target: Target, conn: Any, live: Any, pub: Any, *, allow_partial
                 _autocommit(target, conn),
                 live.export_id,
                 allow_partial=allow_partial,
-                executor=live.executor,
+                converter=live.converter,
             )
         else:
             result = _published(target, conn, verdict.rec, pub.publish_pending(), verdict.partial)
@@ -515,8 +426,8 @@ def dead_letter_staged(target: Target, conn: Any, export_id: str, exc: Any) -> F
 def _error(target: Target, conn: Any, export_id: str, exc: BaseException) -> FinalizeResult:
     if isinstance(exc, TdtpError):
         reason = str(exc)
-    elif _is_db_error(exc):
-        reason = f"publish failed: {_db_message(exc)}"
+    elif is_db_error(exc):
+        reason = f"publish failed: {first_line(exc)}"
     else:
         raise exc
     _note_error(target, conn, export_id, reason)
@@ -528,7 +439,7 @@ def _note_error(target: Target, conn: Any, export_id: str, reason: str) -> None:
         with target.transaction(conn):
             _set_note(target, conn, export_id, f"{ERROR}: {reason}")
     except Exception as exc:  # the note is a courtesy; the result already carries the reason
-        if not _is_db_error(exc):
+        if not is_db_error(exc):
             raise
 
 
@@ -555,7 +466,7 @@ def _publish_sqlite(target: Target, conn: Any, rec: ExportRecord, *, complete: b
     if staged != expected:
         raise TdtpError(f"staging holds {staged} rows, the ledger's unpublished parts {expected}")
     table = target.table(rec.table_name)
-    if rec.mode == "replace":
+    if rec.mode == REPLACE:
         delete_replaced(target, conn, table, partition_predicate(target, rec.summary))
     if staged:
         cols = ", ".join(target.ident(n) for n, _ in rec.columns)
@@ -571,20 +482,3 @@ def _publish_sqlite(target: Target, conn: Any, rec: ExportRecord, *, complete: b
     elif staged:
         conn.execute(f"DELETE FROM {stage}")
     return staged
-
-
-def _is_db_error(exc: BaseException) -> bool:
-    import sqlite3
-
-    if isinstance(exc, sqlite3.Error):
-        return True
-    try:
-        import psycopg
-    except ImportError:  # pragma: no cover
-        return False
-    return isinstance(exc, psycopg.Error)
-
-
-def _db_message(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0] if text else type(exc).__name__

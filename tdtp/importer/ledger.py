@@ -197,7 +197,7 @@ class ExportRecord:
     note: str
     published_rows: int
     finalized_at: Any
-    publish: str = ""  # "" (not decided yet), "copy", "swap" or "attach": see tdtp.importer.swap
+    publish: str = ""  # "" (not decided yet), "copy", "swap" or "attach": see tdtp.importer.swap_plan
     load_table: str = ""  # swap/attach: the table the workers load the rows into
     publish_note: str = ""  # why this export publishes the way it does (e.g. why not by swap)
 
@@ -208,12 +208,9 @@ _EXPORT_COLS = (
 )
 
 
-def load_export(
-    target: Target, conn: Any, export_id: str, *, for_update: bool = False
-) -> ExportRecord | None:
-    lock = " FOR UPDATE" if for_update and target.is_pg else ""
+def load_export(target: Target, conn: Any, export_id: str) -> ExportRecord | None:
     row = target.execute(
-        conn, f"SELECT {_EXPORT_COLS} FROM {target.book(EXPORTS)} WHERE export_id = %s{lock}", (export_id,)
+        conn, f"SELECT {_EXPORT_COLS} FROM {target.book(EXPORTS)} WHERE export_id = %s", (export_id,)
     ).fetchone()
     if row is None:
         return None

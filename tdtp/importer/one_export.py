@@ -20,17 +20,21 @@ from __future__ import annotations
 import json
 import os
 import sys
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
 
 from tdtp.brokers import OnlyExport, PartLog, UntilSummary, open_broker
 from tdtp.importer.engine import ParallelImporter
 from tdtp.importer.options import ImportOptions
+from tdtp.importer.outcome import COMPLETE, FINALIZED
+from tdtp.importer.stats import ImportStats
 
 #: The environment variable holding the lander process's job.
 JOB_ENV = "TDTP_LAND_JOB"
+#: Run as ``python -m LANDER_MODULE`` to land one export in a process of its own.
+LANDER_MODULE = "tdtp.importer.one_export"
 #: Export states in which every part is in the target (published or ready to be).
-LANDED_STATES = ("complete", "finalized")
+LANDED_STATES = (COMPLETE, FINALIZED)
 #: The lander process stops when no message came for this long (its parent may be gone,
 #: killed without a chance to stop it); whoever lands the export next lands the rest.
 IDLE_TIMEOUT_SECONDS = 600.0
@@ -40,15 +44,38 @@ IDLE_TIMEOUT_SECONDS = 600.0
 class ExportLanding:
     """What landing one export did: the importer's figures and where the read ended."""
 
-    stats: dict[str, Any] = field(default_factory=dict)
+    stats: ImportStats = field(default_factory=ImportStats)
     summary_seq: int | None = None  # where its summary was read; None: not reached
     others: list[str] = field(default_factory=list)  # other exports met ("" : a message naming none)
     state: str = ""  # the export's state in the target afterwards (ExportStatus.state)
+    error: str | None = None  # why the landing failed (a lander process's own failure)
 
     @property
     def complete(self) -> bool:
         """Every part of the export is in the target."""
         return self.state in LANDED_STATES
+
+    def as_dict(self) -> dict[str, Any]:
+        """The lander process's result line (JSON)."""
+        return {
+            "stats": self.stats.as_dict(),
+            "summary_seq": self.summary_seq,
+            "others": list(self.others),
+            "state": self.state,
+            "complete": self.complete,
+            **({"error": self.error} if self.error is not None else {}),
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ExportLanding:
+        """A lander process's result line read back (a failed process sends only ``error``)."""
+        return cls(
+            stats=ImportStats.from_dict(data.get("stats") or {}),
+            summary_seq=data.get("summary_seq"),
+            others=list(data.get("others") or []),
+            state=str(data.get("state") or ""),
+            error=data.get("error"),
+        )
 
 
 def land_export(
@@ -63,7 +90,7 @@ def land_export(
     """Land ``export_id``'s messages from ``from_seq`` on; with ``follow``, wait for the rest until its summary."""
     own = OnlyExport(log, export_id)
     reader = UntilSummary(own, export_id)
-    stats = importer.import_log(reader, from_seq=from_seq, follow=follow, timeout=timeout).as_dict()
+    stats = importer.import_log(reader, from_seq=from_seq, follow=follow, timeout=timeout)
     return ExportLanding(
         stats=stats,
         summary_seq=reader.summary_seq,
@@ -92,7 +119,7 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
             follow=True,
             timeout=IDLE_TIMEOUT_SECONDS,
         )
-    return {**asdict(landing), "complete": landing.complete}
+    return landing.as_dict()
 
 
 def main() -> int:

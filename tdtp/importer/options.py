@@ -5,11 +5,11 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
+from tdtp.importer.outcome import AUTO, COPY, MODES, REPLACE, SWAP
 from tdtp.packet import TdtpError
 
-MODES = ("replace", "upsert", "append")
 EXECUTORS = ("process", "thread")
-PUBLISH = ("auto", "swap", "copy")
+PUBLISH = (AUTO, SWAP, COPY)
 INDEX_BUILDS = ("after", "before")
 
 
@@ -33,7 +33,7 @@ class ImportOptions:
     ``worker_nice`` lowers worker processes' CPU priority, leaving the publisher
     (and the exporter on the same machine) ahead of them.
 
-    ``publish`` (PostgreSQL, replace mode; see :mod:`tdtp.importer.swap`):
+    ``publish`` (PostgreSQL, replace mode; see :mod:`tdtp.importer.swap_plan`):
     ``"auto"`` (default) lets the workers COPY an export's rows in parallel into a
     load table and publishes it by a metadata swap (whole table: rename; a
     partition of a partitioned table: ATTACH) when that is safe for the target,
@@ -45,7 +45,7 @@ class ImportOptions:
     """
 
     workers: int = os.cpu_count() or 1
-    mode: str = "replace"
+    mode: str = REPLACE
     table: str | None = None
     retries: int = 3
     backoff_seconds: float = 0.2
@@ -57,7 +57,7 @@ class ImportOptions:
     progress: bool = False
     worker_nice: int = 0
     live_publish: bool = True
-    publish: str = "auto"
+    publish: str = AUTO
     swap_indexes: str = "after"
 
     def resolved_queue_parts(self) -> int:
@@ -80,7 +80,7 @@ class ImportOptions:
             raise TdtpError(
                 f"unknown publish strategy {self.publish!r}; use auto, swap or copy", where="publish"
             )
-        if self.publish == "swap" and self.mode != "replace":
+        if self.publish == SWAP and self.mode != REPLACE:
             raise TdtpError(
                 f"publish='swap' replaces a table or partition; {self.mode} mode publishes by copy",
                 where="publish",

@@ -1,13 +1,13 @@
 """Staging: where a part waits, committed with its ledger row, until its export is published.
 
-PostgreSQL, swap/attach strategy (replace mode, see :mod:`tdtp.importer.swap`):
+PostgreSQL, swap/attach strategy (replace mode, see :mod:`tdtp.importer.swap_plan`):
 the worker COPYs the part's rows into the export's load table, in the same
 transaction as the ledger row; publishing is then a catalog change.
 
 PostgreSQL, copy strategy: the part's *body* (the received bytes, zstd inside) in
 ``tdtp._tdtp_stage_parts``: one small write per part, so workers spend their
 time decoding, and the rows are written into the target exactly once, by the
-publisher's COPY (see :mod:`tdtp.importer.publish`).  Writing the rows twice
+publisher's COPY (see :mod:`tdtp.importer.copy_publish`).  Writing the rows twice
 (typed staging table, then ``INSERT ... SELECT``) measured as slow as a second
 import: a 1M-row publish alone took as long as ``psql \\copy`` of the rows.
 
@@ -23,10 +23,15 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from tdtp.importer.catalog import table_columns
 from tdtp.importer.ledger import claim_part, ddl_lock, load_export, resolve_dead_letters, upsert_export
+from tdtp.importer.outcome import CLOSED_STATES, COPY, IMPORTED, LOAD_TABLE_STRATEGIES
+from tdtp.importer.pg_copy import CopyRefused, copy_in
+from tdtp.importer.swap_plan import prepare_export, relax_load
 from tdtp.importer.target import BOOK_SCHEMA, LEDGER, STAGE_PARTS, Target, stage_name
-from tdtp.packet import Schema, SchemaError, TdtpError
+from tdtp.packet import IntegrityError, Schema, SchemaError, TdtpError
 from tdtp.sinks.ddl import create_table_sql, split_qualified
+from tdtp.sinks.sqlite import write_rows
 
 
 @dataclass
@@ -38,52 +43,18 @@ class StagedExport:
     stage: str
     signature: list[list[str]]
     closed: bool = False  # finalized or superseded: nothing more may be staged
-    strategy: str = "copy"  # PostgreSQL: "copy" (stage bodies) or "swap"/"attach" (rows into load_table)
+    strategy: str = COPY  # PostgreSQL: COPY (stage bodies) or SWAP/ATTACH (rows into load_table)
     load_table: str = ""
     columns: list[str] | None = None  # COPY column list for the load table
 
     @property
     def loads_rows(self) -> bool:
-        return self.strategy in ("swap", "attach")
+        return self.strategy in LOAD_TABLE_STRATEGIES
 
 
 def stage_ref(target: Target, stage: str) -> str:
     """Unquoted ``schema.table`` text of a staging table, as the sinks take table names."""
     return f"{BOOK_SCHEMA}.{stage}" if target.is_pg else stage
-
-
-def table_columns(target: Target, conn: Any, table: str) -> list[tuple[str, str]] | None:
-    """``(name, declared type)`` of a table's columns in order, or None if it does not exist."""
-    if target.is_pg:
-        row = conn.execute("SELECT to_regclass(%s)::oid", (target.table(table),)).fetchone()
-        if row is None or row[0] is None:
-            return None
-        return [
-            (name, typ)
-            for name, typ in conn.execute(
-                "SELECT attname, format_type(atttypid, atttypmod) FROM pg_attribute "
-                "WHERE attrelid = %s AND attnum > 0 AND NOT attisdropped ORDER BY attnum",
-                (row[0],),
-            ).fetchall()
-        ]
-    rows = conn.execute(f"PRAGMA table_info({target.table(table)})").fetchall()
-    return [(r[1], r[2] or "") for r in rows] or None
-
-
-def primary_key(target: Target, conn: Any, table: str) -> list[str]:
-    """The target table's primary key columns (the upsert conflict target when parts name no keys)."""
-    if target.is_pg:
-        return [
-            r[0]
-            for r in conn.execute(
-                "SELECT a.attname FROM pg_index i JOIN pg_attribute a "
-                "ON a.attrelid = i.indrelid AND a.attnum = ANY(i.indkey) "
-                "WHERE i.indrelid = to_regclass(%s) AND i.indisprimary ORDER BY array_position(i.indkey, a.attnum)",
-                (target.table(table),),
-            ).fetchall()
-        ]
-    rows = conn.execute(f"PRAGMA table_info({target.table(table)})").fetchall()
-    return [r[1] for r in sorted((r for r in rows if r[5]), key=lambda r: r[5])]
 
 
 def _create_stage(target: Target, conn: Any, table: str, stage: str, schema: Schema) -> None:
@@ -138,23 +109,21 @@ def stage_export(
             producer=producer,
         )
         record = load_export(target, conn, export_id)
-    if record is not None and record.status in ("finalized", "superseded"):
+    if record is not None and record.status in CLOSED_STATES:
         return StagedExport(export_id=export_id, table=table, stage=stage, signature=signature, closed=True)
     if record is not None and record.columns and record.columns != signature:
         raise SchemaError(
             f"fields {_names(signature)} differ from the export's first part {_names(record.columns)}",
             where=f"export {export_id}",
         )
-    strategy, load_table = "copy", ""
+    strategy, load_table = COPY, ""
     with target.transaction(conn):
         ddl_lock(target, conn, table)
         if target.is_pg:
-            from tdtp.importer import swap
-
             record = load_export(target, conn, export_id)  # again, under the lock
             assert record is not None
             if not record.publish:
-                plan = swap.prepare_export(
+                plan = prepare_export(
                     target,
                     conn,
                     record,
@@ -167,10 +136,10 @@ def stage_export(
                 strategy, load_table = plan.strategy, plan.load_table
             else:
                 strategy, load_table = record.publish, record.load_table
-                if strategy in ("swap", "attach"):
-                    swap.relax_load(target, conn, table, load_table)
+                if strategy in LOAD_TABLE_STRATEGIES:
+                    relax_load(target, conn, table, load_table)
         columns = table_columns(target, conn, table)
-        if columns is None and strategy in ("swap", "attach"):
+        if columns is None and strategy in LOAD_TABLE_STRATEGIES:
             # The target is made at publish (a partition export whose filter comes with the summary).
             columns = table_columns(target, conn, load_table)
             if columns is None:
@@ -231,7 +200,7 @@ def write_part(
     values: list[tuple] | None,
     checksum: int,
     partition: str,
-    resolution: str = "imported",
+    resolution: str = IMPORTED,
     copy: bytes | Iterable[bytes] | None = None,
 ) -> bool:
     """Stage one part and its ledger row in ONE transaction; False if it was a duplicate.
@@ -251,8 +220,6 @@ def write_part(
         ):
             return False
         if target.is_pg and staged.loads_rows:
-            from tdtp.importer.swap import copy_into_load
-
             copy_into_load(conn, target.table(staged.load_table), staged.columns or schema.names, copy, rows)
         elif target.is_pg:
             target.execute(
@@ -261,9 +228,21 @@ def write_part(
                 (staged.export_id, part, body),
             )
         elif values:
-            from tdtp.sinks.sqlite import write_rows
-
             # Workers decoded them with sinks.sqlite.stored_values: stored forms already.
             write_rows(conn, stage_ref(target, staged.stage), schema, values, stored=True)
         resolve_dead_letters(target, conn, staged.export_id, part, resolution)
     return True
+
+
+def copy_into_load(
+    conn: Any, load_table: str, columns: list[str], data: bytes | Iterable[bytes] | None, rows: int
+) -> None:
+    """Inside a part's transaction: its rows (COPY text, whole or in chunks) into the load table, counted."""
+    if not rows:
+        return
+    try:
+        loaded = copy_in(conn, load_table, columns, data)
+    except CopyRefused as exc:
+        raise TdtpError(f"the target refused the part's rows: {exc.message}") from exc
+    if loaded != rows:
+        raise IntegrityError(f"COPY loaded {loaded} rows, the part holds {rows}")

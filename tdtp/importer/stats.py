@@ -103,6 +103,53 @@ class ImportStats:
         self.publish.update(other.publish)
         self.finalized.extend(x for x in other.finalized if x not in self.finalized)
 
+    @classmethod
+    def combined(cls, runs: list[ImportStats]) -> ImportStats:
+        """One figure set for imports that ran side by side (Dagster's parallel land ops).
+
+        Counts add up; time is the longest run's (they overlapped), memory the largest.
+        """
+        total = cls()
+        for run in runs:
+            total.merge(run)
+            total.target = total.target or run.target
+            total.workers += run.workers
+            total.executor = total.executor or run.executor
+            total.seconds = max(total.seconds, run.seconds)
+            if run.first_part_seconds is not None and (
+                total.first_part_seconds is None or run.first_part_seconds < total.first_part_seconds
+            ):
+                total.first_part_seconds = run.first_part_seconds
+            total.peak_rss_mb = max(total.peak_rss_mb, run.peak_rss_mb)
+            total.worker_peak_rss_mb = max(total.worker_peak_rss_mb, run.worker_peak_rss_mb)
+            total.no_summary.extend(x for x in run.no_summary if x not in total.no_summary)
+        return total
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ImportStats:
+        """The figures back from :meth:`as_dict` (a lander process's JSON, a Dagster op's output).
+
+        Derived figures (rates, percentiles) are recomputed, not read; per-part
+        times do not travel, so percentiles of a rebuilt object are those of its mean.
+        """
+        stats = cls()
+        for name in (
+            "target", "executor", "workers", "parts_imported", "total_rows", "bytes", "duplicates",
+            "retries", "dead_letters", "summaries", "seconds", "first_part_seconds", "staged_seconds",
+            "finalize_seconds", "peak_rss_mb", "worker_peak_rss_mb", "memory_pauses", "max_in_flight",
+            "last_seq",
+        ):  # fmt: skip
+            if data.get(name) is not None:
+                setattr(stats, name, data[name])
+        stats.errors = list(data.get("errors") or [])
+        stats.exports = dict(data.get("exports") or {})
+        stats.finalized = list(data.get("finalized") or [])
+        stats.no_summary = list(data.get("no_summary") or [])
+        stats.publish = dict(data.get("publish") or {})
+        if stats.parts_imported and data.get("avg_part_seconds"):
+            stats.part_seconds = [float(data["avg_part_seconds"])] * int(stats.parts_imported)
+        return stats
+
     # --------------------------------------------------------------------- output
     def as_dict(self) -> dict[str, Any]:
         """Flat JSON-able figures (Dagster metadata, ``tdtp import`` stdout)."""

@@ -10,9 +10,23 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from tdtp.importer.finalize import FINALIZED, NO_SUMMARY, SUPERSEDED, UNKNOWN, ranges
+from tdtp.importer.errors import is_db_error
 from tdtp.importer.ledger import checksum_sum, ledger_parts, load_export, open_dead_letters
+from tdtp.importer.outcome import (
+    BLOCKED,
+    CLOSED_STATES,
+    COMPLETE,
+    COPY,
+    ERROR,
+    FINALIZED,
+    IMPORTING,
+    MISMATCH,
+    NO_SUMMARY,
+    UNKNOWN,
+    ranges,
+)
 from tdtp.importer.target import Target
+from tdtp.importer.writemode import partition_predicate
 
 
 @dataclass
@@ -103,7 +117,7 @@ class ExportStatus:
             lines.append(f"  note: {self.note}")
         if self.publish:
             how = f"  publish: {self.publish}" + (f" ({self.publish_note})" if self.publish_note else "")
-            if self.load_table and not self.finalized and self.publish != "copy":
+            if self.load_table and not self.finalized and self.publish != COPY:
                 how += f"; rows wait in {self.load_table}"
             lines.append(how)
         return "\n".join(lines)
@@ -121,7 +135,7 @@ def read_status(target: Target, conn: Any, export_id: str) -> ExportStatus:
     present = {p for p, _, _ in parts}
     if rec is None:
         if parts or dead:
-            status.state = "blocked" if dead else "importing"
+            status.state = BLOCKED if dead else IMPORTING
         return status
     status.table = rec.table_name
     status.partition = rec.partition
@@ -139,14 +153,42 @@ def read_status(target: Target, conn: Any, export_id: str) -> ExportStatus:
     status.finalized_at = None if rec.finalized_at is None else str(rec.finalized_at)
     upper = rec.total_parts or (max(present) if present else 0)
     status.missing_parts = sorted(set(range(1, upper + 1)) - present)
-    if rec.status in (FINALIZED, SUPERSEDED):
+    if rec.status in CLOSED_STATES:
         status.state = rec.status
-    elif dead or rec.note.startswith(("blocked", "mismatch", "error")):
-        status.state = "blocked"
+    elif dead or rec.note.startswith((BLOCKED, MISMATCH, ERROR)):
+        status.state = BLOCKED
     elif rec.total_parts is None and rec.note.startswith(NO_SUMMARY):
         status.state = NO_SUMMARY
     elif status.complete:
-        status.state = "complete"
+        status.state = COMPLETE
     else:
-        status.state = "importing"
+        status.state = IMPORTING
     return status
+
+
+def partition_rows(target: Target, conn: Any, export_id: str, table: str) -> int | None:
+    """Rows now in ``table`` for the export's partition (all rows when it is the whole table).
+
+    Counted with the publishers' own partition predicate (from the summary's
+    partition filter), so the count covers exactly the rows a replace put there.
+    None when the export or the table is not there: a check reports that.
+    """
+    rec = load_export(target, conn, export_id)
+    if rec is None:
+        return None
+    predicate = partition_predicate(target, rec.summary)
+    sql = f"SELECT count(*) FROM {target.table(table)}"
+    params: tuple = ()
+    if predicate is not None:
+        sql += f" WHERE {predicate[0]}"
+        params = predicate[1]
+    try:
+        if target.is_pg:
+            with conn.transaction():
+                conn.execute("SET LOCAL TimeZone = 'UTC'")  # the predicate's bounds are UTC
+                return int(target.execute(conn, sql, params).fetchone()[0])
+        return int(target.execute(conn, sql, params).fetchone()[0])
+    except Exception as exc:
+        if is_db_error(exc):  # a missing table reads as "no rows here"
+            return None
+        raise

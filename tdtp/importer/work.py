@@ -19,7 +19,6 @@ import contextlib
 import os
 import resource
 import signal
-import sqlite3
 import threading
 import time
 from collections.abc import Iterator
@@ -27,15 +26,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from tdtp.codec import decode_packet, part_checksum
+from tdtp.importer.copy_publish import convert_staged
+from tdtp.importer.errors import TargetUnavailable, error_text, is_retryable
+from tdtp.importer.outcome import AUTO, COPY, DUPLICATE, FAILED, IMPORTED
 from tdtp.importer.staging import StagedExport, in_ledger, stage_export, write_part
 from tdtp.importer.target import Target
 from tdtp.packet import IntegrityError, Schema, TdtpError
 from tdtp.sinks.copy_text import lines_to_copy
 from tdtp.sinks.sqlite import stored_values
-
-IMPORTED = "imported"
-DUPLICATE = "duplicate"
-FAILED = "failed"
 
 
 @dataclass
@@ -51,7 +49,7 @@ class WorkerConfig:
     lock_timeout: float
     write: bool  # False: decode only (SQLite: the main process writes)
     nice: int = 0  # worker processes' niceness (see ImportOptions.worker_nice)
-    publish: str = "auto"  # see ImportOptions.publish
+    publish: str = AUTO  # see ImportOptions.publish
     swap_indexes: str = "after"
 
 
@@ -66,7 +64,7 @@ class PartJob:
     rows_hint: int | None = None
     partition: str = ""
     producer: str | None = None  # "foreign" when a message came without our headers
-    resolution: str = "imported"  # what a dead letter of this part is marked when it lands
+    resolution: str = IMPORTED  # what a dead letter of this part is marked when it lands
     dead_letter_id: int | None = None  # set when the job replays a dead letter
     whole_table: bool = False  # from our own producer's log with no partition header: a whole-table export
 
@@ -150,54 +148,6 @@ def decode_part(job: PartJob, *, table_override: str | None, want_values: bool) 
         checksum=part_checksum(packet.rows) if packet.rows else 0,
         values=values,
     )
-
-
-def is_retryable(exc: BaseException) -> bool:
-    """True for failures of the moment; False for what the same bytes would hit again."""
-    if isinstance(exc, TargetUnavailable):
-        return True
-    if isinstance(exc, TdtpError):
-        # Sinks wrap driver errors in TdtpError; a wrapped lock timeout is still transient.
-        cause = exc.__cause__
-        return _is_db_error(cause) and is_retryable(cause)
-    if isinstance(exc, sqlite3.OperationalError):
-        text = str(exc).lower()
-        return "locked" in text or "busy" in text
-    if isinstance(exc, sqlite3.Error):
-        return False
-    try:
-        import psycopg
-    except ImportError:  # pragma: no cover
-        return True
-    if isinstance(exc, psycopg.OperationalError):
-        return True  # connection lost, lock timeout, deadlock, serialization failure, shutdown
-    # Other driver errors (bad value, constraint, undefined column) recur with the same part.
-    return not isinstance(exc, psycopg.Error)
-
-
-def _is_db_error(exc: BaseException | None) -> bool:
-    if exc is None:
-        return False
-    if isinstance(exc, sqlite3.Error):
-        return True
-    try:
-        import psycopg
-    except ImportError:  # pragma: no cover
-        return False
-    return isinstance(exc, psycopg.Error)
-
-
-class TargetUnavailable(TdtpError):
-    """The target could not be reached: worth retrying."""
-
-
-def error_text(exc: BaseException, source: str) -> str:
-    """One line naming where and what, for dead letters and the run's error list."""
-    if isinstance(exc, TdtpError):
-        text = str(exc)
-        return text if source in text else f"{source}: {text}"
-    first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-    return f"{source}: {type(exc).__name__}: {first}"
 
 
 class PartWriter:
@@ -352,7 +302,7 @@ def run_job(job: PartJob, config: WorkerConfig, writer: PartWriter | None) -> Pa
         write_with_retries(writer, part, job, outcome, retries=config.retries, backoff=config.backoff_seconds)
         part.lines = []
         outcome.strategy = writer.strategy
-        if outcome.status == IMPORTED and writer.strategy == "copy":
+        if outcome.status == IMPORTED and writer.strategy == COPY:
             outcome.copy = part.copy  # for the live publisher; swap/attach rows are in place already
     else:
         outcome.status = IMPORTED
@@ -378,9 +328,10 @@ def init_worker(config: WorkerConfig, in_process: bool) -> None:
 
 
 def convert_staged_job(export_id: str, part: int) -> bytes | None:
-    """Pool entry point for publishing at the end: a staged part read back as COPY text."""
-    from tdtp.importer.publish import convert_staged
+    """Pool entry point for publishing at the end: a staged part read back as COPY text.
 
+    Handed to the publisher as :class:`tdtp.importer.copy_publish.StagedConverter`'s job.
+    """
     writer: PartWriter | None = getattr(_local, "writer", None)
     if writer is None:
         writer = _local.writer = PartWriter(_local.config)

@@ -1,19 +1,50 @@
-"""The SQL of the write modes, shared by every publish path (SQLite staging, the live
-PostgreSQL COPY publisher, and the swap/attach INSERT fallback).
+"""The write modes' SQL, shared by every publish path (SQLite staging, the PostgreSQL COPY
+publisher, and the swap/attach INSERT fallback), and the one reader of an export's
+partition filter.
 
 ``replace`` deletes the export's partition (or every row) before the insert; ``upsert``
 needs key fields and turns the insert into ``INSERT ... ON CONFLICT``; ``append`` adds
-nothing.  Keeping this in one place keeps the three paths agreeing on what a mode means.
+nothing.  Which rows a replace replaces comes from the summary's
+``extra["partition_filter"]`` (see docs/importer.md), read by :func:`partition_filter`
+alone, so the publishers, the swap planner and Dagster's row-count check agree on it.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from tdtp.importer.catalog import primary_key
 from tdtp.importer.ledger import ExportRecord
-from tdtp.importer.staging import primary_key
 from tdtp.importer.target import Target
-from tdtp.packet import TdtpError
+from tdtp.packet import Summary, TdtpError
+from tdtp.sources.base import PartitionFilter
+
+
+def partition_filter(summary: Summary | None) -> PartitionFilter | None:
+    """The partition an export covers, from its summary; None: the whole table (or not known)."""
+    spec = (summary.extra or {}).get("partition_filter") if summary is not None else None
+    if not spec:
+        return None
+    return PartitionFilter(column=str(spec["column"]), kind=spec["kind"], value=str(spec["value"]))
+
+
+def partition_predicate(target: Target, summary: Summary | None) -> tuple[str, tuple] | None:
+    """SQL condition (and parameters) selecting the export's partition in the target; None = all rows."""
+    pf = partition_filter(summary)
+    if pf is None:
+        return None
+    col = target.ident(pf.column)
+    if pf.kind == "value":
+        return f"{col} = %s", (pf.value,)
+    start, end = pf.bounds()
+    if target.is_pg:
+        # Bounds are UTC; the publish transaction runs with TimeZone=UTC.
+        return f"{col} >= %s AND {col} < %s", (start, end)
+    # The same normalization as the SQLite source's partition filter: datetime(col).
+    return (
+        f"datetime({col}) >= %s AND datetime({col}) < %s",
+        (start.strftime("%Y-%m-%d %H:%M:%S"), end.strftime("%Y-%m-%d %H:%M:%S")),
+    )
 
 
 def delete_replaced(target: Target, conn: Any, table: str, predicate: tuple[str, Any] | None) -> None:
