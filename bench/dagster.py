@@ -58,10 +58,10 @@ sys.path.insert(0, str(ROOT))
 
 import dagster as dg  # noqa: E402
 import yaml  # noqa: E402
-from dagster._core.events import DagsterEventType  # noqa: E402
+from dagster import DagsterEventType  # noqa: E402
 
+from resources.demo import ORDERS_ROWS, ensure_demo_db  # noqa: E402
 from tdtp_assets import names  # noqa: E402
-from tdtp_assets.demo import ORDERS_ROWS, ensure_demo_db  # noqa: E402
 from tests.e2e.dagster_procs import (  # noqa: E402
     dagster_services,
     describe_runs,

@@ -8,6 +8,7 @@ from contextlib import contextmanager
 import dagster as dg
 from pydantic import Field
 
+from resources.demo import ensure_demo_db
 from tdtp.importer import ImportOptions, ParallelImporter
 from tdtp.sources import PartitionFilter, Source, open_source
 from tdtp.urls import redact
@@ -36,8 +37,6 @@ class SourceDatabase(dg.ConfigurableResource):
         partition: PartitionFilter | None = None,
     ) -> Iterator[Source]:
         if self.demo_db:
-            from tdtp_assets.demo import ensure_demo_db
-
             ensure_demo_db(self.demo_db)
         with open_source(
             self.url, table=table, query=query, columns=columns, where=where, partition=partition

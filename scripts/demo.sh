@@ -18,7 +18,7 @@ mkdir -p "$DAGSTER_HOME"
 
 partition="${DEMO_PARTITION:-2026-01-07}"
 echo "demo: exporting and importing orders for $partition (the first run generates 1M demo rows)"
-.venv/bin/dagster asset materialize -m tdtp_assets.definitions \
+.venv/bin/dagster asset materialize -m tdtp_location.definitions \
     --select 'tdtp/export/orders,tdtp/import/orders' --partition "$partition"
 
 .venv/bin/python - "$TDTP_HOME" "$partition" <<'PY'

@@ -41,10 +41,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import dagster as dg
-from dagster._core.definitions.unresolved_asset_job_definition import UnresolvedAssetJobDefinition
 
 from tdtp_assets import names
-from tdtp_assets.jobs import plan_op_name, run_tags
+from tdtp_assets.jobs import AssetJob, plan_op_name, run_tags
 from tdtp_assets.partitions import partitions_def_for
 from tdtp_assets.tables_config import TableConfig, TablesConfig
 
@@ -399,7 +398,7 @@ def ensure_target_pools(context: dg.SensorEvaluationContext, tables: list[TableC
 
 
 def build_part_arrival_sensor(
-    config: TablesConfig, jobs: list[dg.JobDefinition | UnresolvedAssetJobDefinition]
+    config: TablesConfig, jobs: list[dg.JobDefinition | AssetJob]
 ) -> dg.SensorDefinition:
     tables = list(config.tables.values())
     broker_keys = {names.broker_resource(t.name) for t in tables}

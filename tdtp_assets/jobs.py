@@ -13,15 +13,22 @@ executor with that many ops landing sub-ranges side by side (``bench/dagster.py`
 compares both).
 """
 
+import inspect
 from typing import Any
 
 import dagster as dg
-from dagster._core.definitions.unresolved_asset_job_definition import UnresolvedAssetJobDefinition
 from pydantic import Field
 
 from tdtp_assets import names
 from tdtp_assets.importing import observe_exports
 from tdtp_assets.tables_config import TableConfig
+
+#: The type ``dg.define_asset_job`` returns (an asset job, resolved when ``Definitions``
+#: loads).  Dagster 1.13 exports the function but not its return class, which lives in a
+#: private module (``dagster._core.definitions…``) free to move between releases; naming it
+#: through the public function's signature keeps the annotations here, in
+#: ``tdtp_assets/schedules.py`` and ``sensors/part_arrival.py`` on public API only.
+AssetJob = inspect.signature(dg.define_asset_job).return_annotation
 
 
 def run_tags(table: TableConfig) -> dict[str, str]:
@@ -33,7 +40,7 @@ def run_tags(table: TableConfig) -> dict[str, str]:
     return {names.TAG_TABLE: table.name, names.TAG_TARGET: table.target_label}
 
 
-def build_export_job(table: TableConfig) -> UnresolvedAssetJobDefinition:
+def build_export_job(table: TableConfig) -> AssetJob:
     return dg.define_asset_job(
         names.export_job_name(table.name),
         selection=dg.AssetSelection.assets(names.export_key(table.name)),
@@ -43,7 +50,7 @@ def build_export_job(table: TableConfig) -> UnresolvedAssetJobDefinition:
     )
 
 
-def build_publish_job(table: TableConfig) -> UnresolvedAssetJobDefinition:
+def build_publish_job(table: TableConfig) -> AssetJob:
     """Materialize one partition of the import asset; its blocking checks run in the same run."""
     return dg.define_asset_job(
         names.publish_job_name(table.name),
@@ -54,7 +61,7 @@ def build_publish_job(table: TableConfig) -> UnresolvedAssetJobDefinition:
     )
 
 
-def build_copy_job(table: TableConfig) -> UnresolvedAssetJobDefinition:
+def build_copy_job(table: TableConfig) -> AssetJob:
     """Export and import one partition in one run: the export step lands its parts as it goes.
 
     One run instead of export run + land runs + publish run and two sensor hops,

@@ -8,15 +8,15 @@ for should not appear just because the UI was opened.
 """
 
 import dagster as dg
-from dagster._core.definitions.unresolved_asset_job_definition import UnresolvedAssetJobDefinition
 
 from tdtp_assets import names
+from tdtp_assets.jobs import AssetJob
 from tdtp_assets.partitions import partitions_def_for
 from tdtp_assets.tables_config import TableConfig
 
 
 def build_schedule(
-    table: TableConfig, export_job: UnresolvedAssetJobDefinition, copy_job: UnresolvedAssetJobDefinition
+    table: TableConfig, export_job: AssetJob, copy_job: AssetJob
 ) -> dg.ScheduleDefinition | None:
     """The table's schedule on its export job, or on its copy job with ``schedule: {job: copy}``.
 

@@ -7,8 +7,9 @@ from pathlib import Path
 
 import dagster as dg
 
+from resources import demo
 from sensors.part_arrival import Cursor, seq_ranges
-from tdtp_assets import demo, names
+from tdtp_assets import names
 from tdtp_assets.jobs import split_range
 from tests.e2e.support import definitions_for, tables_doc
 

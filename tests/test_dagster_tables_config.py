@@ -10,7 +10,6 @@ import dagster as dg
 import pytest
 import yaml
 
-from tdtp_assets.definitions import build_resources
 from tdtp_assets.partitions import partition_filter_for, partitions_def_for
 from tdtp_assets.tables_config import (
     DEMO_TABLES_FILE,
@@ -19,6 +18,7 @@ from tdtp_assets.tables_config import (
     load_tables,
     parse_tables,
 )
+from tdtp_location.definitions import build_resources
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -170,7 +170,7 @@ def test_validate_command_shows_the_error(tmp_path: Path) -> None:
         "HOME": str(tmp_path),
     }
     proc = subprocess.run(
-        [sys.executable, "-m", "dagster", "definitions", "validate", "-m", "tdtp_assets.definitions"],
+        [sys.executable, "-m", "dagster", "definitions", "validate", "-m", "tdtp_location.definitions"],
         cwd=ROOT,
         env=env,
         capture_output=True,

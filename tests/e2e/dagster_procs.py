@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import dagster as dg
-from dagster._core.events import DagsterEventType
+from dagster import DagsterEventType
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent

@@ -9,8 +9,8 @@ from typing import Any
 import dagster as dg
 import yaml
 
-from tdtp_assets.definitions import build_definitions
 from tdtp_assets.tables_config import TablesConfig, parse_tables
+from tdtp_location.definitions import build_definitions
 
 DAYS = ("2026-03-01", "2026-03-02", "2026-03-03")
 REGIONS = ("eu", "us")

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tdtp_assets.demo import expected_orders_on
+from resources.demo import expected_orders_on
 
 ROOT = Path(__file__).resolve().parents[2]
 DAGSTER = str(Path(sys.executable).parent / "dagster")
@@ -23,7 +23,7 @@ def test_headless_demo_exports_imports_and_checks_one_day(tmp_path: Path) -> Non
     env.update({"TDTP_HOME": str(tmp_path / ".tdtp"), "PYTHONPATH": str(ROOT)})
     day = "2026-01-07"
     proc = subprocess.run(
-        [DAGSTER, "asset", "materialize", "-m", "tdtp_assets.definitions",
+        [DAGSTER, "asset", "materialize", "-m", "tdtp_location.definitions",
          "--select", "tdtp/export/orders,tdtp/import/orders", "--partition", day],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=300,
     )  # fmt: skip

@@ -1,12 +1,17 @@
 """The code location: ``defs`` built from the tables file.
 
-``TDTP_TABLES`` names the tables file (default: the demo, ``tables.demo.yaml``).  A
+``TDTP_TABLES`` names the tables file (default: the demo, ``tdtp_assets/tables.demo.yaml``).  A
 mistake in it fails loading with one error naming the table and the key; Dagster
 shows it in the UI's code location status and in ``dagster definitions validate``.
 
+This module is the only place that joins the packages together: assets, checks, jobs
+and schedules from ``tdtp_assets``, the part-arrival sensor from ``sensors``, the
+resources from ``resources``.  Keeping the assembly here, above all three, is what
+lets ``tdtp_assets`` stay free of ``sensors`` although the sensor reads its names.
+
 Every job runs in process by default: a run here lands or exports one batch, and a
 new process per step (about a second each on small machines) would cost more than
-the work (see ``tdtp_assets.jobs``).
+the work (see ``tdtp_assets/jobs.py``).
 """
 
 from __future__ import annotations
@@ -20,7 +25,13 @@ from sensors import build_part_arrival_sensor
 from tdtp_assets import names
 from tdtp_assets.assets import build_export_asset, build_import_asset
 from tdtp_assets.checks import build_checks
-from tdtp_assets.jobs import build_copy_job, build_export_job, build_import_parts_job, build_publish_job
+from tdtp_assets.jobs import (
+    AssetJob,
+    build_copy_job,
+    build_export_job,
+    build_import_parts_job,
+    build_publish_job,
+)
 from tdtp_assets.schedules import build_schedule
 from tdtp_assets.tables_config import Connection, EnvRef, TablesConfig, load_tables
 
@@ -37,6 +48,11 @@ def _url(conn: Connection) -> str | dg.EnvVar:
 
 
 def build_resources(config: TablesConfig) -> dict[str, dg.ConfigurableResource]:
+    """One source, one broker and one target resource per table, keyed by ``tdtp_assets.names``.
+
+    Per table, so a run initializes only its own table's resources: a missing secret
+    of one table must not stop another table's runs.
+    """
     resources: dict[str, dg.ConfigurableResource] = {}
     for table in config.tables.values():
         resources[names.source_resource(table.name)] = SourceDatabase(
@@ -59,8 +75,12 @@ def build_definitions(config: TablesConfig) -> dg.Definitions:
 
 
 def _build(config: TablesConfig) -> dg.Definitions:
-    assets, checks, jobs, schedules = [], [], [], []
-    sensor_jobs: list = []
+    """Per table: both assets, their checks, four jobs and the schedule; one sensor over all tables."""
+    assets: list[dg.AssetsDefinition] = []
+    checks: list[dg.AssetChecksDefinition] = []
+    jobs: list[dg.JobDefinition | AssetJob] = []
+    schedules: list[dg.ScheduleDefinition] = []
+    sensor_jobs: list[dg.JobDefinition | AssetJob] = []
     for table in config.tables.values():
         assets += [build_export_asset(table), build_import_asset(table)]
         checks.append(build_checks(table))

@@ -7,6 +7,11 @@ that is renamed into place, so two runs that start at once never see half a data
 
 Every value is a pure function of the row number: two machines generate the same
 bytes, and a test can compute what any partition must contain.
+
+It lives in ``resources`` because the source resource (``resources/databases.py``)
+generates it on first use, and resources sit below the assets and the sensor: the
+module is plain ``sqlite3`` with no Dagster in it, so anything above may read it too
+(tests, ``bench/dagster.py``).
 """
 
 from __future__ import annotations
