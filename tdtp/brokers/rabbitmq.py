@@ -74,13 +74,7 @@ import pika.exceptions as pex
 from pika.adapters.blocking_connection import BlockingChannel, BlockingConnection
 
 from tdtp.brokers.base import (
-    BOOL,
     DEFAULT_MAX_MESSAGE_BYTES,
-    DURATION,
-    INT,
-    OPT_SIZE,
-    SIZE,
-    STR,
     BrokerError,
     Cursor,
     DeadLetter,
@@ -89,8 +83,8 @@ from tdtp.brokers.base import (
     backoff_delays,
     content_type_of,
     normalize_headers,
-    resolve_options,
 )
+from tdtp.brokers.options import BOOL, DURATION, INT, OPT_SIZE, SIZE, STR, resolve_options
 
 LOG = logging.getLogger(__name__)
 

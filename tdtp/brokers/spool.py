@@ -46,19 +46,21 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 from tdtp.brokers.base import (
-    BOOL,
     DEFAULT_MAX_MESSAGE_BYTES,
-    DURATION,
-    INT,
-    OPT_DURATION,
-    OPT_SIZE,
-    SIZE,
     BrokerError,
     Cursor,
     DeadLetter,
     Message,
     PartLog,
     normalize_headers,
+)
+from tdtp.brokers.options import (
+    BOOL,
+    DURATION,
+    INT,
+    OPT_DURATION,
+    OPT_SIZE,
+    SIZE,
     resolve_options,
 )
 
