@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Protocol
 
+from tdtp.brokers.headers import EXPORT_ID, KIND, KIND_SUMMARY, PART, PARTITION, ROWS, TABLE, TOTAL_PARTS
 from tdtp.metrics import Progress, TransferStats, peak_rss_mb
 from tdtp.packet import Schema, Summary, TdtpError
 from tdtp.parts import Part, PartOptions, build_parts
@@ -167,13 +168,13 @@ def export_to_log(
         log.publish(
             summary.to_json(),
             {
-                "kind": "summary",
-                "export_id": summary.export_id,
-                "table": summary.table,
-                "partition": summary.partition,
-                "part": "0",
-                "rows": str(summary.total_rows),
-                "total_parts": str(summary.total_parts),
+                KIND: KIND_SUMMARY,
+                EXPORT_ID: summary.export_id,
+                TABLE: summary.table,
+                PARTITION: summary.partition,
+                PART: "0",
+                ROWS: str(summary.total_rows),
+                TOTAL_PARTS: str(summary.total_parts),
             },
         )
 

@@ -26,6 +26,7 @@ from dataclasses import dataclass, field, replace
 
 import xxhash
 
+from tdtp.brokers.headers import EXPORT_ID, KIND, KIND_DATA, PART, PARTITION, ROWS, TABLE
 from tdtp.codec import encode_row_data, export_message_id, part_message_id, utc_timestamp
 from tdtp.packet import DEFAULT_NULL_MARKER, Header, Packet, Schema, Summary
 from tdtp.values import lines_to_blocks
@@ -60,12 +61,12 @@ class Part:
     def headers(self) -> dict[str, str]:
         """Routing facts for broker message headers (the importer never needs to parse to route)."""
         return {
-            "kind": "data",
-            "export_id": self.export_id,
-            "table": self.table,
-            "partition": self.partition,
-            "part": str(self.number),
-            "rows": str(self.rows),
+            KIND: KIND_DATA,
+            EXPORT_ID: self.export_id,
+            TABLE: self.table,
+            PARTITION: self.partition,
+            PART: str(self.number),
+            ROWS: str(self.rows),
         }
 
 

@@ -88,7 +88,11 @@ _QUERY_PW_RE = re.compile(r"(?P<head>[?&]password=)(?P<pw>[^&#]*)", re.IGNORECAS
 
 
 def redact(url: str) -> str:
-    """The URL with any password replaced by ``***``, for logs and error messages."""
+    """The URL with any password replaced by ``***``, for logs and error messages.
+
+    The one redaction of the code base: broker URLs go through it too
+    (``tdtp/brokers/base.py`` imports it as ``redact_url``).
+    """
     out = _USERINFO_RE.sub(lambda m: f"{m.group('head')}:***@", url)
     return _QUERY_PW_RE.sub(lambda m: f"{m.group('head')}***", out)
 

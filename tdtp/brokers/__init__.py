@@ -18,13 +18,11 @@ from tdtp.brokers.base import (
     Cursor,
     DeadLetter,
     Message,
-    OnlyExport,
     PartLog,
-    PublishedSeqs,
-    UntilSummary,
     looks_like_tdtp,
     redact_url,
 )
+from tdtp.brokers.views import OnlyExport, PublishedSeqs, UntilSummary
 
 #: URL scheme -> "module:class".
 SCHEMES = {

@@ -11,25 +11,30 @@ means for a queue, how expensive the high watermark is) are documented on each
 implementation instead of leaking into callers.
 
 This module holds what every broker shares: the value types, the error class,
-option parsing, the TDTP sniffing that sends foreign messages to dead letters,
-and the read loop that places the ``CaughtUp`` marker and applies ``follow`` and
-``timeout`` uniformly.  A broker module only supplies a :class:`Cursor` (how to
-fetch the next messages from a position) and the publish/ack/dead-letter calls.
+the TDTP sniffing that sends foreign messages to dead letters, the read loop that
+places the ``CaughtUp`` marker and applies ``follow`` and ``timeout`` uniformly, and
+the publish window (send up to ``max_in_flight`` messages, yield seqs as the broker
+confirms them).  A broker module only supplies a :class:`Cursor` (how to fetch the
+next messages from a position) and the publish/ack/dead-letter calls.  Option
+parsing is in ``tdtp/brokers/options.py``, the wrappers callers put around a log in
+``tdtp/brokers/views.py``, header names in ``tdtp/brokers/headers.py``.
 """
 
 from __future__ import annotations
 
-import re
 import threading
 import time
 from abc import ABC, abstractmethod
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
-from urllib.parse import parse_qsl, urlsplit, urlunsplit
+from typing import TypeVar
 
 from tdtp.packet import TdtpError, is_summary_body
+from tdtp.urls import redact as redact_url  # the one URL redaction; tdtp.brokers exports it
+
+#: What a broker keeps per message it has sent and not yet seen confirmed (see PartLog.publish_window).
+InFlight = TypeVar("InFlight")
 
 #: Reason given to :meth:`PartLog.dead_letter` for a message that is not a TDTP packet.
 NOT_TDTP = "not a TDTP packet"
@@ -115,21 +120,6 @@ def content_type_of(body: bytes) -> str:
     return "application/xml"
 
 
-def redact_url(url: str) -> str:
-    """The URL with any password replaced by ``***`` (for messages and logs)."""
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return url
-    if parts.password is None:
-        return url
-    user = parts.username or ""
-    host = parts.hostname or ""
-    if parts.port is not None:
-        host = f"{host}:{parts.port}"
-    return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
-
-
 def normalize_headers(headers: Mapping[str, object] | None) -> dict[str, str]:
     """Headers as ``str -> str``; numbers are rendered, bytes decoded as UTF-8."""
     out: dict[str, str] = {}
@@ -140,106 +130,6 @@ def normalize_headers(headers: Mapping[str, object] | None) -> dict[str, str]:
             out[str(key)] = bytes(value).decode("utf-8", "replace")
         else:
             out[str(key)] = str(value)
-    return out
-
-
-_SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?i?b?)?\s*$", re.IGNORECASE)
-_SIZE_UNITS = {"": 1, "b": 1, "k": 1000, "m": 1000**2, "g": 1000**3, "t": 1000**4}
-
-
-def parse_size(value: object) -> int:
-    """A byte size from an int or text such as ``256MB``, ``64MiB``, ``1.5GB``, ``1000``."""
-    if isinstance(value, int) and not isinstance(value, bool):
-        return value
-    m = _SIZE_RE.match(str(value))
-    if not m:
-        raise ValueError(f"not a size: {value!r}")
-    number = float(m.group(1))
-    unit = (m.group(2) or "").lower()
-    base = unit[:1] if unit[:1] in "kmgt" else ""
-    factor = _SIZE_UNITS[base]
-    if "i" in unit:
-        factor = 1024 ** "_kmgt".index(base) if base else 1
-    return int(number * factor)
-
-
-_DURATION_UNITS = {"": 1.0, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
-
-
-def parse_duration(value: object) -> float:
-    """Seconds from a number or text such as ``30``, ``1.5s``, ``10m``, ``6h``, ``7d``."""
-    if isinstance(value, int | float) and not isinstance(value, bool):
-        return float(value)
-    m = re.match(r"^\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*$", str(value), re.IGNORECASE)
-    if not m:
-        raise ValueError(f"not a duration: {value!r}")
-    return float(m.group(1)) * _DURATION_UNITS[m.group(2).lower()]
-
-
-def parse_bool(value: object) -> bool:
-    if isinstance(value, bool):
-        return value
-    text = str(value).strip().lower()
-    if text in ("1", "true", "yes", "on"):
-        return True
-    if text in ("0", "false", "no", "off"):
-        return False
-    raise ValueError(f"not a boolean: {value!r}")
-
-
-def _optional(conv: Callable[[object], Any]) -> Callable[[object], Any]:
-    def parse(value: object) -> Any:
-        if value is None or (isinstance(value, str) and value.strip().lower() in ("", "none", "null")):
-            return None
-        return conv(value)
-
-    return parse
-
-
-#: Converters for option specs: ``name -> (converter, default)``.
-SIZE = parse_size
-OPT_SIZE = _optional(parse_size)
-DURATION = parse_duration
-OPT_DURATION = _optional(parse_duration)
-BOOL = parse_bool
-
-
-def INT(value: object) -> int:  # noqa: N802 - used like a type name in option specs
-    return int(str(value)) if not isinstance(value, int) else value
-
-
-def STR(value: object) -> str:  # noqa: N802
-    return str(value)
-
-
-def resolve_options(
-    url: str,
-    query: str,
-    options: Mapping[str, object],
-    spec: Mapping[str, tuple[Callable[[object], Any], Any]],
-) -> dict[str, Any]:
-    """Merge URL query options and keyword options (keywords win), typed by ``spec``.
-
-    Unknown names are an error rather than silently ignored: a typo in a retention
-    option would otherwise keep data forever or drop it early without a word.
-    """
-    raw: dict[str, object] = dict(parse_qsl(query, keep_blank_values=True))
-    raw.update(options)
-    unknown = sorted(set(raw) - set(spec))
-    if unknown:
-        raise BrokerError(
-            f"unknown option(s) {', '.join(unknown)}; known: {', '.join(sorted(spec))}",
-            where=redact_url(url),
-        )
-    out: dict[str, Any] = {}
-    for name, (conv, default) in spec.items():
-        if name in raw:
-            try:
-                out[name] = conv(raw[name])
-            except (TypeError, ValueError) as exc:
-                raise BrokerError(f"option {name}: {exc}", where=redact_url(url)) from exc
-        else:
-            out[name] = default
     return out
 
 
@@ -329,6 +219,52 @@ class PartLog(ABC):
         """
         for body, headers in items:
             yield self.publish(body, headers)
+
+    def publish_window(
+        self,
+        items: Iterable[tuple[bytes, dict[str, str] | None]],
+        send: Callable[[bytes, dict[str, str], Sequence[InFlight]], InFlight],
+        confirm_oldest: Callable[[deque[InFlight]], int],
+        window_limit: Callable[[], int] | None = None,
+    ) -> Iterator[int]:
+        """The publish loop of brokers that confirm asynchronously (RabbitMQ, Kafka).
+
+        Takes messages from ``items`` while fewer than ``window_limit()`` (default
+        ``max_in_flight``) are unconfirmed, checks each (:meth:`prepared`) and hands it
+        to ``send(body, headers, window)``, which puts it on the wire and returns what
+        the broker needs to know about it in flight (``window`` is what is already in
+        flight, oldest first, for a broker that must send it again after a reconnect).
+        Then ``confirm_oldest(window)`` waits until the oldest one is confirmed and
+        returns its seq; it is dropped from the window and the seq yielded.  Seqs thus
+        come in publish order, and the producer is never more than the window ahead.
+        """
+        window: deque[InFlight] = deque()
+        source = iter(items)
+        exhausted = False
+        limit = window_limit or (lambda: self.max_in_flight)
+        while True:
+            while not exhausted and len(window) < limit():
+                try:
+                    body, headers = next(source)
+                except StopIteration:
+                    exhausted = True
+                    break
+                body, hdrs = self.prepared(body, headers)
+                window.append(send(body, hdrs, window))
+            if not window:
+                return
+            seq = confirm_oldest(window)
+            window.popleft()
+            yield seq
+
+    def prepared(self, body: bytes, headers: Mapping[str, object] | None) -> tuple[bytes, dict[str, str]]:
+        """``body`` as bytes and ``headers`` as strings, refused before sending if not bytes or too big."""
+        if not isinstance(body, bytes | bytearray | memoryview):
+            raise self.error(f"publish() needs bytes, got {type(body).__name__}")
+        body = bytes(body)
+        hdrs = normalize_headers(headers)
+        self.check_size(body, hdrs)
+        return body, hdrs
 
     def check_size(self, body: bytes, headers: Mapping[str, str]) -> None:
         """Reject a message larger than the broker accepts *before* sending any byte of it."""
@@ -468,113 +404,3 @@ class PartLog(ABC):
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.where}>"
-
-
-class LogView:
-    """A part log seen through a wrapper: everything not overridden is the wrapped log's."""
-
-    def __init__(self, log: PartLog | LogView) -> None:
-        self._log = log
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._log, name)
-
-
-class ReadFilter(LogView, ABC):
-    """A log view whose reads pass through :meth:`passed`; the inner read is closed either way."""
-
-    def read(self, **kwargs: Any) -> Iterator[Any]:
-        inner = self._log.read(**kwargs)
-
-        def items() -> Iterator[Any]:
-            try:
-                yield from self.passed(inner)
-            finally:
-                inner.close()
-
-        return items()
-
-    @abstractmethod
-    def passed(self, items: Iterator[Any]) -> Iterator[Any]:
-        """The items a read yields, from the wrapped log's ``items``."""
-
-
-class PublishedSeqs(LogView):
-    """A part log that remembers the first and last seq published through it (one export's).
-
-    ``first`` is safe to read the export back from: where publish seqs are estimates
-    (several writers on a RabbitMQ stream, see ``publish_seqs_exact``) it is the high
-    watermark taken before the first publish when that is lower, so a reader from
-    ``first`` never starts past the export's first part; it may meet other writers'
-    messages, which :class:`OnlyExport` steps over.  ``on_first(first)`` is called once,
-    right after the first publish (a copy run starts its lander there).
-    """
-
-    def __init__(self, log: PartLog | LogView, on_first: Callable[[int], None] | None = None) -> None:
-        super().__init__(log)
-        self._on_first = on_first
-        self._floor: int | None = None if log.publish_seqs_exact else log.high_watermark()
-        self.first: int | None = None
-        self.last: int | None = None
-
-    def publish(self, body: bytes, headers: dict[str, str] | None = None) -> int:
-        seq = self._log.publish(body, headers)
-        if self.first is None:
-            self.first = seq if self._floor is None else min(seq, self._floor)
-            if self._on_first is not None:
-                self._on_first(self.first)
-        self.last = seq
-        return seq
-
-
-class OnlyExport(ReadFilter):
-    """A part log whose reads yield one export's messages and step over every other one.
-
-    Several exports of a table share its stream, and exports running at the same time
-    interleave there.  A reader that lands one export (a copy run's lander, an import
-    step landing its own seq range) must leave the other exports' messages to whoever
-    lands those: landing them would take away the observations their own chain waits
-    for.  ``others`` collects the export ids it stepped over ("" for a message that
-    names none), so the caller can say which other exports lay in its seq range.
-    Markers such as CaughtUp pass through.
-    """
-
-    def __init__(self, log: PartLog | LogView, export_id: str) -> None:
-        super().__init__(log)
-        self._export_id = export_id
-        self.others: set[str] = set()
-
-    def passed(self, items: Iterator[Any]) -> Iterator[Any]:
-        for item in items:
-            if isinstance(item, Message):
-                owner = item.headers.get("export_id") or ""
-                if owner != self._export_id:
-                    self.others.add(owner)
-                    continue
-            yield item
-
-
-class UntilSummary(ReadFilter):
-    """A part log whose reads end right after a summary message.
-
-    An importer following a stream live otherwise waits for more messages until a
-    timeout; the summary is an export's last message, so after it that export has
-    nothing left to land.  ``export_id`` picks whose summary ends the read (None:
-    the first summary met); ``summary_seq`` is where it was.
-    """
-
-    def __init__(self, log: PartLog | LogView, export_id: str | None = None) -> None:
-        super().__init__(log)
-        self._export_id = export_id
-        self.summary_seq: int | None = None
-
-    def passed(self, items: Iterator[Any]) -> Iterator[Any]:
-        for item in items:
-            yield item
-            if (
-                isinstance(item, Message)
-                and item.headers.get("kind") == "summary"
-                and self._export_id in (None, item.headers.get("export_id"))
-            ):
-                self.summary_seq = item.seq
-                return

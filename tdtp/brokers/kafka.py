@@ -38,32 +38,18 @@ import contextlib
 import threading
 import time
 from collections import deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.admin import NewTopic
 from kafka.errors import KafkaError, TopicAlreadyExistsError
+from kafka.producer.future import FutureRecordMetadata
 
-from tdtp.brokers.base import (
-    BOOL,
-    DURATION,
-    INT,
-    OPT_DURATION,
-    OPT_SIZE,
-    SIZE,
-    BrokerError,
-    Cursor,
-    DeadLetter,
-    Message,
-    PartLog,
-    normalize_headers,
-    resolve_options,
-)
+from tdtp.brokers.base import BrokerError, Cursor, DeadLetter, Message, PartLog, normalize_headers
+from tdtp.brokers.headers import REASON_HEADER, SEQ_HEADER, STREAM_HEADER
+from tdtp.brokers.options import BOOL, DURATION, INT, OPT_DURATION, OPT_SIZE, SIZE, resolve_options
 
-REASON_HEADER = "x-tdtp-reason"
-SEQ_HEADER = "x-tdtp-seq"
-STREAM_HEADER = "x-tdtp-stream"
 #: Room for the record batch framing and headers on top of the body.
 OVERHEAD = 64 * 1024
 #: Records per poll: a read never holds more than a few parts in memory.
@@ -226,39 +212,27 @@ class KafkaLog(PartLog):
         The producer is idempotent (kafka-python's default) so its own retries do not
         duplicate, and ordering within the partition is kept.
         """
-        window: deque[Any] = deque()
-        source = iter(items)
-        exhausted = False
-        while True:
-            while not exhausted and len(window) < self.max_in_flight:
-                try:
-                    body, headers = next(source)
-                except StopIteration:
-                    exhausted = True
-                    break
-                if not isinstance(body, bytes | bytearray | memoryview):
-                    raise self.error(f"publish() needs bytes, got {type(body).__name__}")
-                body = bytes(body)
-                hdrs = normalize_headers(headers)
-                self.check_size(body, hdrs)
-                with self._lock:
-                    if self.closed:
-                        raise self.error("publish() on a closed broker")
-                    try:
-                        future = self._producer_client().send(
-                            self.stream, value=body, headers=_record_headers(hdrs), partition=self.partition
-                        )
-                    except KafkaError as exc:
-                        raise self.error(f"publish failed: {exc!r}") from exc
-                window.append(future)
-            if not window:
-                return
-            future = window.popleft()
+        return self.publish_window(items, self._send, self._await_oldest)
+
+    def _send(self, body: bytes, headers: dict[str, str], _in_flight: Sequence[FutureRecordMetadata]) -> FutureRecordMetadata:
+        """Hand one record to the producer; the future resolves when the broker acknowledged it."""
+        with self._lock:
+            if self.closed:
+                raise self.error("publish() on a closed broker")
             try:
-                metadata = future.get(timeout=self.publish_timeout)
+                return self._producer_client().send(
+                    self.stream, value=body, headers=_record_headers(headers), partition=self.partition
+                )
             except KafkaError as exc:
-                raise self.error(f"publish not acknowledged: {exc!r}") from exc
-            yield int(metadata.offset)
+                raise self.error(f"publish failed: {exc!r}") from exc
+
+    def _await_oldest(self, window: deque[FutureRecordMetadata]) -> int:
+        """The offset of the oldest record in flight, once acked (kafka-python retries meanwhile)."""
+        try:
+            metadata = window[0].get(timeout=self.publish_timeout)
+        except KafkaError as exc:
+            raise self.error(f"publish not acknowledged: {exc!r}") from exc
+        return int(metadata.offset)
 
     # ----------------------------------------------------------------- state
     def _offsets(self, tp: TopicPartition) -> tuple[int, int]:

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tdtp.brokers.base import CaughtUp, Message
+from tdtp.brokers.headers import EXPORT_ID, KIND, KIND_SUMMARY, PART, PARTITION, ROWS
 from tdtp.packet import TdtpError, is_summary_body
 
 SUMMARY_SUFFIX = "_summary.json"
@@ -45,18 +46,18 @@ def _int(text: str | None) -> int | None:
 def from_message(msg: Message) -> Incoming:
     """A broker message; messages without our ``kind`` header come from another producer."""
     h = msg.headers or {}
-    kind = h.get("kind", "")
+    kind = h.get(KIND, "")
     source = f"seq {msg.seq}"
-    if kind == "summary" or (not kind and is_summary_body(msg.body)):
-        return Incoming("summary", msg.body, source, export_hint=h.get("export_id", ""), message=msg)
+    if kind == KIND_SUMMARY or (not kind and is_summary_body(msg.body)):
+        return Incoming("summary", msg.body, source, export_hint=h.get(EXPORT_ID, ""), message=msg)
     return Incoming(
         "data",
         msg.body,
         source,
-        export_hint=h.get("export_id", ""),
-        part_hint=_int(h.get("part")) or 0,
-        rows_hint=_int(h.get("rows")),
-        partition=h.get("partition", ""),
+        export_hint=h.get(EXPORT_ID, ""),
+        part_hint=_int(h.get(PART)) or 0,
+        rows_hint=_int(h.get(ROWS)),
+        partition=h.get(PARTITION, ""),
         foreign=not kind,
         message=msg,
     )
