@@ -8,8 +8,7 @@ from contextlib import contextmanager
 import dagster as dg
 from pydantic import Field
 
-from tdtp.brokers import open_broker
-from tdtp.brokers.base import PartLog, redact_url
+from tdtp.brokers import PartLog, open_broker, redact_url
 
 
 class PartBroker(dg.ConfigurableResource):

@@ -31,7 +31,7 @@ from typing import Any
 
 import dagster as dg
 
-from tdtp.importer import JOB_ENV, LANDER_MODULE
+from tdtp.importer import JOB_ENV, LANDER_MODULE, ExportLanding, ImportStats
 from tdtp_assets import names
 from tdtp_assets.tables_config import TableConfig
 
@@ -159,11 +159,12 @@ class InlineLander:
                 + (f": {tail}" if tail else "")
             }
         self._done()
-        self.stats = result.get("stats") or {}
-        self.summary_seq = result.get("summary_seq")
-        self.others = list(result.get("others") or [])
-        self.complete = bool(result.get("complete"))
-        self.error = result.get("error")
+        landing = ExportLanding.from_dict(result)
+        self.stats = result.get("stats") or {}  # the figures as the lander sent them (JSON)
+        self.summary_seq = landing.summary_seq
+        self.others = landing.others
+        self.complete = landing.complete
+        self.error = landing.error
 
     @property
     def landed_everything(self) -> bool:
@@ -216,15 +217,14 @@ def _last_json_line(out: bytes) -> dict[str, Any] | None:
     return None
 
 
-def inline_figures(export: dict[str, Any]) -> dict[str, Any] | None:
-    """The export run's landing figures in the shape of one land run's stats (None: it landed nothing)."""
+def inline_figures(export: dict[str, Any]) -> ImportStats | None:
+    """The export run's landing figures as one land run's stats (None: it landed nothing)."""
     if not export.get(names.META_LANDED_INLINE) and not export.get("landed_parts"):
         return None
-    return {
-        "seconds": export.get("landed_seconds") or 0.0,
-        "duplicates": export.get("landed_duplicates") or 0,
-        "retries": 0,
-        "dead_letters": export.get("landed_dead_letters") or 0,
-        "first_part_seconds": export.get("landed_first_part_seconds") or None,
-        "peak_rss_mb": export.get("landed_peak_rss_mb") or 0.0,
-    }
+    return ImportStats(
+        seconds=float(export.get("landed_seconds") or 0.0),
+        duplicates=int(export.get("landed_duplicates") or 0),
+        dead_letters=int(export.get("landed_dead_letters") or 0),
+        first_part_seconds=export.get("landed_first_part_seconds") or None,
+        peak_rss_mb=float(export.get("landed_peak_rss_mb") or 0.0),
+    )

@@ -15,7 +15,7 @@ from typing import Any
 
 import dagster as dg
 
-from tdtp.importer import ExportStatus, ImportOptions, ParallelImporter, land_export, ranges
+from tdtp.importer import ExportStatus, ImportOptions, ImportStats, ParallelImporter, land_export, ranges
 from tdtp_assets import names
 from tdtp_assets.copying import inline_figures
 from tdtp_assets.figures import import_metadata
@@ -34,7 +34,7 @@ def observe_exports(
     context: dg.OpExecutionContext,
     table: TableConfig,
     statuses: list[ExportStatus],
-    stats: dict[str, Any],
+    stats: ImportStats,
     seq_range: tuple[int, int],
 ) -> None:
     """Log what a land run did to each export it touched, on the import asset's partition.
@@ -63,11 +63,9 @@ def observe_exports(
                     "missing_parts": ranges(status.missing_parts),
                     "from_seq": seq_range[0],
                     names.META_UNTIL_SEQ: seq_range[1],
-                    **{f"run_{k}": stats.get(k) or 0 for k in _FIGURE_KEYS},
-                    "run_first_part_seconds": stats.get("first_part_seconds") or 0.0,
-                    "run_peak_rss_mb": max(
-                        stats.get("peak_rss_mb") or 0.0, stats.get("worker_peak_rss_mb") or 0.0
-                    ),
+                    **{f"run_{k}": getattr(stats, k) or 0 for k in _FIGURE_KEYS},
+                    "run_first_part_seconds": stats.first_part_seconds or 0.0,
+                    "run_peak_rss_mb": max(stats.peak_rss_mb, stats.worker_peak_rss_mb),
                 },
             )
         )
@@ -138,7 +136,7 @@ def publish_export(
     """
     export_id = str(export[names.META_EXPORT_ID])
     started = time.perf_counter()
-    landed_here: dict[str, Any] | None = None
+    landed_here: ImportStats | None = None
     finalize: dict[str, Any] = {}
     with target.importer(table=table.target_table, mode=table.target.mode, workers=table.workers) as importer:
         status = importer.status(export_id)
@@ -150,7 +148,7 @@ def publish_export(
                     # Only this export: the others in the range are their own runs' to land.
                     # Its summary ends the read, not ``last``: on a RabbitMQ stream with
                     # several writers that is an estimate and may fall short of it.
-                    landed_here = land_export(importer, log, export_id, from_seq=first, follow=False).stats.as_dict()
+                    landed_here = land_export(importer, log, export_id, from_seq=first, follow=False).stats
                 status = importer.status(export_id)
         if not status.finalized and status.complete:
             result = importer.finalize(export_id)
@@ -197,14 +195,14 @@ def _landed_in(export: dict[str, Any], land_runs: int, landed_here: bool) -> str
     return " + ".join(where) or "earlier runs"
 
 
-def _merge(figures: dict[str, Any], stats: dict[str, Any]) -> dict[str, Any]:
-    """Add this run's own landing to the land runs' figures."""
+def _merge(figures: dict[str, Any], stats: ImportStats) -> dict[str, Any]:
+    """Add one more landing (the export run's, or this run's own) to the land runs' figures."""
     out = dict(figures)
-    out["seconds"] += float(stats.get("seconds") or 0)
+    out["seconds"] += stats.seconds
     for k in ("duplicates", "retries", "dead_letters"):
-        out[k] += int(stats.get(k) or 0)
+        out[k] += getattr(stats, k)
     if out["first_part_seconds"] is None:
-        out["first_part_seconds"] = stats.get("first_part_seconds")
-    out["peak_rss_mb"] = max(out["peak_rss_mb"], float(stats.get("peak_rss_mb") or 0))
+        out["first_part_seconds"] = stats.first_part_seconds
+    out["peak_rss_mb"] = max(out["peak_rss_mb"], stats.peak_rss_mb)
     out["land_runs"] += 1
     return out

@@ -14,11 +14,12 @@ compares both).
 """
 
 import inspect
-from typing import Any
+from dataclasses import dataclass
 
 import dagster as dg
 from pydantic import Field
 
+from tdtp.importer import ImportStats
 from tdtp_assets import names
 from tdtp_assets.importing import observe_exports
 from tdtp_assets.tables_config import TableConfig
@@ -82,6 +83,15 @@ def build_copy_job(table: TableConfig) -> AssetJob:
     )
 
 
+@dataclass(frozen=True)
+class LandedRange:
+    """What one land op hands to the report op: its seq range (inclusive) and the importer's figures."""
+
+    first: int
+    last: int
+    stats: ImportStats
+
+
 class PartRange(dg.Config):
     """The stream positions an import-parts run lands (inclusive)."""
 
@@ -133,7 +143,7 @@ def build_import_parts_job(table: TableConfig) -> dg.JobDefinition:
         retry_policy=dg.RetryPolicy(max_retries=2, delay=2, backoff=dg.Backoff.EXPONENTIAL),
         description="Import the parts of a seq range into staging (ledger-protected, idempotent).",
     )
-    def land(context: dg.OpExecutionContext, seq_range: list) -> dict:
+    def land(context: dg.OpExecutionContext, seq_range: list) -> LandedRange:
         target = getattr(context.resources, target_key)
         broker = getattr(context.resources, broker_key)
         # until_seq is exclusive in the engine; our ranges are inclusive.
@@ -143,13 +153,12 @@ def build_import_parts_job(table: TableConfig) -> dg.JobDefinition:
             ) as importer,
             broker.open() as log,
         ):
-            stats = importer.import_log(log, from_seq=seq_range[0], until_seq=seq_range[1] + 1).as_dict()
+            stats = importer.import_log(log, from_seq=seq_range[0], until_seq=seq_range[1] + 1)
         context.log.info(
-            f"seq {seq_range[0]}..{seq_range[1]}: {stats['parts_imported']} parts, {stats['total_rows']:,} rows, "
-            f"{stats['duplicates']} duplicates, {stats['dead_letters']} dead letters in {stats['seconds']:.2f} s"
+            f"seq {seq_range[0]}..{seq_range[1]}: {stats.parts_imported} parts, {stats.total_rows:,} rows, "
+            f"{stats.duplicates} duplicates, {stats.dead_letters} dead letters in {stats.seconds:.2f} s"
         )
-        stats["seq_range"] = list(seq_range)
-        return stats
+        return LandedRange(first=seq_range[0], last=seq_range[1], stats=stats)
 
     @dg.op(
         name=f"report_parts_{name}",
@@ -159,26 +168,26 @@ def build_import_parts_job(table: TableConfig) -> dg.JobDefinition:
     )
     def report(context: dg.OpExecutionContext, results: list) -> dict:
         target = getattr(context.resources, target_key)
-        total = _sum_stats(results)
-        export_ids = sorted({eid for r in results for eid in (r.get("exports") or {})})
+        total = ImportStats.combined([r.stats for r in results])
+        export_ids = sorted({eid for r in results for eid in r.stats.exports})
         with target.importer(table=table.target_table, mode=table.target.mode, workers=1) as importer:
             statuses = [importer.status(eid) for eid in export_ids]
-        first = min(r["seq_range"][0] for r in results)
-        last = max(r["seq_range"][1] for r in results)
+        first = min(r.first for r in results)
+        last = max(r.last for r in results)
         observe_exports(context, table, statuses, total, (first, last))
         for status in statuses:
             context.log.info(status.describe())
         context.add_output_metadata(
             {
-                "parts_imported": total["parts_imported"],
-                "rows": total["total_rows"],
-                "bytes": total["bytes"],
-                "duplicates": total["duplicates"],
-                "dead_letters": total["dead_letters"],
+                "parts_imported": total.parts_imported,
+                "rows": total.total_rows,
+                "bytes": total.bytes,
+                "duplicates": total.duplicates,
+                "dead_letters": total.dead_letters,
                 "exports": ", ".join(f"{s.export_id}: {s.state}" for s in statuses),
             }
         )
-        return total
+        return total.as_dict()
 
     executor = (
         dg.multiprocess_executor.configured({"max_concurrent": fanout})
@@ -196,17 +205,3 @@ def build_import_parts_job(table: TableConfig) -> dg.JobDefinition:
         report(plan().map(land).collect())
 
     return import_parts
-
-
-def _sum_stats(results: list[dict[str, Any]]) -> dict[str, Any]:
-    """One run's figures from its land ops (seconds: the longest op, as they overlap)."""
-    total: dict[str, Any] = {
-        k: sum(int(r.get(k) or 0) for r in results)
-        for k in ("parts_imported", "total_rows", "bytes", "duplicates", "retries", "dead_letters")
-    }
-    total["seconds"] = max((float(r.get("seconds") or 0) for r in results), default=0.0)
-    firsts = [float(r["first_part_seconds"]) for r in results if r.get("first_part_seconds") is not None]
-    total["first_part_seconds"] = min(firsts) if firsts else None
-    total["peak_rss_mb"] = max((float(r.get("peak_rss_mb") or 0) for r in results), default=0.0)
-    total["worker_peak_rss_mb"] = max((float(r.get("worker_peak_rss_mb") or 0) for r in results), default=0.0)
-    return total

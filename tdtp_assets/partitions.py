@@ -12,7 +12,7 @@ import datetime as dt
 
 import dagster as dg
 
-from tdtp.sources.base import PartitionFilter
+from tdtp.sources import PartitionFilter
 from tdtp_assets.tables_config import Partitioning
 
 _HOURLY_FMT = "%Y-%m-%d-%H:%M"
