@@ -15,6 +15,7 @@ from typing import Protocol
 from tdtp.brokers.headers import EXPORT_ID, KIND, KIND_SUMMARY, PART, PARTITION, ROWS, TABLE, TOTAL_PARTS
 from tdtp.metrics import Progress, TransferStats, peak_rss_mb
 from tdtp.packet import Schema, Summary, TdtpError
+from tdtp.part_files import part_file_name, part_files_glob, summary_file_name
 from tdtp.parts import Part, PartOptions, build_parts
 
 
@@ -29,22 +30,6 @@ class LineSource(Protocol):
 
 class PartSink(Protocol):
     def publish(self, body: bytes, headers: dict[str, str]) -> int: ...
-
-
-def part_file_name(base: str, number: int, total: int) -> str:
-    """Go's naming: ``users.tdtp.xml`` -> ``users.tdtp_part_2_of_3.xml``; streamed parts have no total."""
-    stem, dot, ext = base.rpartition(".")
-    if not dot:
-        stem, ext = base, "xml"
-    if total == 1:
-        return base
-    suffix = f"_part_{number}_of_{total}" if total else f"_part_{number}"
-    return f"{stem}{suffix}.{ext}"
-
-
-def summary_file_name(base: str) -> str:
-    stem, dot, _ = base.rpartition(".")
-    return f"{stem if dot else base}_summary.json"
 
 
 def _run(
@@ -192,8 +177,11 @@ def export_to_log(
 
 
 def _clear_earlier_export(directory: Path, base: str, overwrite: bool) -> None:
-    stem = base.rpartition(".")[0] or base
-    candidates = {directory / base, directory / summary_file_name(base), *directory.glob(f"{stem}_part_*")}
+    candidates = {
+        directory / base,
+        directory / summary_file_name(base),
+        *directory.glob(part_files_glob(base)),
+    }
     earlier = sorted(p for p in candidates if p.exists())
     if not earlier:
         return

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import psycopg
 
-from tdtp.exporter import part_file_name, summary_file_name
+from tdtp.part_files import part_file_name, summary_file_name
 from tdtp.parts import Part, PartOptions, build_parts
 from tdtp.sources import PartitionFilter, open_source
 

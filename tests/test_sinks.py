@@ -1,4 +1,4 @@
-"""Sinks: DDL and identifiers, COPY text conversion, round trips into PostgreSQL, SQLite and files.
+"""Sinks: DDL and identifiers, COPY text conversion, round trips into PostgreSQL and SQLite.
 
 The oracle for what a row line means is the TDTP reader (``RowDecoder``): whatever
 lands in the database must equal what a reader decodes from the same line.
@@ -6,13 +6,9 @@ lands in the database must equal what a reader decodes from the same line.
 
 from __future__ import annotations
 
-import base64
-import csv
-import gzip
-import json
 import math
 import sqlite3
-from datetime import UTC, date, datetime, time, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta, timezone
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -37,12 +33,13 @@ from tdtp.packet import (
     TdtpError,
 )
 from tdtp.parts import resolve_null_lines
-from tdtp.sinks import Sink, open_sink
 from tdtp.sinks.copy_text import lines_to_copy
 from tdtp.sinks.ddl import create_table_sql, qualified, quote_ident
-from tdtp.sinks.postgres import copy_lines
+from tdtp.sinks.postgres import PostgresSink, copy_lines
+from tdtp.sinks.sqlite import stored_rows, write_rows
 from tdtp.sources import open_source
-from tdtp.values import NO_DATE, RowDecoder, RowEncoder, schema_for_export
+from tdtp.urls import parse_url
+from tdtp.values import NO_DATE, RowDecoder, schema_for_export
 from tests.test_sources import N_ROWS, _sqlite_db, make_every_type
 
 STD = SpecialValues(null="[NULL]")
@@ -127,8 +124,7 @@ def test_pg_to_pg_round_trip_is_exact(
     with open_source(pg_url, table=every_type, fast=fast) as src:
         lines, schema = resolve_null_lines(list(src.lines()), src.schema)
     target = f"{pg_schema}.landed"
-    with open_sink(pg_url) as sink:
-        assert isinstance(sink, Sink)
+    with PostgresSink(parse_url(pg_url)) as sink:
         sink.create_table(schema, target)
         assert sink.write_lines(schema, target, lines) == N_ROWS
     assert _except_both_ways(pg_conn, f'{pg_schema}."every type"', target) == ([], [])
@@ -296,14 +292,14 @@ def test_lines_to_copy_keeps_clean_parts_whole() -> None:
 def test_pg_hostile_identifiers_round_trip(pg_url: str, pg_conn: psycopg.Connection, pg_schema: str) -> None:
     schema = schema_for_export(Schema((Field('co"l; --', INTEGER, key=True), Field("ключ 名前", TEXT))))
     table = f'{pg_schema}.we"ird; DROP TABLE x; --'
-    with open_sink(pg_url) as sink:
+    with PostgresSink(parse_url(pg_url)) as sink:
         sink.create_table(schema, table)
         sink.write_lines(schema, table, ["1|a", "2|[NULL]"])
         sink.write_rows(schema, table, [(3, "c")])
     with open_source(pg_url, table=table) as src:
         assert src.schema.names == ['co"l; --', "ключ 名前"] and src.schema.fields[0].key
         assert sorted(src.lines()) == ["1|a", "2|\\N", "3|c"]
-    with open_sink(pg_url) as sink:
+    with PostgresSink(parse_url(pg_url)) as sink:
         for bad in ("", "bad\x01name", "x" * 64):
             with pytest.raises(SchemaError):
                 sink.create_table(schema, f"{pg_schema}.{bad}" if bad else bad)
@@ -314,18 +310,29 @@ def test_pg_hostile_identifiers_round_trip(pg_url: str, pg_conn: psycopg.Connect
 # --------------------------------------------------------------------------- SQLite
 
 
+def _land_sqlite(path: Path, schema: Schema, table: str, lines: list[str]) -> int:
+    """Create ``table`` and land row lines as the importer does: stored forms, then ``write_rows``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    conn = sqlite3.connect(path)
+    try:
+        conn.execute(create_table_sql("sqlite", schema, table))
+        count = write_rows(conn, table, schema, stored_rows(schema, lines), stored=True)
+        conn.commit()
+    finally:
+        conn.close()
+    return count
+
+
 def test_sqlite_hostile_identifiers_round_trip(tmp_path: Path) -> None:
     schema = schema_for_export(Schema((Field('co"l; --', INTEGER, key=True), Field("ключ 名前", TEXT))))
     table = 'we"ird; DROP TABLE x; --'
     url = f"sqlite:///{tmp_path / 'h.db'}"
-    with open_sink(url) as sink:
-        sink.create_table(schema, table)
-        sink.write_lines(schema, table, ["1|a", "2|[NULL]"])
+    _land_sqlite(tmp_path / "h.db", schema, table, ["1|a", "2|[NULL]"])
     with open_source(url, table=table) as src:
         assert src.schema.names == ['co"l; --', "ключ 名前"] and src.schema.fields[0].key
         assert list(src.lines()) == ["1|a", "2|\\N"]
-    with open_sink(url) as sink, pytest.raises(SchemaError, match="control character"):
-        sink.create_table(schema, "bad\x1fname")
+    with pytest.raises(SchemaError, match="control character"):
+        create_table_sql("sqlite", schema, "bad\x1fname")
 
 
 def test_sqlite_to_sqlite_round_trip_keeps_types_and_values(tmp_path: Path) -> None:
@@ -334,9 +341,7 @@ def test_sqlite_to_sqlite_round_trip_keeps_types_and_values(tmp_path: Path) -> N
         lines, schema = resolve_null_lines(list(src.lines()), src.schema)
         src_rows = list(src.rows())
     dst_url = f"sqlite:///{tmp_path / 'out' / 'dst.db'}"
-    with open_sink(dst_url) as sink:
-        sink.create_table(schema, "items copy")
-        assert sink.write_lines(schema, "items copy", lines) == 3
+    assert _land_sqlite(tmp_path / "out" / "dst.db", schema, "items copy", lines) == 3
     with open_source(dst_url, table="items copy") as back:
         assert back.schema.signature() == schema.signature()
         assert [
@@ -350,9 +355,7 @@ def test_pg_to_sqlite_values(pg_url: str, every_type: str, tmp_path: Path) -> No
         lines, schema = resolve_null_lines(list(src.lines()), src.schema)
     want = {r[0]: r for r in map(RowDecoder(schema).decode, lines)}
     url = f"sqlite:///{tmp_path / 'wh.db'}"
-    with open_sink(url) as sink:
-        sink.create_table(schema, "every type")
-        sink.write_lines(schema, "every type", lines)
+    _land_sqlite(tmp_path / "wh.db", schema, "every type", lines)
     with open_source(url, table="every type") as back:
         assert [f.type for f in back.schema.fields] == [f.type for f in schema.fields]
         got = {r[0]: r for r in back.rows()}
@@ -368,8 +371,6 @@ def test_pg_to_sqlite_values(pg_url: str, every_type: str, tmp_path: Path) -> No
 
 
 def test_sqlite_write_rows_in_callers_transaction(tmp_path: Path) -> None:
-    from tdtp.sinks.sqlite import write_rows
-
     schema = Schema(
         (
             Field("id", INTEGER),
@@ -399,95 +400,7 @@ def test_sqlite_write_rows_in_callers_transaction(tmp_path: Path) -> None:
     conn.close()
 
 
-# --------------------------------------------------------------------------- files
-
-FILE_SCHEMA = schema_for_export(
-    Schema(
-        (
-            Field("id", INTEGER),
-            Field("name", TEXT),
-            Field("amount", DECIMAL, precision=38, scale=2),
-            Field("score", REAL),
-            Field("ok", BOOLEAN),
-            Field("at", TIMESTAMP, timezone="UTC"),
-            Field("tm", TIMESTAMP, subtype="time"),
-            Field("raw", BLOB),
-        )
-    )
-)
-FILE_ROWS = [
-    (1, 'a|b "q", \\ \n x', Decimal("123456789012345678901234567890123456.78"), 1.5, True,
-     datetime(2026, 1, 5, 13, 0, 0, 250000, tzinfo=UTC), time(13, 45), b"\x00\xff"),
-    (2, None, None, math.inf, False, None, None, None),
-    (3, "[NULL]", Decimal("-0.50"), math.nan, None, datetime(2026, 1, 5, tzinfo=UTC), None, b""),
-]  # fmt: skip
-
-
-def _file_lines() -> tuple[list[str], Schema]:
-    enc = RowEncoder(FILE_SCHEMA)
-    return resolve_null_lines([enc.encode(r) for r in FILE_ROWS], FILE_SCHEMA)
-
-
-def test_csv_sink_then_csv_source(tmp_path: Path) -> None:
-    lines, schema = _file_lines()
-    path = tmp_path / "out" / "rows.csv"
-    with open_sink(f"csv:///{path}") as sink:
-        sink.create_table(schema, "rows")
-        assert sink.write_lines(schema, "rows", lines[:2]) == 2
-        assert sink.write_rows(schema, "rows", FILE_ROWS[2:]) == 1
-    with path.open(newline="", encoding="utf-8") as fh:
-        cells = list(csv.reader(fh))
-    assert cells[0] == schema.names
-    assert cells[1] == ["1", 'a|b "q", \\ \n x', "123456789012345678901234567890123456.78", "1.5", "1",
-                        "2026-01-05T13:00:00.25Z", "13:45:00", "AP8="]  # fmt: skip
-    assert cells[2] == ["2", "", "", "INF", "0", "", "", ""]
-    assert cells[3] == ["3", "[NULL]", "-0.50", "NaN", "", "2026-01-05T00:00:00Z", "", ""]
-    with open_source(f"csv:///{path}", columns=["id", "name", "at"]) as src:
-        assert [f.type for f in src.schema.fields] == [INTEGER, TEXT, TIMESTAMP]
-        assert list(src.rows())[0] == (
-            1,
-            'a|b "q", \\ \n x',
-            datetime(2026, 1, 5, 13, 0, 0, 250000, tzinfo=UTC),
-        )
-
-
-@pytest.mark.parametrize("name", ["rows.jsonl", "rows.jsonl.gz", "rows.json"])
-def test_json_sinks(tmp_path: Path, name: str) -> None:
-    lines, schema = _file_lines()
-    path = tmp_path / name
-    scheme = "json" if name.endswith(".json") else "jsonl"
-    with open_sink(f"{scheme}:///{path}") as sink:
-        assert sink.write_lines(schema, "rows", lines) == 3
-    if name.endswith(".gz"):
-        docs = [json.loads(x) for x in gzip.decompress(path.read_bytes()).decode().splitlines()]
-    elif scheme == "json":
-        docs = json.loads(path.read_text(encoding="utf-8"))
-    else:
-        docs = [json.loads(x) for x in path.read_text(encoding="utf-8").splitlines()]
-    assert docs[0] == {
-        "id": 1, "name": 'a|b "q", \\ \n x', "amount": "123456789012345678901234567890123456.78", "score": 1.5,
-        "ok": True, "at": "2026-01-05T13:00:00.25Z", "tm": "13:45:00", "raw": base64.b64encode(b"\x00\xff").decode(),
-    }  # fmt: skip
-    assert docs[1] == {"id": 2, "name": None, "amount": None, "score": "INF", "ok": False, "at": None, "tm": None,
-                       "raw": None}  # fmt: skip
-    assert docs[2]["name"] == "[NULL]" and docs[2]["score"] == "NaN" and docs[2]["raw"] == ""
-    with open_source(f"{scheme}:///{path}", columns=["id", "name", "ok", "at"]) as src:
-        assert [f.type for f in src.schema.fields] == [INTEGER, TEXT, BOOLEAN, TIMESTAMP]
-        assert [r[:3] for r in src.rows()] == [
-            (1, 'a|b "q", \\ \n x', True),
-            (2, None, False),
-            (3, "[NULL]", None),
-        ]
-
-
-def test_empty_export_still_leaves_a_file(tmp_path: Path) -> None:
-    path = tmp_path / "none.json"
-    with open_sink(f"json:///{path}") as sink:
-        sink.create_table(FILE_SCHEMA, "none")
-    assert json.loads(path.read_text(encoding="utf-8")) == []
-    with open_sink(f"csv:///{tmp_path / 'none.csv'}") as sink:
-        sink.create_table(FILE_SCHEMA, "none")
-    assert (tmp_path / "none.csv").read_text(encoding="utf-8").strip() == ",".join(FILE_SCHEMA.names)
+# --------------------------------------------------------------------------- COPY text, legacy packets
 
 
 @pytest.mark.parametrize(
@@ -549,8 +462,6 @@ _STORED_TEXTS: dict[str, list[str]] = {
 
 def _store_both_ways(lines: list[str]) -> tuple[list[tuple], list[tuple]]:
     """What SQLite holds after writing the lines through typed values, and through stored forms."""
-    from tdtp.sinks.sqlite import stored_rows, write_rows
-
     held = []
     for stored in (False, True):
         conn = sqlite3.connect(":memory:")
@@ -565,7 +476,6 @@ def _store_both_ways(lines: list[str]) -> tuple[list[tuple], list[tuple]]:
 @pytest.mark.parametrize("column", list(_STORED_TEXTS))
 def test_sqlite_stored_forms_equal_typed_values(column: str) -> None:
     """Every text of every type stores the same value and storage class both ways, or fails the same way."""
-    from tdtp.sinks.sqlite import stored_rows
     from tdtp.values import escape_value
 
     base = {"i": "1", "r": "1", "d": "1", "b": "1", "day": "2026-01-07", "ts": "2026-01-07T10:00:00",
@@ -588,8 +498,6 @@ def test_sqlite_stored_forms_equal_typed_values(column: str) -> None:
 
 def test_sqlite_stored_write_error_names_the_row() -> None:
     """A row the table refuses (here: a duplicate key) is named by its place in the batch."""
-    from tdtp.sinks.sqlite import stored_rows, write_rows
-
     conn = sqlite3.connect(":memory:")
     conn.execute('CREATE TABLE s ("i" INTEGER PRIMARY KEY, "r" REAL, "d" TEXT, "b" INTEGER, "day" TEXT, '
                  '"ts" TEXT, "tz" TEXT, "t" TEXT)')  # fmt: skip

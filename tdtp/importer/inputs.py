@@ -7,7 +7,6 @@ route without parsing XML.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,9 +14,7 @@ from pathlib import Path
 from tdtp.brokers.base import CaughtUp, Message
 from tdtp.brokers.headers import EXPORT_ID, KIND, KIND_SUMMARY, PART, PARTITION, ROWS
 from tdtp.packet import TdtpError, is_summary_body
-
-SUMMARY_SUFFIX = "_summary.json"
-_PART_NUMBER_RE = re.compile(r"_part_(\d+)(?:_of_\d+)?\.[^.]+$")
+from tdtp.part_files import SUMMARY_SUFFIX, split_part_file_name
 
 
 @dataclass
@@ -64,9 +61,8 @@ def from_message(msg: Message) -> Incoming:
 
 
 def _part_sort_key(path: Path) -> tuple[str, int, str]:
-    m = _PART_NUMBER_RE.search(path.name)
-    stem = path.name[: m.start()] if m else path.name
-    return (str(path.parent), int(m.group(1)) if m else 0, stem)
+    stem, number = split_part_file_name(path.name)
+    return (str(path.parent), number, stem)
 
 
 def expand_paths(paths: Sequence[str | Path]) -> tuple[list[Path], list[Path]]:

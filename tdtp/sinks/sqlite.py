@@ -13,8 +13,6 @@ import math
 import sqlite3
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from decimal import Decimal
-from pathlib import Path
-from types import TracebackType
 from typing import Any
 
 from tdtp.packet import (
@@ -31,8 +29,7 @@ from tdtp.packet import (
     Schema,
     TdtpError,
 )
-from tdtp.sinks.ddl import SQLITE, column_list, create_table_sql, qualified
-from tdtp.urls import ParsedUrl
+from tdtp.sinks.ddl import SQLITE, column_list, qualified
 from tdtp.values import (
     NO_DATE,
     NULL_SENTINEL,
@@ -234,59 +231,3 @@ def _stored_rows_via_values(schema: Schema, lines: list[str], where: str) -> lis
 
 def _arity(schema: Schema, got: int) -> RowError:
     return RowError(f"row has {got} fields, expected {len(schema.fields)} ({', '.join(schema.names)})")
-
-
-def decode_lines(schema: Schema, lines: Iterable[str], table: str) -> Iterator[tuple[Any, ...]]:
-    """Row lines -> Python rows, errors naming the table and row."""
-    decoder = RowDecoder(schema)
-    for i, line in enumerate(lines, 1):
-        try:
-            yield decoder.decode(line)
-        except RowError as exc:
-            raise exc.at(f"table {table!r} row {i}") from exc
-
-
-class SqliteSink:
-    """A SQLite database file as a sink; commit on a clean ``with`` exit."""
-
-    def __init__(self, parsed: ParsedUrl) -> None:
-        self._url = parsed
-        path = parsed.path
-        if path != ":memory:":
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
-        try:
-            self.conn = sqlite3.connect(path)
-        except sqlite3.Error as exc:
-            raise TdtpError(f"cannot open SQLite database {path!r}: {exc}") from exc
-
-    def create_table(self, schema: Schema, table: str, *, if_not_exists: bool = True) -> None:
-        try:
-            self.conn.execute(create_table_sql(SQLITE, schema, table, if_not_exists=if_not_exists))
-        except sqlite3.Error as exc:
-            raise TdtpError(f"cannot create table {table!r} in {self._url.path!r}: {exc}") from exc
-
-    def write_lines(self, schema: Schema, table: str, lines: Iterable[str]) -> int:
-        return write_rows(self.conn, table, schema, decode_lines(schema, lines, table))
-
-    def write_rows(self, schema: Schema, table: str, rows: Iterable[Sequence[Any]]) -> int:
-        return write_rows(self.conn, table, schema, rows)
-
-    def commit(self) -> None:
-        self.conn.commit()
-
-    def close(self) -> None:
-        self.conn.close()
-
-    def __enter__(self) -> SqliteSink:
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        try:
-            if exc_type is None:
-                self.commit()
-            else:
-                self.conn.rollback()
-        finally:
-            self.close()
