@@ -16,6 +16,7 @@ from typing import Any
 import psycopg
 import pytest
 
+from tdtp.importer.pg_copy import copy_lines
 from tdtp.packet import (
     BLOB,
     BOOLEAN,
@@ -35,10 +36,8 @@ from tdtp.packet import (
 from tdtp.parts import resolve_null_lines
 from tdtp.sinks.copy_text import lines_to_copy
 from tdtp.sinks.ddl import create_table_sql, qualified, quote_ident
-from tdtp.sinks.postgres import PostgresSink, copy_lines
 from tdtp.sinks.sqlite import stored_rows, write_rows
 from tdtp.sources import open_source
-from tdtp.urls import parse_url
 from tdtp.values import NO_DATE, RowDecoder, schema_for_export
 from tests.test_sources import N_ROWS, _sqlite_db, make_every_type
 
@@ -124,9 +123,9 @@ def test_pg_to_pg_round_trip_is_exact(
     with open_source(pg_url, table=every_type, fast=fast) as src:
         lines, schema = resolve_null_lines(list(src.lines()), src.schema)
     target = f"{pg_schema}.landed"
-    with PostgresSink(parse_url(pg_url)) as sink:
-        sink.create_table(schema, target)
-        assert sink.write_lines(schema, target, lines) == N_ROWS
+    with psycopg.connect(pg_url) as conn:
+        conn.execute(create_table_sql("postgresql", schema, target))
+        assert copy_lines(conn, target, schema, lines) == N_ROWS
     assert _except_both_ways(pg_conn, f'{pg_schema}."every type"', target) == ([], [])
     types = dict(
         pg_conn.execute(
@@ -292,19 +291,18 @@ def test_lines_to_copy_keeps_clean_parts_whole() -> None:
 def test_pg_hostile_identifiers_round_trip(pg_url: str, pg_conn: psycopg.Connection, pg_schema: str) -> None:
     schema = schema_for_export(Schema((Field('co"l; --', INTEGER, key=True), Field("ключ 名前", TEXT))))
     table = f'{pg_schema}.we"ird; DROP TABLE x; --'
-    with PostgresSink(parse_url(pg_url)) as sink:
-        sink.create_table(schema, table)
-        sink.write_lines(schema, table, ["1|a", "2|[NULL]"])
-        sink.write_rows(schema, table, [(3, "c")])
+    with psycopg.connect(pg_url) as conn:
+        conn.execute(create_table_sql("postgresql", schema, table))
+        copy_lines(conn, table, schema, ["1|a", "2|[NULL]"])
+        copy_lines(conn, table, schema, ["3|c"])
     with open_source(pg_url, table=table) as src:
         assert src.schema.names == ['co"l; --', "ключ 名前"] and src.schema.fields[0].key
         assert sorted(src.lines()) == ["1|a", "2|\\N", "3|c"]
-    with PostgresSink(parse_url(pg_url)) as sink:
-        for bad in ("", "bad\x01name", "x" * 64):
-            with pytest.raises(SchemaError):
-                sink.create_table(schema, f"{pg_schema}.{bad}" if bad else bad)
+    for bad in ("", "bad\x01name", "x" * 64):
         with pytest.raises(SchemaError):
-            sink.create_table(Schema((Field("", INTEGER),)), f"{pg_schema}.fine")
+            pg_conn.execute(create_table_sql("postgresql", schema, f"{pg_schema}.{bad}" if bad else bad))
+    with pytest.raises(SchemaError):
+        pg_conn.execute(create_table_sql("postgresql", Schema((Field("", INTEGER),)), f"{pg_schema}.fine"))
 
 
 # --------------------------------------------------------------------------- SQLite

@@ -1,11 +1,10 @@
-"""Row writers: PostgreSQL (COPY) and SQLite (executemany); DDL and identifier quoting.
+"""What the importer writes with, besides its own SQL: COPY text, SQLite writes, DDL and quoting.
 
 The importer lands parts inside its own transactions, next to its ledger writes, so
-the writers are functions on a connection the caller owns:
+these are functions on a connection the caller owns:
 
-- ``tdtp.sinks.postgres``   ``copy_lines`` / ``copy_rows``: one ``COPY FROM STDIN`` per call
-                            (``PostgresSink`` wraps them with a connection of its own)
 - ``tdtp.sinks.copy_text``  row lines -> PostgreSQL COPY text, without parsing values
+                            (loaded by ``tdtp.importer.pg_copy``, the one COPY FROM path)
 - ``tdtp.sinks.sqlite``     ``stored_values`` (row lines -> what SQLite stores) and
                             ``write_rows``
 - ``tdtp.sinks.ddl``        ``CREATE TABLE`` from a schema, quoting of identifiers
