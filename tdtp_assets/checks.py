@@ -18,7 +18,7 @@ from collections.abc import Iterator
 
 import dagster as dg
 
-from tdtp.importer import ExportStatus
+from tdtp.importer import ExportStatus, ranges
 from tdtp_assets import names
 from tdtp_assets.assets import run_partition
 from tdtp_assets.importing import target_partition_rows
@@ -36,17 +36,6 @@ DESCRIPTIONS = {
     DEAD: "No part of the export is in the dead letters.",
     CHECKSUM: "The ledger's checksum (sum of part XXH3 checksums) equals the summary's.",
 }
-
-
-def _ranges(numbers: list[int], limit: int = 30) -> str:
-    spans: list[list[int]] = []
-    for n in sorted(numbers):
-        if spans and spans[-1][1] == n - 1:
-            spans[-1][1] = n
-        else:
-            spans.append([n, n])
-    text = ", ".join(f"{a}" if a == b else f"{a}-{b}" for a, b in spans[:limit])
-    return text + (f" (+{len(spans) - limit} more ranges)" if len(spans) > limit else "")
 
 
 def judge(
@@ -93,7 +82,7 @@ def judge(
         text = (
             f"{status.parts_in_ledger} of {total_parts} parts in the ledger"
             if ok
-            else f"parts missing: {_ranges(missing)} ({status.parts_in_ledger} of {total_parts} in the ledger)"
+            else f"parts missing: {ranges(missing, limit=30)} ({status.parts_in_ledger} of {total_parts} in the ledger)"
         )
         yield (
             PARTS,
@@ -102,7 +91,7 @@ def judge(
             {
                 "total_parts": total_parts,
                 "parts_in_ledger": status.parts_in_ledger,
-                "missing_parts": _ranges(missing),
+                "missing_parts": ranges(missing, limit=30),
             },
         )
         expected, have = status.checksum_expected or "", status.checksum_in_ledger
@@ -124,9 +113,9 @@ def judge(
         (
             "no dead letters"
             if not dead
-            else f"{len(dead)} dead letter(s), parts {_ranges(parts)}: {dead[0]['reason']}"
+            else f"{len(dead)} dead letter(s), parts {ranges(parts, limit=30)}: {dead[0]['reason']}"
         ),
-        {"dead_letters": len(dead), "dead_parts": _ranges(parts)},
+        {"dead_letters": len(dead), "dead_parts": ranges(parts, limit=30)},
     )
 
 

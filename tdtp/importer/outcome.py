@@ -51,21 +51,20 @@ INSERT = "insert"  # the swap/attach fallback: INSERT ... SELECT from the load t
 LOAD_TABLE_STRATEGIES = (SWAP, ATTACH)
 
 
-def ranges(numbers: list[int] | set[int]) -> str:
-    """``[1,2,3,7,9,10]`` -> ``1-3, 7, 9-10``: part and gap lists that stay readable for big exports."""
-    out: list[str] = []
-    start = prev = None
+def ranges(numbers: list[int] | set[int], limit: int | None = None) -> str:
+    """``[1,2,3,7,9,10]`` -> ``1-3, 7, 9-10``: part and gap lists that stay readable for big exports.
+
+    ``limit`` keeps the first that many ranges and says how many more there are.
+    """
+    spans: list[list[int]] = []
     for n in sorted(numbers):
-        if start is None:
-            start = prev = n
-        elif n == prev + 1:
-            prev = n
+        if spans and spans[-1][1] == n - 1:
+            spans[-1][1] = n
         else:
-            out.append(f"{start}" if start == prev else f"{start}-{prev}")
-            start = prev = n
-    if start is not None:
-        out.append(f"{start}" if start == prev else f"{start}-{prev}")
-    return ", ".join(out)
+            spans.append([n, n])
+    shown = spans if limit is None else spans[:limit]
+    text = ", ".join(f"{a}" if a == b else f"{a}-{b}" for a, b in shown)
+    return text + (f" (+{len(spans) - len(shown)} more ranges)" if len(shown) < len(spans) else "")
 
 
 @dataclass

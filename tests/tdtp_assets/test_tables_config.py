@@ -20,7 +20,7 @@ from tdtp_assets.tables_config import (
 )
 from tdtp_location.definitions import build_resources
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def parse(text: str, home: Path = Path("/data")):

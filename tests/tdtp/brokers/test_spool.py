@@ -19,7 +19,7 @@ import pytest
 from tdtp.brokers import BrokerError, CaughtUp, Message, open_broker
 from tdtp.brokers.spool import IDX_ENTRY, REC_HEADER, REC_MAGIC, REC_PREFIX, SEG_HEADER, SpoolLog, _crc
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[3]
 
 
 def body_for(i: int, size: int = 3000) -> bytes:

@@ -25,7 +25,7 @@ from tdtp.parts import PartOptions
 from tdtp.sources import open_source
 from tests.importer_support import count, differences, export, make_source, publish, summary_headers
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[3]
 
 
 @contextlib.contextmanager

@@ -39,7 +39,7 @@ from tdtp.sinks.ddl import create_table_sql, qualified, quote_ident
 from tdtp.sinks.sqlite import stored_rows, write_rows
 from tdtp.sources import open_source
 from tdtp.values import NO_DATE, RowDecoder, schema_for_export
-from tests.test_sources import N_ROWS, _sqlite_db, make_every_type
+from tests.tdtp.sources.test_sources import N_ROWS, _sqlite_db, make_every_type
 
 STD = SpecialValues(null="[NULL]")
 STD_REAL = SpecialValues(null="[NULL]", infinity="INF", neg_infinity="-INF", nan="NaN")

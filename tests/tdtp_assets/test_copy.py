@@ -15,7 +15,7 @@ from dagster._core.test_utils import create_run_for_test
 
 from tdtp_assets import names
 from tests.e2e.support import DAYS, definitions_for, sqlite_count, tables_doc, tick
-from tests.test_dagster_chain import checks_of, day_rows, export, land_and_publish
+from tests.tdtp_assets.test_chain import checks_of, day_rows, export, land_and_publish
 
 CHECKS = {"rows_match_summary", "parts_complete", "no_dead_letters", "checksum_matches"}
 

@@ -4,7 +4,7 @@ Every test ends by comparing the target with the source (EXCEPT ALL both ways, s
 a duplicated row would show), because "exactly once" is what a user relies on.
 Where the publish strategy matters, a test runs with ``publish="copy"`` (staged
 bodies, one COPY) and ``publish="auto"`` (a whole-table replace: the workers load a
-table that is swapped in); tests/test_importer_swap.py has the swap-only cases.
+table that is swapped in); tests/tdtp/importer/test_swap.py has the swap-only cases.
 """
 
 from __future__ import annotations
