@@ -114,7 +114,7 @@ NO_SPECIALS = SpecialValues()
 
 @dataclass(frozen=True, slots=True)
 class Field:
-    """One column of a schema, with the attributes of TDTP_FORMAT.md §2."""
+    """One column of a schema, with the attributes of docs/format.md §2."""
 
     name: str
     type: str

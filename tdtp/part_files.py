@@ -1,7 +1,7 @@
 """Names of part and summary files: one definition for the exporter that writes them
 and the importer that reads them back.
 
-Go's naming (TDTP_FORMAT.md §5): a multi-part export of ``users.tdtp.xml`` is
+Go's naming (docs/format.md §5): a multi-part export of ``users.tdtp.xml`` is
 ``users.tdtp_part_1_of_3.xml``, ``users.tdtp_part_2_of_3.xml``, ... (split at the
 last dot, no zero padding); a lone part keeps the plain name.  Streamed parts do not
 know their total, so they are ``users.tdtp_part_1.xml``, ..., and the stream's

@@ -6,8 +6,9 @@ because a run should initialize only its own table's resources (a missing secret
 one table must not stop another table's imports).
 
 Executors: every job runs its steps in process.  On this kind of machine a
-multiprocess step costs about a second to start (DESIGN §4), more than landing a
-batch of parts takes; the importer's own worker processes give the parallelism.
+multiprocess step costs about a second to start (measured on the 2-core development
+machine), more than landing a batch of parts takes; the importer's own worker
+processes give the parallelism.
 ``fanout > 1`` in the tables file switches the import-parts job to the multiprocess
 executor with that many ops landing sub-ranges side by side (``bench/dagster.py``
 compares both).

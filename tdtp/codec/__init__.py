@@ -1,4 +1,4 @@
-"""TDTP packets to and from bytes (TDTP_FORMAT.md §1–4).
+"""TDTP packets to and from bytes (docs/format.md §1–4).
 
 ``encode_packet`` / ``encode_row_data`` write a packet in Go's layout;
 ``decode_packet`` parses and verifies one, ``decode_values`` turns its row lines

@@ -1,4 +1,4 @@
-"""Header and Schema as Go's ``encoding/xml`` writes them (TDTP_FORMAT.md §1–2, §4).
+"""Header and Schema as Go's ``encoding/xml`` writes them (docs/format.md §1–2, §4).
 
 The v1.4 schema hash is computed over the ``<Schema>`` element exactly as Go
 serializes it, so writers use this layout for the packets they send and readers

@@ -1,6 +1,6 @@
 """XXH3 hashes of a packet: the v1.4 integrity hashes and the per-part checksum.
 
-v1.4 (TDTP_FORMAT.md §4): three XXH3-128 hashes salted with the MessageID, over the
+v1.4 (docs/format.md §4): three XXH3-128 hashes salted with the MessageID, over the
 Schema element as Go serializes it (``tdtp.codec.goxml``), over the row lines, and
 over both.  Writers compute them before compression; readers verify them before
 anything is written.  ``part_checksum`` is this project's own figure: summaries add

@@ -1,4 +1,4 @@
-"""Message ids and timestamps as Go writes them (TDTP_FORMAT.md §1).
+"""Message ids and timestamps as Go writes them (docs/format.md §1).
 
 The export id is the MessageID of a multi-part packet without its ``-P<n>``; every
 part of one export shares it, and the importer groups parts by it.

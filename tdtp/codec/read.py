@@ -1,4 +1,4 @@
-"""Bytes to packets: parse, verify, and hand back row lines (TDTP_FORMAT.md §1–4).
+"""Bytes to packets: parse, verify, and hand back row lines (docs/format.md §1–4).
 
 ``decode_packet`` runs every check a part must pass before anything is written:
 size limit, DTDs, envelope, schema types, zstd checksum and size, v1.4 hashes,
@@ -26,7 +26,7 @@ _EXTRA_TAGS = ("Query", "QueryContext", "PipelineContext", "AlarmDetails")
 def decode_packet(data: bytes, *, where: str = "", max_bytes: int = DEFAULT_MAX_BYTES) -> Packet:
     """Parse and verify one packet; rows come back as row lines (never holding a raw LF).
 
-    Checks, each raising the typed error named in TDTP_FORMAT.md: size limit, DTDs,
+    Checks, each raising the typed error named in docs/format.md: size limit, DTDs,
     envelope, schema types, zstd checksum and size, v1.4 hashes, RecordsInPart,
     PartNumber/TotalParts, compact tail.
     """

@@ -1,4 +1,4 @@
-"""The rows of a ``<Data>`` section: row lines to XML text and back (TDTP_FORMAT.md §3).
+"""The rows of a ``<Data>`` section: row lines to XML text and back (docs/format.md §3).
 
 Writing keeps rows as bytes: one scan refuses characters XML 1.0 cannot carry (with a
 RowError naming part, row and field), then byte replacements XML-escape the LF-joined

@@ -1,4 +1,4 @@
-"""Packets to bytes: Go's layout, built as strings and bytes (TDTP_FORMAT.md §1–4).
+"""Packets to bytes: Go's layout, built as strings and bytes (docs/format.md §1–4).
 
 Writing builds the XML as strings and bytes in Go's layout (declaration, one
 newline, the packet on one line) because a DOM costs more than the rest of an
@@ -24,7 +24,7 @@ def _choose_version(packet: Packet, hashes: bool) -> str:
 
     That is this writer's choice, not Go's rule: Go's reader verifies hashes only when
     the root ``xxh3`` attribute is non-empty, and 1.4 is also the version of a packet
-    that only carries a schema dictionary, or is an error packet (TDTP_FORMAT.md §1,
+    that only carries a schema dictionary, or is an error packet (docs/format.md §1,
     §4).  Our dictionaries always come with hashes (``_encode`` forces them).  Without
     hashes, a packet keeps its own version below 1.4 (1.3.1 when it uses SpecialValues
     or fixed fields).

@@ -4,7 +4,7 @@ Packets come from brokers and files we do not control.  lxml runs with DTDs,
 entities and network access off, after a cheap prolog check that refuses any
 DOCTYPE outright (XXE, billion laughs).  Header and Schema elements become
 ``tdtp.packet`` values here, each bad attribute raising a typed error that names
-where it is (TDTP_FORMAT.md §1–2).
+where it is (docs/format.md §1–2).
 """
 
 from __future__ import annotations

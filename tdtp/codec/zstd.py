@@ -1,4 +1,4 @@
-"""zstd + base64: the compressed form of a part's rows (TDTP_FORMAT.md §3, v1.2).
+"""zstd + base64: the compressed form of a part's rows (docs/format.md §3, v1.2).
 
 A compressed ``<Data>`` holds one ``<R>``: the LF-joined row lines as one zstd frame,
 in base64, with an XXH3-64 ``checksum`` of the base64 text.  Decompression never

@@ -3,7 +3,7 @@
 The two formats are almost the same: both escape ``\\``, ``|`` and line feed with a
 backslash, and ``\\N`` as a whole field is NULL in COPY as in our row lines.  So a part
 is converted with a handful of whole-string operations on the joined text, not per
-value (DESIGN.md §6):
+value (docs/architecture.md, Principles: "move bytes, not Python objects"):
 
 - Null markers that are whole fields become ``\\N`` (one regex over the part; with no
   backslash in the part every ``|`` is a delimiter, so the regex is exact);

@@ -1,7 +1,8 @@
 """Identifiers and column types for the SQL we build from TDTP schemas.
 
 Table and column names come from packets, i.e. from outside: they are validated and
-always double-quoted, never interpolated bare (DESIGN.md §3, "hostile input is data").
+always double-quoted, never interpolated bare ("hostile input is data",
+docs/architecture.md, Principles).
 Quoting always, instead of only when needed, also keeps names exact: PostgreSQL folds
 unquoted names to lower case, and TDTP names are case-sensitive.
 

@@ -1,7 +1,7 @@
 """Row lines and typed values: the TDTP text of one ``<R>`` and the Python values in it.
 
 Converts between row lines, lists of value texts, and Python values per field type
-(TDTP_FORMAT.md §2–3).  It knows nothing about XML; ``tdtp.codec`` does.  One module
+(docs/format.md §2–3).  It knows nothing about XML; ``tdtp.codec`` does.  One module
 per direction, so a reader of one need not read the other:
 
 - ``rowtext``   row lines as text: escaping, splitting, the NULL sentinel, the

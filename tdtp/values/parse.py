@@ -2,7 +2,7 @@
 
 Readers (the importer, ``decode_values``, the SQLite sink) parse each unescaped value
 text by its field: special-value markers first, then the type's own syntax
-(TDTP_FORMAT.md §2), dictionary tokens (v1.4) expanded before parsing.  A text that
+(docs/format.md §2), dictionary tokens (v1.4) expanded before parsing.  A text that
 does not parse raises a RowError naming the field.  The ``*_as_written`` checks say
 whether a text already is what TDTP writes, so SQLite paths can keep it without a
 parse and a render.

@@ -1,4 +1,4 @@
-"""Python values -> TDTP value texts, per field type (TDTP_FORMAT.md §2).
+"""Python values -> TDTP value texts, per field type (docs/format.md §2).
 
 Sources that give Python objects (SQLite, CSV, JSON, PostgreSQL's typed fetch) turn
 each value into its text here: one renderer per (field, exact Python type), built once

@@ -1,7 +1,7 @@
 """Row lines: the value-escaped text of one ``<R>`` and the value texts in it.
 
 A *row line* (see ``tdtp.packet``) is values joined by ``|`` with ``\\``, ``|`` and
-line feed escaped (TDTP_FORMAT.md §3).  Everything that looks at a row line as text
+line feed escaped (docs/format.md §3).  Everything that looks at a row line as text
 lives here: escaping, splitting, the NULL sentinel, which characters XML 1.0 cannot
 carry, and the grouping of row lines into blocks for the part builder.  Typed values
 are ``tdtp.values.render`` (value -> text) and ``tdtp.values.parse`` (text -> value).
@@ -73,7 +73,7 @@ def split_raw(line: str) -> list[str]:
 
 
 def split_row(line: str) -> list[str]:
-    """Split a row line into unescaped value texts (TDTP_FORMAT.md §3 read rules)."""
+    """Split a row line into unescaped value texts (docs/format.md §3 read rules)."""
     if "\\" not in line:
         return line.split("|")
     out: list[str] = []

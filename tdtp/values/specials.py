@@ -1,6 +1,6 @@
 """Special values: what a field's markers stand for, and the markers our writers declare.
 
-A field's ``<SpecialValues>`` (TDTP_FORMAT.md §2) maps marker texts to NULL, the
+A field's ``<SpecialValues>`` (docs/format.md §2) maps marker texts to NULL, the
 infinities, NaN and "no date".  Readers take the markers from the field's own
 declaration (``special_values``); writers declare the same set on every field
 (``schema_for_export``).  ``NO_DATE`` is the Python value of "no date", which is not

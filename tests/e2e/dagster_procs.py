@@ -1,8 +1,9 @@
 """Real Dagster processes for end-to-end tests: dagster-webserver and dagster-daemon on a temp DAGSTER_HOME.
 
 ``dagster dev`` is not used: started in the background it ignored SIGINT/SIGTERM here
-(DESIGN §4), while the webserver and the daemon each stop cleanly on SIGTERM.  Both
-are started in their own process group and stopped by that group's id only.
+(observed on the development machine), while the webserver and the daemon each stop
+cleanly on SIGTERM.  Both are started in their own process group and stopped by that
+group's id only.
 """
 
 from __future__ import annotations

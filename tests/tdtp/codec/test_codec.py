@@ -1,4 +1,4 @@
-"""Packets to bytes and back (TDTP_FORMAT.md §1–4): Go's layout, hand-written Go-style
+"""Packets to bytes and back (docs/format.md §1–4): Go's layout, hand-written Go-style
 fixtures, hostile and broken input."""
 
 from __future__ import annotations

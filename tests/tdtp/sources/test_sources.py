@@ -180,7 +180,7 @@ def test_pg_lines_decode_to_the_stored_values(pg_url: str, every_type: str) -> N
 
 
 def test_pg_text_forms(pg_url: str, pg_conn: psycopg.Connection, pg_schema: str) -> None:
-    """The wire forms TDTP_FORMAT.md asks for, straight from the server."""
+    """The wire forms docs/format.md asks for, straight from the server."""
     pg_conn.execute(f"CREATE TABLE {pg_schema}.forms (f float8, ts timestamptz, b bool, bl bytea)")
     pg_conn.execute(
         f"INSERT INTO {pg_schema}.forms VALUES (1e21, '2026-01-05 13:00:00.5+02', true, %s),"

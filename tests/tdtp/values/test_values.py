@@ -1,4 +1,4 @@
-"""Row lines and typed values (TDTP_FORMAT.md §2–3): escaping, splitting, rendering, parsing."""
+"""Row lines and typed values (docs/format.md §2–3): escaping, splitting, rendering, parsing."""
 
 from __future__ import annotations
 
