@@ -104,6 +104,26 @@ def _add_import(sub: argparse._SubParsersAction) -> None:
     start.add_argument("--online", action="store_true", help="only parts published from now on")
     p.add_argument("--follow", action="store_true", help="keep importing live parts until interrupted")
     p.add_argument("--timeout", type=float, help="with --follow: stop after this many idle seconds")
+    p.add_argument(
+        "--reland",
+        action="store_true",
+        help="append/upsert: land again an export whose target table was dropped or emptied since it was "
+        "published (replace mode does this by itself)",
+    )
+    p.add_argument(
+        "--abandon-after",
+        type=float,
+        metavar="SECONDS",
+        default=86400.0,
+        help="give up an export without a summary once no part of it arrived for this long (default: a day)",
+    )
+    p.add_argument(
+        "--publish-wait",
+        type=float,
+        metavar="SECONDS",
+        default=300.0,
+        help="wait this long for another import publishing the same export (default: 300)",
+    )
     p.add_argument("--quiet", action="store_true")
 
 
@@ -128,6 +148,16 @@ def _add_status(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("status", help="import progress of one export in a target database")
     p.add_argument("export_id")
     p.add_argument("--target", required=True)
+    p.add_argument("--table", help="the target table (needed when the export was imported into several)")
+
+
+def _add_reset(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "reset", help="forget what landed of an export in a table so the next import lands it from scratch"
+    )
+    p.add_argument("export_id")
+    p.add_argument("--target", required=True)
+    p.add_argument("--table", help="the target table (needed when the export was imported into several)")
 
 
 def _add_replay(sub: argparse._SubParsersAction) -> None:
@@ -143,7 +173,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Stream tables as TDTP parts through files or brokers and import them in parallel.",
     )
     sub = parser.add_subparsers(dest="command", required=True)
-    for add in (_add_export, _add_import, _add_inspect, _add_tail, _add_status, _add_replay):
+    for add in (_add_export, _add_import, _add_inspect, _add_tail, _add_status, _add_replay, _add_reset):
         add(sub)
     return parser
 
@@ -195,7 +225,15 @@ def cmd_export(args: argparse.Namespace) -> int:
 def cmd_import(args: argparse.Namespace) -> int:
     from tdtp.importer import ImportOptions, ParallelImporter
 
-    options = ImportOptions(mode=args.mode, table=args.table, progress=not args.quiet, publish=args.publish)
+    options = ImportOptions(
+        mode=args.mode,
+        table=args.table,
+        progress=not args.quiet,
+        publish=args.publish,
+        reland=args.reland,
+        abandon_after_seconds=args.abandon_after,
+        publish_wait_seconds=args.publish_wait,
+    )
     if args.workers:
         options.workers = args.workers
     importer = ParallelImporter(args.target, options)
@@ -231,7 +269,7 @@ def cmd_import(args: argparse.Namespace) -> int:
     unfinished = {
         export_id: state
         for export_id, state in stats.exports.items()
-        if not state.startswith(("finalized", "superseded"))
+        if not state.startswith(("finalized", "superseded", "abandoned"))
     }
     for export_id, state in unfinished.items():
         print(f"tdtp import: export {export_id} is not published: {state}", file=sys.stderr)
@@ -351,7 +389,7 @@ def _existing_target(url: str) -> str:
 def cmd_status(args: argparse.Namespace) -> int:
     from tdtp.importer import export_status
 
-    status = export_status(_existing_target(args.target), args.export_id)
+    status = export_status(_existing_target(args.target), args.export_id, args.table)
     doc = status.as_dict()
     print(json.dumps(doc, default=str))
     if doc.get("state") == "unknown":
@@ -371,6 +409,16 @@ def cmd_replay(args: argparse.Namespace) -> int:
     return EXIT_FAILED if stats.dead_letters else EXIT_OK
 
 
+def cmd_reset(args: argparse.Namespace) -> int:
+    from tdtp.importer import ImportOptions, ParallelImporter
+
+    with ParallelImporter(_existing_target(args.target), ImportOptions(workers=1, table=args.table)) as imp:
+        settled = imp.reset(args.export_id)
+        status = imp.status(args.export_id)
+    print(json.dumps({"export_id": args.export_id, "table": status.table, "dead_letters_settled": settled}))
+    return EXIT_OK
+
+
 COMMANDS = {
     "export": cmd_export,
     "import": cmd_import,
@@ -378,6 +426,7 @@ COMMANDS = {
     "tail": cmd_tail,
     "status": cmd_status,
     "replay": cmd_replay,
+    "reset": cmd_reset,
 }
 
 

@@ -43,6 +43,7 @@ def observe_exports(
     partition once its export is complete (or stuck), and the import asset sums the
     figures of every land run of its export.
     """
+    figures = stats.as_dict()  # rounded as the CLI prints them
     for status in statuses:
         partition = partition_of(table, status)
         if table.partition and not partition:
@@ -63,9 +64,9 @@ def observe_exports(
                     "missing_parts": ranges(status.missing_parts),
                     "from_seq": seq_range[0],
                     names.META_UNTIL_SEQ: seq_range[1],
-                    **{f"run_{k}": getattr(stats, k) or 0 for k in _FIGURE_KEYS},
-                    "run_first_part_seconds": stats.first_part_seconds or 0.0,
-                    "run_peak_rss_mb": max(stats.peak_rss_mb, stats.worker_peak_rss_mb),
+                    **{f"run_{k}": figures[k] or 0 for k in _FIGURE_KEYS},
+                    "run_first_part_seconds": figures["first_part_seconds"] or 0.0,
+                    "run_peak_rss_mb": max(figures["peak_rss_mb"], figures["worker_peak_rss_mb"]),
                 },
             )
         )
@@ -197,12 +198,13 @@ def _landed_in(export: dict[str, Any], land_runs: int, landed_here: bool) -> str
 
 def _merge(figures: dict[str, Any], stats: ImportStats) -> dict[str, Any]:
     """Add one more landing (the export run's, or this run's own) to the land runs' figures."""
+    more = stats.as_dict()  # rounded as the CLI prints them
     out = dict(figures)
-    out["seconds"] += stats.seconds
+    out["seconds"] += more["seconds"]
     for k in ("duplicates", "retries", "dead_letters"):
-        out[k] += getattr(stats, k)
+        out[k] += more[k]
     if out["first_part_seconds"] is None:
-        out["first_part_seconds"] = stats.first_part_seconds
-    out["peak_rss_mb"] = max(out["peak_rss_mb"], stats.peak_rss_mb)
+        out["first_part_seconds"] = more["first_part_seconds"]
+    out["peak_rss_mb"] = max(out["peak_rss_mb"], more["peak_rss_mb"])
     out["land_runs"] += 1
     return out

@@ -84,6 +84,13 @@ def build_copy_job(table: TableConfig) -> AssetJob:
     )
 
 
+# What the report op hands on: one run's figures (the rest of ImportStats is per import call).
+_RUN_FIGURES = (
+    "parts_imported", "total_rows", "bytes", "duplicates", "retries", "dead_letters", "seconds",
+    "first_part_seconds", "peak_rss_mb", "worker_peak_rss_mb",
+)  # fmt: skip
+
+
 @dataclass(frozen=True)
 class LandedRange:
     """What one land op hands to the report op: its seq range (inclusive) and the importer's figures."""
@@ -188,7 +195,8 @@ def build_import_parts_job(table: TableConfig) -> dg.JobDefinition:
                 "exports": ", ".join(f"{s.export_id}: {s.state}" for s in statuses),
             }
         )
-        return total.as_dict()
+        figures = total.as_dict()
+        return {k: figures[k] for k in _RUN_FIGURES}
 
     executor = (
         dg.multiprocess_executor.configured({"max_concurrent": fanout})

@@ -56,7 +56,7 @@ class StagedConverter:
     """
 
     executor: Executor
-    job: Callable[[str, int], bytes | None]
+    job: Callable[[str, str, int], bytes | None]
 
 
 class PgPublish:
@@ -116,7 +116,7 @@ class PgPublish:
         self.published[part] = loaded
 
     def pending(self) -> list[tuple[int, int, bool]]:
-        return pending_parts(self.target, self.conn, self.rec.export_id)
+        return pending_parts(self.target, self.conn, self.rec.export_id, self.rec.table_name)
 
     def publish_pending(self) -> int:
         """Load every unpublished ledger part not loaded yet; mark them all published; return rows moved.
@@ -130,18 +130,18 @@ class PgPublish:
         pending = self.pending()
         todo = [(p, r) for p, r, _ in pending if p not in self.published]
         if todo:
-            for part, rows, data in _staged_copy_texts(self.target, self.rec.export_id, todo, self.converter):
+            for part, rows, data in _staged_copy_texts(self.target, self.rec.export_id, self.rec.table_name, todo, self.converter):
                 self.add(part, rows, data)
         parts = [p for p, _, _ in pending]
-        mark_published(self.target, self.conn, self.rec.export_id, parts)
+        mark_published(self.target, self.conn, self.rec.export_id, self.rec.table_name, parts)
         return sum(self.published.get(p, 0) for p in parts)
 
 
-def convert_staged(conn: Any, target: Target, export_id: str, part: int) -> bytes | None:
+def convert_staged(conn: Any, target: Target, export_id: str, table: str, part: int) -> bytes | None:
     """A staged part's rows as COPY text, read back from the stage (binary fetch: no hex round trip)."""
     row = conn.execute(
-        f"SELECT body FROM {target.book(STAGE_PARTS)} WHERE export_id = %s AND part_number = %s",
-        (export_id, part),
+        f"SELECT body FROM {target.book(STAGE_PARTS)} WHERE export_id = %s AND table_name = %s AND part_number = %s",
+        (export_id, table, part),
         binary=True,
     ).fetchone()
     if row is None:
@@ -151,14 +151,14 @@ def convert_staged(conn: Any, target: Target, export_id: str, part: int) -> byte
 
 
 def _converted_by_pool(
-    converter: StagedConverter, export_id: str, todo: list[tuple[int, int]], window: int
+    converter: StagedConverter, export_id: str, table: str, todo: list[tuple[int, int]], window: int
 ) -> Iterator[tuple[int, int, bytes | None]]:
     futures: deque[tuple[int, int, Future]] = deque()
     pending = iter(todo)
     submit = converter.executor.submit
     try:
         for part, rows in pending:
-            futures.append((part, rows, submit(converter.job, export_id, part)))
+            futures.append((part, rows, submit(converter.job, export_id, table, part)))
             if len(futures) >= window:
                 break
         while futures:
@@ -166,7 +166,7 @@ def _converted_by_pool(
             data = future.result()
             nxt = next(pending, None)
             if nxt is not None:
-                futures.append((nxt[0], nxt[1], submit(converter.job, export_id, nxt[0])))
+                futures.append((nxt[0], nxt[1], submit(converter.job, export_id, table, nxt[0])))
             yield part, rows, data
     finally:
         for _, _, future in futures:
@@ -176,6 +176,7 @@ def _converted_by_pool(
 def _staged_copy_texts(
     target: Target,
     export_id: str,
+    table: str,
     todo: list[tuple[int, int]],
     converter: StagedConverter | None = None,
     ahead: int = 3,
@@ -187,7 +188,7 @@ def _staged_copy_texts(
     which shares the GIL with the thread feeding COPY and so overlaps less.
     """
     if converter is not None:
-        yield from _converted_by_pool(converter, export_id, todo, ahead * 2)
+        yield from _converted_by_pool(converter, export_id, table, todo, ahead * 2)
         return
     out: queue.Queue[tuple] = queue.Queue(maxsize=ahead)
     stop = threading.Event()
@@ -198,7 +199,7 @@ def _staged_copy_texts(
                 for part, rows in todo:
                     if stop.is_set():
                         return
-                    out.put(("ok", part, rows, convert_staged(conn, target, export_id, part)))
+                    out.put(("ok", part, rows, convert_staged(conn, target, export_id, table, part)))
         except BaseException as exc:  # noqa: BLE001 - re-raised on the consuming thread
             out.put(("error", exc))
 

@@ -31,22 +31,18 @@ from concurrent.futures import (
     wait,
 )
 from concurrent.futures.process import BrokenProcessPool
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
+
+import xxhash
 
 from tdtp.brokers.base import CaughtUp, PartLog
 from tdtp.codec import peek_header
 from tdtp.importer.copy_publish import StagedConverter
+from tdtp.importer.dead_letters import add_dead_letter, settle_dead_letter
 from tdtp.importer.finalize import finalize_export
 from tdtp.importer.inputs import Incoming
-from tdtp.importer.ledger import (
-    add_dead_letter,
-    ledger_parts,
-    load_export,
-    record_summary,
-    set_mode,
-    settle_dead_letter,
-)
+from tdtp.importer.ledger import record_summary
 from tdtp.importer.live import LivePublisher
 from tdtp.importer.options import ImportOptions
 from tdtp.importer.outcome import (
@@ -57,12 +53,11 @@ from tdtp.importer.outcome import (
     IMPORTED,
     NO_SUMMARY,
     REPLACE,
-    SUPERSEDED,
     FinalizeResult,
-    ranges,
 )
 from tdtp.importer.stats import ImportStats
 from tdtp.importer.target import Target, stage_name
+from tdtp.importer.tracking import ExportState, ExportTracker
 from tdtp.importer.work import (
     PartJob,
     PartOutcome,
@@ -87,34 +82,11 @@ MAX_LIVE_PUBLISHERS = 4
 
 
 @dataclass
-class _ExportState:
-    """What the dispatcher knows of one export during a run."""
-
-    export_id: str
-    total: int | None = None
-    parts: set[int] = field(default_factory=set)
-    summary: bool = False
-    foreign: bool = False
-    closed: bool = False  # finalized or superseded
-    no_live: bool = False  # a live publisher was refused or failed in this run: publish at the end
-
-    def complete(self) -> bool:
-        if not self.total:
-            return False
-        return sum(1 for p in self.parts if 1 <= p <= self.total) == self.total
-
-    def waiting_for(self) -> str:
-        if not self.total:
-            return f"waiting for the summary ({len(self.parts)} parts in)"
-        missing = sorted(set(range(1, self.total + 1)) - self.parts)
-        return f"waiting for part(s) {ranges(missing)} of {self.total} ({len(self.parts)} in)"
-
-
-@dataclass
 class _Flight:
     item: Incoming
     nbytes: int
     started: float
+    body_hash: str = ""
 
 
 def _receive_into(
@@ -158,7 +130,7 @@ class ImportRun:
         self.target = target
         self.conn = conn
         self.log = log
-        self.states: dict[str, _ExportState] = {}
+        self.exports = ExportTracker(target, conn, options, replay=replay)
         self.inflight: dict[Future[PartOutcome], _Flight] = {}
         self.inflight_bytes = 0
         self.workers = self.opts.resolved_workers()
@@ -181,7 +153,7 @@ class ImportRun:
         # SQLite has one writer: workers decode, this process writes.
         self.local_writer = None if self.target.is_pg else PartWriter(self.config)
         # PostgreSQL: exports being published while their parts arrive (see tdtp.importer.live).
-        self.publishers: dict[str, LivePublisher] = {}
+        self.publishers: dict[tuple[str, str], LivePublisher] = {}
         self.progress = Progress("import", quiet=not self.opts.progress)
         self.started = 0.0
 
@@ -256,19 +228,25 @@ class ImportRun:
         if item.kind == "summary":
             self._on_summary(item)
             return
-        export_id, part = item.export_hint, item.part_hint
-        if not export_id or not part:
+        export_id, part, table = item.export_hint, item.part_hint, self.opts.table or item.table_hint
+        if not export_id or not part or not table:
             try:
                 header = peek_header(item.body, where=item.source)
-                export_id, part = header.batch_id, header.part_number or 1
+                export_id, part = export_id or header.batch_id, part or header.part_number or 1
+                table = table or header.table_name
                 # Routing facts from the part itself: a dead letter then still names its export.
-                item.export_hint, item.part_hint = export_id, part
+                item.export_hint, item.part_hint, item.table_hint = export_id, part, table
             except TdtpError:
                 pass  # the worker will name what is wrong with it
-        if export_id:
-            st = self._state(export_id)
+        body_hash = xxhash.xxh3_64_hexdigest(item.body)
+        if export_id and table:
+            st = self._state(export_id, table)
             st.foreign = st.foreign or item.foreign
-            if part and part in st.parts and item.dead_letter_id is None:
+            if st.refused:
+                self.stats.exports[export_id] = st.refused
+                self._ack(item)
+                return
+            if part and item.dead_letter_id is None and st.is_duplicate(part, body_hash):
                 self.stats.duplicates += 1
                 self._ack(item)
                 return
@@ -284,6 +262,8 @@ class ImportRun:
             resolution="replayed" if item.dead_letter_id is not None else IMPORTED,
             dead_letter_id=item.dead_letter_id,
             whole_table=item.message is not None and not item.foreign and not item.partition,
+            body_hash=body_hash,
+            table=item.table_hint if item.dead_letter_id is not None else "",
         )
         try:
             future = pool.submit(work, job)
@@ -292,7 +272,7 @@ class ImportRun:
                 "an import worker process died; rerun to continue (the ledger skips what is in)"
             ) from exc
         future.add_done_callback(lambda _f: self.events.put(("wake", None)))
-        self.inflight[future] = _Flight(item, len(item.body), time.perf_counter())
+        self.inflight[future] = _Flight(item, len(item.body), time.perf_counter(), body_hash)
         self.inflight_bytes += len(item.body)
         self.stats.max_in_flight = max(self.stats.max_in_flight, len(self.inflight))
 
@@ -341,6 +321,7 @@ class ImportRun:
                 partition=item.partition,
                 producer="foreign" if item.foreign else None,
                 resolution="replayed" if item.dead_letter_id is not None else IMPORTED,
+                body_hash=flight.body_hash,
             )
             write_started = time.perf_counter()
             write_with_retries(
@@ -359,8 +340,11 @@ class ImportRun:
             self._dead_letter(item, outcome)
             self._ack(item)
             return
-        st = self._state(outcome.export_id)
-        st.parts.add(outcome.part_number)
+        st = self._state(outcome.export_id, outcome.table)
+        if outcome.status == DUPLICATE:
+            st.parts.setdefault(outcome.part_number, flight.body_hash)
+        else:
+            st.parts[outcome.part_number] = flight.body_hash
         if outcome.total_parts and not st.total:
             st.total = outcome.total_parts
         if outcome.status == DUPLICATE:
@@ -386,7 +370,7 @@ class ImportRun:
                 self.conn,
                 export_id=export_id,
                 part=outcome.part_number or item.part_hint,
-                table=outcome.table or self.opts.table or "",
+                table=outcome.table or self.opts.table or item.table_hint,
                 reason=outcome.error,
                 body=item.body,
                 source=item.source,
@@ -398,8 +382,10 @@ class ImportRun:
             ) from exc
         self.stats.dead_letters += 1
         self.stats.errors.append(outcome.error)
+        table = outcome.table or self.opts.table or item.table_hint
+        if export_id and table:
+            self._state(export_id, table)
         if export_id:
-            self._state(export_id)
             self.stats.exports[export_id] = f"blocked: dead letter ({outcome.error})"
 
     def _on_summary(self, item: Incoming) -> None:
@@ -422,7 +408,7 @@ class ImportRun:
                 stage=stage_name(summary.export_id, table),
             )
         self.stats.summaries += 1
-        st = self._state(summary.export_id)
+        st = self._state(summary.export_id, table)
         st.total = summary.total_parts
         st.summary = True
         self._ack(item)
@@ -434,51 +420,37 @@ class ImportRun:
             self.log.ack(item.message)
 
     # ---------------------------------------------------------------- exports
-    def _state(self, export_id: str) -> _ExportState:
-        st = self.states.get(export_id)
-        if st is None:
-            rec = load_export(self.target, self.conn, export_id)
-            st = _ExportState(export_id)
-            if rec is not None:
-                if (
-                    not self.replay
-                    and rec.mode != self.opts.mode
-                    and rec.status not in CLOSED_STATES
-                ):
-                    set_mode(self.target, self.conn, export_id, self.opts.mode)
-                st.total = rec.total_parts
-                st.summary = rec.summary is not None
-                st.closed = rec.status in CLOSED_STATES
-            st.parts = {p for p, _, _ in ledger_parts(self.target, self.conn, export_id)}
-            self.states[export_id] = st
-        return st
+    def _state(self, export_id: str, table: str) -> ExportState:
+        return self.exports.get(export_id, table)
 
-    def _publish_live(self, st: _ExportState, item: Incoming, outcome: PartOutcome) -> None:
+    def _publish_live(self, st: ExportState, item: Incoming, outcome: PartOutcome) -> None:
         """PostgreSQL: hand a staged part's COPY text to its export's live publisher (start one if allowed)."""
         if not self.target.is_pg or not self.opts.live_publish or self.replay or st.closed or st.no_live:
             return
         if outcome.strategy != COPY:  # swap/attach: the worker loaded the rows in place already
             return
-        live = self.publishers.get(st.export_id)
+        live = self.publishers.get((st.export_id, st.table))
         if live is None:
             if not self._may_go_live(st, item) or len(self.publishers) >= MAX_LIVE_PUBLISHERS:
                 return
             live = LivePublisher(
                 self.target,
                 st.export_id,
+                st.table,
                 lock_timeout=self.opts.lock_timeout_seconds,
                 queue_parts=self.opts.resolved_queue_parts(),
                 converter=self.converter,
+                abandon_after=self.opts.abandon_after_seconds,
             )
             if not live.start():
                 st.no_live = True
                 return
-            self.publishers[st.export_id] = live
+            self.publishers[(st.export_id, st.table)] = live
         live.feed(outcome.part_number, outcome.rows, outcome.copy)
         if live.failure is not None:  # the target refused a part: stop loading, say so now
             self._finalize(st)
 
-    def _may_go_live(self, st: _ExportState, item: Incoming) -> bool:
+    def _may_go_live(self, st: ExportState, item: Incoming) -> bool:
         """Replace mode must know what it replaces before deleting: the summary's filter, a whole-table
         stream of ours (empty partition header), or a batch export (TotalParts: the whole table)."""
         if self.opts.mode != REPLACE:
@@ -489,32 +461,34 @@ class ImportRun:
             or (item.message is not None and not item.foreign and not item.partition)
         )
 
-    def _finalize(self, st: _ExportState, *, allow_partial: bool = False) -> FinalizeResult:
+    def _finalize(self, st: ExportState, *, allow_partial: bool = False) -> FinalizeResult:
         started = time.perf_counter()
         try:
             return self._finalize_now(st, allow_partial=allow_partial)
         finally:
             self.stats.finalize_seconds += time.perf_counter() - started
 
-    def _finalize_now(self, st: _ExportState, *, allow_partial: bool) -> FinalizeResult:
-        live = self.publishers.pop(st.export_id, None)
-        if live is not None:
-            result = live.finish(allow_partial=allow_partial)
-            if result is None:  # the thread ended early (its reason is in the result it could not set)
-                result = finalize_export(
-                    self.target, self.conn, st.export_id, allow_partial=allow_partial, converter=self.converter
-                )
-            if not result.finalized:
-                st.no_live = True
-        else:
+    def _finalize_now(self, st: ExportState, *, allow_partial: bool) -> FinalizeResult:
+        live = self.publishers.pop((st.export_id, st.table), None)
+        result = live.finish(allow_partial=allow_partial) if live is not None else None
+        if live is not None and (result is None or not result.finalized):
+            st.no_live = True
+        if result is None:  # no live publisher, or its thread ended early
             result = finalize_export(
-                self.target, self.conn, st.export_id, allow_partial=allow_partial, converter=self.converter
+                self.target,
+                self.conn,
+                st.export_id,
+                st.table,
+                allow_partial=allow_partial,
+                converter=self.converter,
+                publish_wait=self.opts.publish_wait_seconds,
+                abandon_after=self.opts.abandon_after_seconds,
             )
         if result.dead_lettered_part is not None:
-            st.parts.discard(result.dead_lettered_part)
+            st.parts.pop(result.dead_lettered_part, None)
             self.stats.dead_letters += 1
             self.stats.errors.append(result.reason)
-        if result.finalized or result.state == SUPERSEDED:
+        if result.finalized or result.state in CLOSED_STATES:
             st.closed = True
         if result.finalized and not result.already and st.export_id not in self.stats.finalized:
             self.stats.finalized.append(st.export_id)
@@ -531,14 +505,17 @@ class ImportRun:
         An incomplete export's live publisher keeps going (more parts may come);
         the end of the run rolls it back.
         """
-        for st in list(self.states.values()):
+        for st in self.exports:
+            if st.refused:
+                self.stats.exports[st.export_id] = st.refused
+                continue
             if st.closed:
                 if st.export_id not in self.stats.exports:
-                    self.stats.exports[st.export_id] = "finalized (earlier)"
+                    self.stats.exports[st.export_id] = st.closed_as or "finalized (earlier)"
                 continue
             # No summary will come for a foreign stream, nor for stream files without one.
             no_summary = not st.summary and not st.total and (st.foreign or self.files)
-            if st.export_id in self.publishers and not no_summary and not st.complete():
+            if (st.export_id, st.table) in self.publishers and not no_summary and not st.complete():
                 self.stats.exports[st.export_id] = f"{st.waiting_for()}; publishing meanwhile"
                 continue
             self._finalize(st, allow_partial=no_summary)

@@ -13,15 +13,18 @@ from pathlib import Path
 from typing import Any
 
 from tdtp.brokers.base import PartLog
+from tdtp.importer.bookkeeping import ensure_bookkeeping
+from tdtp.importer.dead_letters import dead_letter_body, open_dead_letters
 from tdtp.importer.dispatch import ImportRun
-from tdtp.importer.finalize import finalize_export
+from tdtp.importer.finalize import finalize_export, reset_export
 from tdtp.importer.inputs import Incoming, expand_paths, file_items, log_items
-from tdtp.importer.ledger import dead_letter_body, ensure_bookkeeping, open_dead_letters
+from tdtp.importer.ledger import export_tables
 from tdtp.importer.options import ImportOptions
 from tdtp.importer.outcome import FinalizeResult
 from tdtp.importer.stats import ImportStats
 from tdtp.importer.status import ExportStatus, partition_rows, read_status
 from tdtp.importer.target import Target
+from tdtp.packet import TdtpError
 
 
 class ParallelImporter:
@@ -90,23 +93,62 @@ class ParallelImporter:
         finally:
             reader.close()
 
-    def finalize(self, export_id: str) -> FinalizeResult:
-        """Publish an export if it is complete (idempotent); otherwise say what it waits for."""
-        return finalize_export(self.target, self.conn, export_id)
+    def table_of(self, export_id: str, table: str | None = None) -> str:
+        """The target table meant for an export: given, the import's ``table``, or the only one it is in."""
+        table = table or self.options.table
+        if table:
+            return table
+        tables = export_tables(self.target, self.conn, export_id)
+        if len(tables) > 1:
+            raise TdtpError(
+                f"export {export_id} is in tables {', '.join(tables)}: say which one (--table)",
+                where=export_id,
+            )
+        return tables[0] if tables else ""
 
-    def status(self, export_id: str) -> ExportStatus:
-        return read_status(self.target, self.conn, export_id)
+    def finalize(self, export_id: str, table: str | None = None) -> FinalizeResult:
+        """Publish an export if it is complete (idempotent); otherwise say what it waits for."""
+        return finalize_export(
+            self.target,
+            self.conn,
+            export_id,
+            self.table_of(export_id, table),
+            publish_wait=self.options.publish_wait_seconds,
+            abandon_after=self.options.abandon_after_seconds,
+        )
+
+    def status(self, export_id: str, table: str | None = None) -> ExportStatus:
+        """An export's state in one target table, as committed (see :func:`tdtp.importer.status.read_status`)."""
+        return read_status(self.target, self.conn, export_id, self.table_of(export_id, table))
+
+    def reset(self, export_id: str, table: str | None = None) -> int:
+        """Forget an export in a table so that the next import lands it from scratch; returns dead letters settled.
+
+        What a user does after a conflicting duplicate (remove the wrong copy, reset,
+        import again): the export's ledger rows, staged rows and load table go, and its
+        open dead letters are settled as "reset".  Rows already published stay; the
+        next import of the export replaces them (replace mode) or adds to them.
+        """
+        table = self.table_of(export_id, table)
+        return reset_export(self.target, self.conn, export_id, table)
 
     def partition_rows(self, export_id: str, table: str | None = None) -> int | None:
         """Rows now in the target table for the export's partition (None: export or table missing).
 
         What a row-count check compares with the summary's TotalRows.
         """
-        table = table or self.options.table
+        table = table or self.options.table or self.status(export_id).table or None
         if table is None:
-            status = self.status(export_id)
-            table = status.table or None
-        return None if table is None else partition_rows(self.target, self.conn, export_id, table)
+            return None
+        # A connection of its own, without creating bookkeeping: a read must not write.
+        try:
+            conn = self.target.connect(lock_timeout=self.options.lock_timeout_seconds)
+        except TdtpError:
+            return None
+        try:
+            return partition_rows(self.target, conn, export_id, table)
+        finally:
+            conn.close()
 
     def replay_dead_letters(self, export_id: str | None = None) -> ImportStats:
         """Retry the stored bodies of open dead letters (after the cause was fixed)."""
@@ -120,13 +162,14 @@ class ParallelImporter:
                     f"dead letter #{d.id}",
                     export_hint=d.export_id,
                     part_hint=d.part_number,
+                    table_hint=d.table_name,
                     dead_letter_id=d.id,
                 )
 
         return self._run(replay=True).run(items(), files=False)
 
 
-def export_status(target_url: str, export_id: str) -> ExportStatus:
-    """``tdtp status``: an export's progress in a target, read from committed bookkeeping."""
-    with ParallelImporter(target_url, ImportOptions(workers=1)) as importer:
+def export_status(target_url: str, export_id: str, table: str | None = None) -> ExportStatus:
+    """``tdtp status``: an export's progress in a target table, read from committed bookkeeping."""
+    with ParallelImporter(target_url, ImportOptions(workers=1, table=table)) as importer:
         return importer.status(export_id)

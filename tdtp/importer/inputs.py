@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tdtp.brokers.base import CaughtUp, Message
-from tdtp.brokers.headers import EXPORT_ID, KIND, KIND_SUMMARY, PART, PARTITION, ROWS
+from tdtp.brokers.headers import EXPORT_ID, KIND, KIND_SUMMARY, PART, PARTITION, ROWS, TABLE
 from tdtp.packet import TdtpError, is_summary_body
 from tdtp.part_files import SUMMARY_SUFFIX, split_part_file_name
 
@@ -26,6 +26,7 @@ class Incoming:
     source: str
     export_hint: str = ""
     part_hint: int = 0
+    table_hint: str = ""  # the table the sender named (our broker header) or the part's TableName
     rows_hint: int | None = None
     partition: str = ""
     foreign: bool = False
@@ -53,6 +54,7 @@ def from_message(msg: Message) -> Incoming:
         source,
         export_hint=h.get(EXPORT_ID, ""),
         part_hint=_int(h.get(PART)) or 0,
+        table_hint=h.get(TABLE, ""),
         rows_hint=_int(h.get(ROWS)),
         partition=h.get(PARTITION, ""),
         foreign=not kind,

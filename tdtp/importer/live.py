@@ -21,10 +21,11 @@ from typing import Any
 
 import psycopg
 
+from tdtp.importer.bookkeeping import publish_lock
 from tdtp.importer.copy_publish import PgPublish, StagedConverter
 from tdtp.importer.errors import PublishError, describe_pg_error
 from tdtp.importer.finalize import finish_live
-from tdtp.importer.ledger import load_export, try_publish_lock
+from tdtp.importer.ledger import load_export
 from tdtp.importer.outcome import CLOSED_STATES, ERROR, LOAD_TABLE_STRATEGIES, FinalizeResult
 from tdtp.importer.target import Target
 from tdtp.packet import TdtpError
@@ -46,14 +47,18 @@ class LivePublisher:
         self,
         target: Target,
         export_id: str,
+        table: str,
         *,
         lock_timeout: float,
         queue_parts: int,
         converter: StagedConverter | None = None,
+        abandon_after: float | None = None,
     ) -> None:
         self.converter = converter
         self.target = target
         self.export_id = export_id
+        self.table = table
+        self.abandon_after = abandon_after
         self.lock_timeout = lock_timeout
         self._queue: queue.Queue[tuple] = queue.Queue(maxsize=max(1, queue_parts))
         self._ready = threading.Event()
@@ -124,11 +129,11 @@ class LivePublisher:
                 self._queue.get_nowait()
 
     def _begin(self, conn: Any) -> PgPublish | None:
-        if not try_publish_lock(self.target, conn, self.export_id):
+        if not publish_lock(self.target, conn, self.export_id, self.table, wait_seconds=0):
             self.reason = "another import is publishing this export"
             conn.rollback()
             return None
-        rec = load_export(self.target, conn, self.export_id)
+        rec = load_export(self.target, conn, self.export_id, self.table)
         if rec is None or rec.status in CLOSED_STATES or not rec.columns:
             self.reason = "nothing to publish"
             conn.rollback()

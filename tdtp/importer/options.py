@@ -42,6 +42,13 @@ class ImportOptions:
     with one COPY (the live publisher).  The choice is made at an export's first
     part and kept for that export.  ``swap_indexes``: build the load table's
     indexes ``"after"`` the rows are in (at publish; default) or ``"before"``.
+
+    ``publish_wait_seconds``: a second import of an export another one is publishing
+    waits this long for it, then finds it published.  ``abandon_after_seconds``: an
+    export without a summary (its producer died) is given up once no part of it
+    arrived for this long (None: only when a newer export of its partition is
+    published).  ``reland``: land again, in append/upsert mode, an export whose target
+    table was dropped or emptied since it was published (replace mode does it anyway).
     """
 
     workers: int = os.cpu_count() or 1
@@ -59,6 +66,9 @@ class ImportOptions:
     live_publish: bool = True
     publish: str = AUTO
     swap_indexes: str = "after"
+    publish_wait_seconds: float = 300.0
+    abandon_after_seconds: float | None = 86400.0
+    reland: bool = False
 
     def resolved_queue_parts(self) -> int:
         return self.queue_parts if self.queue_parts and self.queue_parts > 0 else 2 * self.resolved_workers()
@@ -89,5 +99,9 @@ class ImportOptions:
             raise TdtpError(
                 f"unknown swap_indexes {self.swap_indexes!r}; use after or before", where="swap_indexes"
             )
+        if self.publish_wait_seconds < 0:
+            raise TdtpError("publish_wait_seconds must be >= 0", where="publish_wait_seconds")
+        if self.abandon_after_seconds is not None and self.abandon_after_seconds < 0:
+            raise TdtpError("abandon_after_seconds must be >= 0", where="abandon_after_seconds")
         if self.memory_limit_mb <= 0:
             raise TdtpError("memory_limit_mb must be > 0", where="memory_limit_mb")

@@ -32,8 +32,13 @@ NO_SUMMARY = "no summary"
 UNKNOWN = "unknown"
 BUSY = "busy"
 ERROR = "error"
-#: An export that will take no more parts: published, or overtaken by a newer one.
-CLOSED_STATES = (FINALIZED, SUPERSEDED)
+ABANDONED = "abandoned"  # no summary, and overtaken by a newer export or too old
+#: Only reported (``tdtp status``): the table it was published into was dropped or emptied since.
+LOST = "lost"
+#: An export that will take no more parts: published, or overtaken by a newer one, or given up.
+CLOSED_STATES = (FINALIZED, SUPERSEDED, ABANDONED)
+#: The words a conflicting duplicate's reason starts with: another body of a part that landed.
+CONFLICT = "conflicting duplicate"
 
 # ------------------------------------------------------------------- part outcomes
 IMPORTED = "imported"

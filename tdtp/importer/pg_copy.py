@@ -15,7 +15,7 @@ from typing import Any
 
 import psycopg
 
-from tdtp.importer.errors import describe_pg_error
+from tdtp.importer.errors import describe_pg_error, first_line
 from tdtp.packet import RowError, Schema, TdtpError
 from tdtp.sinks.copy_text import lines_to_copy, needs_utc_session
 from tdtp.sinks.ddl import qualified, quote_ident
@@ -27,8 +27,18 @@ class CopyRefused(TdtpError):
 
 def copy_statement(table_sql: str, columns: Sequence[str]) -> str:
     """``COPY table (cols) FROM STDIN`` in TDTP's own text form: ``|`` between fields."""
-    cols = ", ".join(quote_ident(c) for c in columns)
+    cols = ", ".join(quote_ident(c, what="column") for c in columns)
     return f"COPY {table_sql} ({cols}) FROM STDIN WITH (FORMAT text, DELIMITER '|')"
+
+
+def _copy(conn: Any, table_sql: str, columns: Sequence[str], data: bytes | Iterable[bytes] | None) -> int:
+    """The COPY itself; driver errors pass through (callers word them for their readers)."""
+    chunks = [data] if isinstance(data, (bytes, bytearray, memoryview)) else (data or [])
+    with conn.cursor() as cur:
+        with cur.copy(copy_statement(table_sql, columns)) as copy:
+            for chunk in chunks:
+                copy.write(chunk)
+        return int(cur.rowcount)
 
 
 def copy_in(
@@ -37,15 +47,12 @@ def copy_in(
     """COPY rows (COPY text, whole or in chunks) into ``table_sql`` in the caller's transaction.
 
     Returns the number of rows the server loaded; chunks are sent as they come, so
-    a caller converting the next chunk overlaps the server parsing this one.
+    a caller converting the next chunk overlaps the server parsing this one.  A
+    refusal is a :class:`CopyRefused` carrying the server's words (the driver's
+    error stays its cause, so a lost connection is still retried).
     """
-    chunks = [data] if isinstance(data, (bytes, bytearray, memoryview)) else (data or [])
     try:
-        with conn.cursor() as cur:
-            with cur.copy(copy_statement(table_sql, columns)) as copy:
-                for chunk in chunks:
-                    copy.write(chunk)
-            return int(cur.rowcount)
+        return _copy(conn, table_sql, columns, data)
     except psycopg.Error as exc:
         raise CopyRefused(describe_pg_error(exc)) from exc
 
@@ -55,7 +62,9 @@ def copy_lines(conn: psycopg.Connection[Any], table: str, schema: Schema, lines:
 
     Runs in the caller's transaction.  When the schema has timestamps that are UTC
     without a zone in the text, the session TimeZone is UTC for the COPY only (a
-    transaction-local setting, restored afterwards).
+    transaction-local setting, restored afterwards).  A value the server refuses is a
+    :class:`RowError` naming the table, the COPY line and the column; other driver
+    errors (a key conflict, a lost connection) reach the caller as they are.
     """
     if not lines:
         return 0
@@ -73,9 +82,17 @@ def copy_lines(conn: psycopg.Connection[Any], table: str, schema: Schema, lines:
                     "SELECT current_setting('TimeZone'), set_config('TimeZone', 'UTC', true)"
                 ).fetchone()
                 previous = row[0] if row else "UTC"
-            loaded = copy_in(conn, table_sql, schema.names, text)
+            loaded = _copy(conn, table_sql, schema.names, text)
             if previous is not None:
                 conn.execute("SELECT set_config('TimeZone', %s, true)", (previous,))
-    except CopyRefused as exc:
-        raise RowError(f"PostgreSQL refused a value: {exc.message}", where=where) from exc
+    except psycopg.DataError as exc:
+        raise RowError(f"PostgreSQL refused a value: {_value_error(exc)}", where=where) from exc
     return loaded
+
+
+def _value_error(exc: psycopg.Error) -> str:
+    """The server's message and where in the COPY data it stopped (line and column)."""
+    text = exc.diag.message_primary or first_line(exc)
+    if exc.diag.context:
+        text += f" ({exc.diag.context.strip().splitlines()[0]})"
+    return text

@@ -23,12 +23,14 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from tdtp.importer.bookkeeping import ddl_lock
 from tdtp.importer.catalog import table_columns
-from tdtp.importer.ledger import claim_part, ddl_lock, load_export, resolve_dead_letters, upsert_export
+from tdtp.importer.dead_letters import resolve_dead_letters
+from tdtp.importer.ledger import check_same_part, claim_part, landed_part, load_export, upsert_export
 from tdtp.importer.outcome import CLOSED_STATES, COPY, IMPORTED, LOAD_TABLE_STRATEGIES
 from tdtp.importer.pg_copy import CopyRefused, copy_in
 from tdtp.importer.swap_plan import prepare_export, relax_load
-from tdtp.importer.target import BOOK_SCHEMA, LEDGER, STAGE_PARTS, Target, stage_name
+from tdtp.importer.target import BOOK_SCHEMA, STAGE_PARTS, Target, stage_name
 from tdtp.packet import IntegrityError, Schema, SchemaError, TdtpError
 from tdtp.sinks.ddl import create_table_sql, split_qualified
 from tdtp.sinks.sqlite import write_rows
@@ -42,7 +44,8 @@ class StagedExport:
     table: str
     stage: str
     signature: list[list[str]]
-    closed: bool = False  # finalized or superseded: nothing more may be staged
+    closed: bool = False  # finalized, superseded or abandoned: nothing more may be staged
+    state: str = ""  # the export's status when it was found closed
     strategy: str = COPY  # PostgreSQL: COPY (stage bodies) or SWAP/ATTACH (rows into load_table)
     load_table: str = ""
     columns: list[str] | None = None  # COPY column list for the load table
@@ -80,6 +83,7 @@ def stage_export(
     publish: str = "auto",
     swap_indexes: str = "after",
     whole_hint: bool = False,
+    produced_at: str = "",
 ) -> StagedExport:
     """Make sure the target table, the staging table and the export record exist; check the columns.
 
@@ -87,7 +91,7 @@ def stage_export(
     on the table name, since concurrent ``CREATE TABLE IF NOT EXISTS`` can collide.
     An export already published comes back ``closed``: its stage is gone for good.
     On PostgreSQL the first writer to get here also decides how the export is
-    published (``publish``; see :func:`tdtp.importer.swap.prepare_export`);
+    published (``publish``; see :func:`tdtp.importer.swap_plan.prepare_export`);
     ``whole_hint`` says the part came from our own producer with no partition.
     """
     stage = stage_name(export_id, table)
@@ -107,10 +111,13 @@ def stage_export(
             key_fields=schema.key_names,
             total_parts=total_parts or None,
             producer=producer,
+            produced_at=produced_at,
         )
-        record = load_export(target, conn, export_id)
+        record = load_export(target, conn, export_id, table)
     if record is not None and record.status in CLOSED_STATES:
-        return StagedExport(export_id=export_id, table=table, stage=stage, signature=signature, closed=True)
+        return StagedExport(
+            export_id=export_id, table=table, stage=stage, signature=signature, closed=True, state=record.status
+        )
     if record is not None and record.columns and record.columns != signature:
         raise SchemaError(
             f"fields {_names(signature)} differ from the export's first part {_names(record.columns)}",
@@ -120,7 +127,7 @@ def stage_export(
     with target.transaction(conn):
         ddl_lock(target, conn, table)
         if target.is_pg:
-            record = load_export(target, conn, export_id)  # again, under the lock
+            record = load_export(target, conn, export_id, table)  # again, under the lock
             assert record is not None
             if not record.publish:
                 plan = prepare_export(
@@ -177,15 +184,13 @@ def _names(signature: list[list[str]]) -> str:
     return json.dumps([f"{n} {t}" for n, t in signature])
 
 
-def in_ledger(target: Target, conn: Any, export_id: str, part: int) -> bool:
-    return (
-        target.execute(
-            conn,
-            f"SELECT 1 FROM {target.book(LEDGER)} WHERE export_id = %s AND part_number = %s",
-            (export_id, part),
-        ).fetchone()
-        is not None
-    )
+def in_ledger(
+    target: Target, conn: Any, staged: StagedExport, *, part: int, rows: int, checksum: int, source: str
+) -> bool:
+    """Whether the part landed already (the same rows; other rows are a conflicting duplicate)."""
+    landed = landed_part(target, conn, staged.export_id, staged.table, part)
+    check_same_part(staged.export_id, staged.table, part, landed, rows=rows, checksum=checksum, source=source)
+    return landed is not None
 
 
 def write_part(
@@ -202,6 +207,8 @@ def write_part(
     partition: str,
     resolution: str = IMPORTED,
     copy: bytes | Iterable[bytes] | None = None,
+    body_hash: str = "",
+    source: str = "",
 ) -> bool:
     """Stage one part and its ledger row in ONE transaction; False if it was a duplicate.
 
@@ -217,6 +224,8 @@ def write_part(
             checksum=checksum,
             table=staged.table,
             partition=partition,
+            body_hash=body_hash,
+            source=source,
         ):
             return False
         if target.is_pg and staged.loads_rows:
@@ -224,13 +233,14 @@ def write_part(
         elif target.is_pg:
             target.execute(
                 conn,
-                f"INSERT INTO {target.book(STAGE_PARTS)} (export_id, part_number, body) VALUES (%s, %s, %s)",
-                (staged.export_id, part, body),
+                f"INSERT INTO {target.book(STAGE_PARTS)} (table_name, export_id, part_number, body) "
+                "VALUES (%s, %s, %s, %s)",
+                (staged.table, staged.export_id, part, body),
             )
         elif values:
             # Workers decoded them with sinks.sqlite.stored_values: stored forms already.
             write_rows(conn, stage_ref(target, staged.stage), schema, values, stored=True)
-        resolve_dead_letters(target, conn, staged.export_id, part, resolution)
+        resolve_dead_letters(target, conn, staged.export_id, staged.table, part, resolution)
     return True
 
 

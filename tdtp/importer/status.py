@@ -10,8 +10,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from tdtp.importer.dead_letters import open_dead_letters
 from tdtp.importer.errors import is_db_error
-from tdtp.importer.ledger import checksum_sum, ledger_parts, load_export, open_dead_letters
+from tdtp.importer.ledger import checksum_sum, ledger_parts, load_export
 from tdtp.importer.outcome import (
     BLOCKED,
     CLOSED_STATES,
@@ -20,11 +21,13 @@ from tdtp.importer.outcome import (
     ERROR,
     FINALIZED,
     IMPORTING,
+    LOST,
     MISMATCH,
     NO_SUMMARY,
     UNKNOWN,
     ranges,
 )
+from tdtp.importer.readiness import lost_reason
 from tdtp.importer.target import Target
 from tdtp.importer.writemode import partition_predicate
 
@@ -37,7 +40,9 @@ class ExportStatus:
     the summary still missing), ``complete`` (everything in, not yet published),
     ``finalized``, ``blocked`` (dead letters or a finalize refusal, see ``note``),
     ``no summary`` (a producer that sends none), ``superseded`` (a newer export of
-    the same partition was published first).
+    the same partition was published first), ``abandoned`` (no summary, and a newer
+    export was published or nothing arrived for too long), ``lost`` (published, but
+    the table was dropped or emptied since; ``note`` says which).
     """
 
     export_id: str
@@ -123,11 +128,12 @@ class ExportStatus:
         return "\n".join(lines)
 
 
-def read_status(target: Target, conn: Any, export_id: str) -> ExportStatus:
-    status = ExportStatus(export_id=export_id)
-    rec = load_export(target, conn, export_id)
-    parts = ledger_parts(target, conn, export_id)
-    dead = open_dead_letters(target, conn, export_id)
+def read_status(target: Target, conn: Any, export_id: str, table: str) -> ExportStatus:
+    """An export's state in one target table, from committed bookkeeping and the table as it is now."""
+    status = ExportStatus(export_id=export_id, table=table)
+    rec = load_export(target, conn, export_id, table) if table else None
+    parts = ledger_parts(target, conn, export_id, table) if table else []
+    dead = open_dead_letters(target, conn, export_id, table)
     status.dead_letters = [d.as_dict() for d in dead]
     status.parts_in_ledger = len(parts)
     status.rows_in_ledger = sum(r for _, r, _ in parts)
@@ -153,7 +159,11 @@ def read_status(target: Target, conn: Any, export_id: str) -> ExportStatus:
     status.finalized_at = None if rec.finalized_at is None else str(rec.finalized_at)
     upper = rec.total_parts or (max(present) if present else 0)
     status.missing_parts = sorted(set(range(1, upper + 1)) - present)
-    if rec.status in CLOSED_STATES:
+    lost = lost_reason(target, conn, rec)
+    if lost:
+        status.state = LOST
+        status.note = lost
+    elif rec.status in CLOSED_STATES:
         status.state = rec.status
     elif dead or rec.note.startswith((BLOCKED, MISMATCH, ERROR)):
         status.state = BLOCKED
@@ -171,24 +181,24 @@ def partition_rows(target: Target, conn: Any, export_id: str, table: str) -> int
 
     Counted with the publishers' own partition predicate (from the summary's
     partition filter), so the count covers exactly the rows a replace put there.
-    None when the export or the table is not there: a check reports that.
+    None when the export, its bookkeeping or the table is not there: a check reports that.
     """
-    rec = load_export(target, conn, export_id)
-    if rec is None:
-        return None
-    predicate = partition_predicate(target, rec.summary)
-    sql = f"SELECT count(*) FROM {target.table(table)}"
-    params: tuple = ()
-    if predicate is not None:
-        sql += f" WHERE {predicate[0]}"
-        params = predicate[1]
     try:
+        rec = load_export(target, conn, export_id, table)
+        if rec is None:
+            return None
+        predicate = partition_predicate(target, rec.summary)
+        sql = f"SELECT count(*) FROM {target.table(table)}"
+        params: tuple = ()
+        if predicate is not None:
+            sql += f" WHERE {predicate[0]}"
+            params = predicate[1]
         if target.is_pg:
             with conn.transaction():
                 conn.execute("SET LOCAL TimeZone = 'UTC'")  # the predicate's bounds are UTC
                 return int(target.execute(conn, sql, params).fetchone()[0])
         return int(target.execute(conn, sql, params).fetchone()[0])
     except Exception as exc:
-        if is_db_error(exc):  # a missing table reads as "no rows here"
+        if is_db_error(exc):  # a missing table (or bookkeeping) reads as "no rows here"
             return None
         raise

@@ -405,7 +405,7 @@ def plan_export(
         return Plan(COPY, note="publish=copy")
     if rec.mode != REPLACE:
         return Plan(COPY)
-    if has_ledger_parts(target, conn, rec.export_id):
+    if has_ledger_parts(target, conn, rec.export_id, rec.table_name):
         return Plan(COPY, note="parts were staged for copy before this importer version")
     strict = publish == SWAP
 
@@ -507,5 +507,5 @@ def prepare_export(
             if index_build == "before":
                 clone_indexes(conn, index_defs(conn, rel.oid)[0], load)
         plan.load_table = load_sql
-    set_publish(target, conn, rec.export_id, plan.strategy, plan.load_table, plan.note)
+    set_publish(target, conn, rec, plan.strategy, plan.load_table, plan.note)
     return plan

@@ -31,6 +31,7 @@ from typing import Any
 
 from psycopg import sql
 
+from tdtp.importer.bookkeeping import ddl_lock
 from tdtp.importer.catalog import (
     Rel,
     clone_indexes,
@@ -46,7 +47,7 @@ from tdtp.importer.catalog import (
     relation,
     truncate_ident,
 )
-from tdtp.importer.ledger import ExportRecord, ddl_lock
+from tdtp.importer.ledger import ExportRecord
 from tdtp.importer.outcome import ATTACH, INSERT, LOAD_TABLE_STRATEGIES, REPLACE, SWAP, UPSERT
 from tdtp.importer.swap_plan import (
     add_bound_check,

@@ -28,7 +28,7 @@ from typing import Any
 from tdtp.codec import decode_packet, part_checksum
 from tdtp.importer.copy_publish import convert_staged
 from tdtp.importer.errors import TargetUnavailable, error_text, is_retryable
-from tdtp.importer.outcome import AUTO, COPY, DUPLICATE, FAILED, IMPORTED
+from tdtp.importer.outcome import ABANDONED, AUTO, COPY, DUPLICATE, FAILED, IMPORTED
 from tdtp.importer.staging import StagedExport, in_ledger, stage_export, write_part
 from tdtp.importer.target import Target
 from tdtp.packet import IntegrityError, Schema, TdtpError
@@ -67,6 +67,8 @@ class PartJob:
     resolution: str = IMPORTED  # what a dead letter of this part is marked when it lands
     dead_letter_id: int | None = None  # set when the job replays a dead letter
     whole_table: bool = False  # from our own producer's log with no partition header: a whole-table export
+    body_hash: str = ""  # XXH3-64 of the body, hex (the receiving process computed it)
+    table: str = ""  # the target table when it is not the part's TableName (a dead letter's replay)
 
 
 @dataclass
@@ -81,6 +83,7 @@ class DecodedPart:
     checksum: int
     values: list[tuple] | None = None
     copy: bytes | None = None  # PostgreSQL copy strategy: the rows as COPY text, for the live publisher
+    timestamp: str = ""  # the header's Timestamp: when the producer made the part
 
 
 @dataclass
@@ -128,7 +131,7 @@ def decode_part(job: PartJob, *, table_override: str | None, want_values: bool) 
         raise IntegrityError(
             f"message header says {job.rows_hint} rows, the part holds {len(packet.rows)}", where=where
         )
-    table = table_override or h.table_name
+    table = table_override or job.table or h.table_name
     if not table:
         raise TdtpError("the part names no table (TableName) and no target table was given", where=where)
     values = None
@@ -147,6 +150,7 @@ def decode_part(job: PartJob, *, table_override: str | None, want_values: bool) 
         rows=len(packet.rows),
         checksum=part_checksum(packet.rows) if packet.rows else 0,
         values=values,
+        timestamp=h.timestamp or "",
     )
 
 
@@ -201,6 +205,7 @@ class PartWriter:
                 publish=self.config.publish,
                 swap_indexes=self.config.swap_indexes,
                 whole_hint=job.whole_table,
+                produced_at=part.timestamp,
             )
             self._staged[part.export_id] = staged
         elif [list(p) for p in part.schema.signature()] != staged.signature:
@@ -209,7 +214,11 @@ class PartWriter:
             )
         self.strategy = staged.strategy
         if staged.closed:
-            if in_ledger(self.target, self.conn, part.export_id, part.part_number):
+            landed = in_ledger(
+                self.target, self.conn, staged, part=part.part_number, rows=part.rows, checksum=part.checksum,
+                source=job.source,
+            )  # fmt: skip
+            if landed or staged.state == ABANDONED:  # a late part of a given-up export is skipped
                 return DUPLICATE
             raise IntegrityError(
                 f"export {part.export_id} is already published without this part",
@@ -236,6 +245,8 @@ class PartWriter:
             partition=job.partition,
             resolution=job.resolution,
             copy=copy,
+            body_hash=job.body_hash,
+            source=job.source,
         )
         return IMPORTED if done else DUPLICATE
 
@@ -327,7 +338,7 @@ def init_worker(config: WorkerConfig, in_process: bool) -> None:
     _local.writer = PartWriter(config) if config.write else None
 
 
-def convert_staged_job(export_id: str, part: int) -> bytes | None:
+def convert_staged_job(export_id: str, table: str, part: int) -> bytes | None:
     """Pool entry point for publishing at the end: a staged part read back as COPY text.
 
     Handed to the publisher as :class:`tdtp.importer.copy_publish.StagedConverter`'s job.
@@ -335,7 +346,7 @@ def convert_staged_job(export_id: str, part: int) -> bytes | None:
     writer: PartWriter | None = getattr(_local, "writer", None)
     if writer is None:
         writer = _local.writer = PartWriter(_local.config)
-    return convert_staged(writer.conn, _local.config.target, export_id, part)
+    return convert_staged(writer.conn, _local.config.target, export_id, table, part)
 
 
 def work(job: PartJob) -> PartOutcome:

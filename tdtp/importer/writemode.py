@@ -11,7 +11,10 @@ alone, so the publishers, the swap planner and Dagster's row-count check agree o
 
 from __future__ import annotations
 
+import sqlite3
 from typing import Any
+
+import psycopg
 
 from tdtp.importer.catalog import primary_key
 from tdtp.importer.ledger import ExportRecord
@@ -45,6 +48,25 @@ def partition_predicate(target: Target, summary: Summary | None) -> tuple[str, t
         f"datetime({col}) >= %s AND datetime({col}) < %s",
         (start.strftime("%Y-%m-%d %H:%M:%S"), end.strftime("%Y-%m-%d %H:%M:%S")),
     )
+
+
+def partition_has_rows(target: Target, conn: Any, table: str, summary: Summary | None) -> bool | None:
+    """Whether ``table`` has any row of the export's partition (None: the table cannot be read).
+
+    ``EXISTS``, not ``count(*)``: asked of published exports on every re-import, it
+    must cost one index or page probe, not a scan of a big partition.
+    """
+    predicate = partition_predicate(target, summary)
+    where, params = predicate if predicate is not None else ("true", ())
+    sql = f"SELECT EXISTS (SELECT 1 FROM {target.table(table)} WHERE {where})"
+    try:
+        if target.is_pg:
+            with conn.transaction():
+                conn.execute("SET LOCAL TimeZone = 'UTC'")  # the predicate's bounds are UTC
+                return bool(target.execute(conn, sql, params).fetchone()[0])
+        return bool(target.execute(conn, sql, params).fetchone()[0])
+    except (sqlite3.Error, psycopg.Error):
+        return None
 
 
 def delete_replaced(target: Target, conn: Any, table: str, predicate: tuple[str, Any] | None) -> None:
