@@ -220,3 +220,38 @@ def test_a_part_whose_ledger_checksum_differs_is_a_conflict_not_a_duplicate(
     assert proc.returncode != 0 and "conflicting duplicate" in proc.stderr, proc.stderr
     status = _status(pg_url, exp.export_id, table)
     assert status["dead_letters"] and "conflicting duplicate" in status["dead_letters"][0]["reason"]
+
+
+def test_an_export_killed_with_sigkill_then_rerun_imports_with_exit_0(
+    pg_url: str, pg_conn: psycopg.Connection, pg_schema: str, tmp_path: Path
+) -> None:
+    """The user's story: `kill -9` of `tdtp export` mid-way, rerun it, import the stream from 0."""
+    import signal
+    import time
+
+    src = make_source(pg_conn, pg_schema, rows=12_000)
+    url = f"spool:///{tmp_path}/spool/events"
+    args = [sys.executable, "-m", "tdtp.cli", "export", "--source", pg_url, "--table", src, "--to", url,
+            "--part-bytes", "4096", "--compress", "none", "--quiet"]  # fmt: skip
+    victim = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and victim.poll() is None:
+        try:
+            with open_broker(url) as log:
+                if log.high_watermark() >= 5:
+                    break
+        except Exception:  # noqa: BLE001 - the stream does not exist until the first part
+            pass
+        time.sleep(0.01)
+    assert victim.poll() is None, "the export ended before it could be killed"
+    victim.send_signal(signal.SIGKILL)
+    victim.wait(timeout=30)
+    run_tdtp(*args[3:])  # the rerun completes
+    table = f"{pg_schema}.t"
+    proc = _import(pg_url, url, table, "--from-seq", "0", check=False)
+    assert proc.returncode == 0, proc.stderr
+    out = json.loads(proc.stdout)
+    states = sorted(v.split(":")[0] for v in out["exports"].values())
+    assert states == ["abandoned", "finalized"], out["exports"]
+    assert differences(pg_conn, src, table) == (0, 0) and count(pg_conn, table) == 12_000
+    assert _load_tables(pg_conn, pg_schema) == []
