@@ -13,6 +13,7 @@ where rows survived would add them twice.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -65,7 +66,7 @@ class ExportTracker:
         self.replay = replay
         self.states: dict[tuple[str, str], ExportState] = {}
 
-    def __iter__(self):  # noqa: ANN204 - an iterator of ExportState
+    def __iter__(self) -> Iterator[ExportState]:
         return iter(list(self.states.values()))
 
     def get(self, export_id: str, table: str) -> ExportState:
