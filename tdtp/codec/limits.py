@@ -37,8 +37,8 @@ class DecodeLimits:
       text).  Default 16 MiB (a 12 MiB BLOB in base64).
     - ``max_xml_tags``: ``<`` characters of the XML, counted before parsing (each
       element needs one or two): what bounds the parse tree of an uncompressed part,
-      two per row.  Default 1,200,000 (600k rows, about 180 MB of tree at worst; a
-      1.9 MB part of the shortest rows has 240k).
+      about 300 bytes and two tags per row.  Default 600,000: 300k rows, about 90 MB
+      at worst; a 1.9 MB part of the shortest rows (``<R>1</R>``) has 240k.
     - ``max_depth``: element nesting, the root being 1.  TDTP needs 5 (Schema, Field,
       SpecialValues, marker), TDTQL queries a few more.  Default 64 (the XML parser
       itself stops at 256).
@@ -48,7 +48,7 @@ class DecodeLimits:
     max_decoded_bytes: int = 32 * MiB
     max_rows: int = 1_000_000
     max_value_bytes: int = 16 * MiB
-    max_xml_tags: int = 1_200_000
+    max_xml_tags: int = 600_000
     max_depth: int = 64
 
     def __post_init__(self) -> None:
