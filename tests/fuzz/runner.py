@@ -37,6 +37,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from multiprocessing import get_context
 from multiprocessing.connection import Connection, wait
+from typing import TextIO
 
 from tdtp.codec import DecodeLimits, decode_packet, decode_values
 from tdtp.packet import Packet, TdtpError
@@ -144,11 +145,16 @@ def _worker(conn: Connection, bodies: list[bytes]) -> None:
     limit = int((vm + 3072) * 2**20)  # a runaway case gets MemoryError, not the machine's memory
     resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
     clear = open("/proc/self/clear_refs", "w")  # noqa: SIM115 - kept open for the worker's life
+    try:
+        conn.send("ready")  # cases are timed from here, not from the interpreter's start
+        _serve(conn, refs, clear)
+    except (EOFError, OSError):  # the parent closed the pipe: done (or it gave up on this worker)
+        return
+
+
+def _serve(conn: Connection, refs: list[Packet], clear: TextIO) -> None:
     while True:
-        try:
-            index, base, require, data = conn.recv()
-        except EOFError:
-            return
+        index, base, require, data = conn.recv()
         clear.write("5")  # reset the peak RSS (VmHWM) to the current RSS
         clear.flush()
         rss = _status("VmRSS")["VmRSS"]
@@ -182,7 +188,7 @@ class Results:
         self, case: Case, outcome: str, detail: str, growth: float = 0.0, seconds: float = 0.0
     ) -> None:
         if outcome not in ("hang", "crash") and seconds > self.timeout:
-            outcome, detail = "hang", f"{seconds:.1f} s of CPU ({outcome}: {detail})"
+            outcome, detail = "hang", f"{seconds:.2f} s of CPU ({outcome}: {detail})"
         if outcome not in ("hang", "crash") and growth > self.mem_cap_mb:
             outcome, detail = "memory", f"peak RSS grew {growth:.0f} MB ({outcome}: {detail})"
         self.counts[case.family][outcome] += 1
@@ -210,6 +216,8 @@ class _Worker:
                 else:
                     os.environ[k] = v
         child.close()
+        if not self.conn.poll(120) or self.conn.recv() != "ready":
+            raise RuntimeError("a fuzz worker did not start")
         self.case: Case | None = None
         self.started = 0.0
 
