@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, cast
 
 
 class TdtpError(Exception):
@@ -39,6 +39,25 @@ class TdtpError(Exception):
 
 class PacketFormatError(TdtpError):
     """The bytes are not a well-formed, safe TDTP packet (XML, envelope, limits)."""
+
+
+class LimitExceeded(PacketFormatError):
+    """A part is larger than a decoding limit allows (``tdtp.codec.DecodeLimits``).
+
+    A subclass of PacketFormatError, so callers that treat a part as bad keep doing
+    so; ``limit`` names the ``DecodeLimits`` field and ``value`` its setting, for
+    callers that want to say which option to raise.
+    """
+
+    def __init__(self, message: str, *, where: str = "", limit: str = "", value: int = 0) -> None:
+        super().__init__(message, where=where)
+        self.limit = limit
+        self.value = value
+
+    def at(self, where: str) -> LimitExceeded:
+        err = cast(LimitExceeded, super().at(where))  # type(self)(...): a LimitExceeded
+        err.limit, err.value = self.limit, self.value
+        return err
 
 
 class SchemaError(TdtpError):

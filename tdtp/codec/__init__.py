@@ -12,6 +12,8 @@ order a packet is written:
 - ``zstd``     compressed rows: zstd frame, base64, checksum, size cap
 - ``hashes``   v1.4 xxh3 hashes (write and verify) and the per-part checksum
 - ``read``     bytes -> Packet: every check a part passes before it is written
+- ``limits``   ``DecodeLimits``: how much one part may hold (bytes, rows, values,
+               tags, depth), each refusal a ``LimitExceeded``
 - ``xmlread``  the hardened XML parser, Header and Schema elements -> values
 - ``ids``      message ids and timestamps
 
@@ -20,12 +22,15 @@ Callers import from ``tdtp.codec``; the names below are the whole interface.
 
 from tdtp.codec.hashes import part_checksum
 from tdtp.codec.ids import export_message_id, part_message_id, utc_timestamp
+from tdtp.codec.limits import DEFAULT_LIMITS, DecodeLimits
 from tdtp.codec.read import DEFAULT_MAX_BYTES, decode_packet, decode_values, peek_header
 from tdtp.codec.write import XML_DECLARATION, encode_packet, encode_row_data
 from tdtp.codec.zstd import ZSTD_MAGIC
 
 __all__ = [
+    "DEFAULT_LIMITS",
     "DEFAULT_MAX_BYTES",
+    "DecodeLimits",
     "XML_DECLARATION",
     "ZSTD_MAGIC",
     "decode_packet",

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from lxml import etree
 
+from tdtp.codec.limits import DecodeLimits, exceeded
+from tdtp.codec.xmlread import deeper_than
 from tdtp.codec.zstd import unpack_rows
 from tdtp.packet import IntegrityError, Packet, PacketFormatError, RowError, Schema
 from tdtp.values import XML_ILLEGAL_RE, split_raw, unescape_value
@@ -85,37 +87,64 @@ def xml_escape_rows(data: bytes) -> bytes:
 
 
 _COUNT_R_CHILDREN = etree.XPath("count(R/*)")  # C-level; ElementPath's find("R/*") costs 15x more
+_COUNT_GRANDCHILDREN = etree.XPath("count(*/*)")
 
 
-def collect_rows(data_el: etree._Element, where: str) -> list[str]:
-    """The texts of the ``<R>`` children; ``where`` names the Data section in errors."""
-    if _COUNT_R_CHILDREN(data_el):
-        raise PacketFormatError("an <R> element holds child elements", where=where)
+def collect_rows(data_el: etree._Element, where: str, max_depth: int) -> list[str]:
+    """The texts of the ``<R>`` children; ``where`` names the Data section in errors.
+
+    ``max_depth`` (``DecodeLimits``) applies to whatever else ``<Data>`` holds; one
+    count of grandchildren, as cheap as the ``<R>`` check alone, tells that there is
+    nothing below the rows to look at.
+    """
+    if _COUNT_GRANDCHILDREN(data_el):
+        if _COUNT_R_CHILDREN(data_el):
+            raise PacketFormatError("an <R> element holds child elements", where=where)
+        if deeper_than(data_el, 2, max_depth):
+            raise exceeded("element nesting", "max_depth", max_depth, where)
     return [r.text or "" for r in data_el.iterchildren("R")]
 
 
 def decompressed_rows(
-    texts: list[str], data_el: etree._Element, records: int, cap: int, where: str
-) -> list[str]:
-    """The row lines of a compressed Data section (its one ``<R>`` text in ``texts``)."""
+    texts: list[str], data_el: etree._Element, records: int, limits: DecodeLimits, where: str
+) -> tuple[list[str], int]:
+    """The row lines of a compressed Data section (its one ``<R>`` text in ``texts``), and
+    the length of their text.
+
+    Decompression stops past ``max_decoded_bytes``; the split stops past ``max_rows``
+    (``maxsplit``: a part of 32 MiB of line feeds must not become 32 million strings
+    first), whatever RecordsInPart says.
+    """
     if not texts:
-        return []
+        return [], 0
     if len(texts) != 1:
         raise PacketFormatError(f"compressed Data must hold exactly one <R>, found {len(texts)}", where=where)
     checksum = (data_el.get("checksum") or "").strip().lower()
-    raw = unpack_rows(texts[0].strip(), checksum, cap, where)
+    raw = unpack_rows(texts[0].strip(), checksum, limits.max_decoded_bytes, where)
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise PacketFormatError(f"decompressed rows are not UTF-8: {exc}", where=where) from exc
+        raise PacketFormatError(
+            f"decompressed rows are not UTF-8 ({exc}): only UTF-8 packets are accepted", where=where
+        ) from exc
+    del raw
     if not text:
         # One row whose whole line is empty compresses to nothing; RecordsInPart tells.
-        return [""] if records == 1 else []
-    return text.split("\n")
+        return ([""] if records == 1 else []), 0
+    rows = text.split("\n", limits.max_rows)
+    if len(rows) > limits.max_rows:
+        raise exceeded("row count", "max_rows", limits.max_rows, where)
+    return rows, len(text)
 
 
-def expand_compact(rows: list[str], schema: Schema, carry: str, tail: bool, where: str) -> list[str]:
-    """Carry fixed values forward (Go's ExpandCompactRows), on escaped fields; ``where`` names Data."""
+def expand_compact(
+    rows: list[str], schema: Schema, carry: str, tail: bool, where: str, max_bytes: int
+) -> list[str]:
+    """Carry fixed values forward (Go's ExpandCompactRows), on escaped fields; ``where`` names Data.
+
+    Expansion can multiply a part's size (one long carried value repeated in every
+    row), so the expanded rows are held to ``max_bytes`` (``max_decoded_bytes``) too.
+    """
     n = len(schema.fields)
     fixed = [i for i, f in enumerate(schema.fields) if f.fixed]
     if not fixed or not rows:
@@ -135,6 +164,7 @@ def expand_compact(rows: list[str], schema: Schema, carry: str, tail: bool, wher
                     where=f"{where}: row {len(rows)}: field {schema.fields[i].name!r}",
                 )
     out: list[str] = []
+    total = 0
     for row in rows:
         vals = split_raw(row)
         if len(vals) < n:
@@ -144,5 +174,9 @@ def expand_compact(rows: list[str], schema: Schema, carry: str, tail: bool, wher
                 vals[i] = state[i]
             else:
                 state[i] = vals[i]
-        out.append("|".join(vals))
+        line = "|".join(vals)
+        total += len(line) + 1
+        if total > max_bytes:
+            raise exceeded("expanded compact rows", "max_decoded_bytes", max_bytes, where)
+        out.append(line)
     return out

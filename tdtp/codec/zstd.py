@@ -2,7 +2,8 @@
 
 A compressed ``<Data>`` holds one ``<R>``: the LF-joined row lines as one zstd frame,
 in base64, with an XXH3-64 ``checksum`` of the base64 text.  Decompression never
-produces more than a cap (256 MiB by default, as Go), so a zstd bomb fails early.
+produces much more than a cap (``DecodeLimits.max_decoded_bytes``), so a zstd bomb
+fails early and in bounded memory.
 Go may also compress a whole message (Kafka spool): ``maybe_unzstd`` undoes that.
 """
 
@@ -15,6 +16,7 @@ import threading
 import xxhash
 import zstandard
 
+from tdtp.codec.limits import exceeded
 from tdtp.packet import IntegrityError, PacketFormatError
 
 ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
@@ -40,7 +42,10 @@ def pack_rows(data: bytes, level: int) -> tuple[bytes, str]:
 
 
 def unpack_rows(b64: str, checksum: str, cap: int, where: str) -> bytes:
-    """Reverse of ``pack_rows``: verify the checksum (when there is one), then base64, then zstd."""
+    """Reverse of ``pack_rows``: verify the checksum (when there is one), then base64, then zstd.
+
+    ``cap`` is ``DecodeLimits.max_decoded_bytes``: decompression stops past it.
+    """
     if checksum:
         actual = xxhash.xxh3_64_hexdigest(b64.encode("ascii", "replace"))
         if actual != checksum.rjust(16, "0"):
@@ -52,45 +57,62 @@ def unpack_rows(b64: str, checksum: str, cap: int, where: str) -> bytes:
         frame = base64.b64decode(b64, validate=True)
     except (binascii.Error, ValueError) as exc:
         raise PacketFormatError(f"compressed rows are not valid base64: {exc}", where=where) from exc
-    return zstd_decompress(frame, cap, where)
+    return zstd_decompress(frame, cap, where, "decompressed data", "max_decoded_bytes")
 
 
 def maybe_unzstd(data: bytes, cap: int, where: str) -> bytes:
-    """A whole message compressed as one zstd frame (Go's Kafka spool) is decompressed first."""
+    """A whole message compressed as one zstd frame (Go's Kafka spool) is decompressed first.
+
+    ``cap`` is ``DecodeLimits.max_xml_bytes``: what comes out is the packet's XML.
+    """
     if data[:4] == ZSTD_MAGIC:
-        return zstd_decompress(data, cap, where)
+        return zstd_decompress(data, cap, where, "decompressed message", "max_xml_bytes")
     return data
 
 
-def zstd_decompress(frame: bytes, cap: int, where: str) -> bytes:
-    """Decompress one zstd frame, never producing more than ``cap`` bytes."""
+# Four bytes of a zstd frame (an RLE block: 3 bytes of header, 1 of content) can stand
+# for 128 KiB of output; no block does better.
+_MAX_RATIO = 128 * 1024 // 4
+_MIN_SLICE = 32
+
+
+def zstd_decompress(frame: bytes, cap: int, where: str, what: str, limit: str) -> bytes:
+    """Decompress one zstd frame, never holding much more than ``cap`` bytes of output.
+
+    Not decompress-then-check: a 9 KB frame can produce 200 MiB.  A frame that states
+    its size (every frame our writer and Go write) is refused before any work when
+    the size is over the cap, else decompressed in one call into a buffer of exactly
+    that size (zstd fails a frame that runs past its stated size).  A frame without a
+    size goes through the streaming decompressor in input slices so small that one
+    slice cannot add more than the room left under the cap (plus a block), and stops
+    as soon as the output is past the cap: a bomb costs at most about ``cap``.  ``what`` and ``limit`` (the
+    ``DecodeLimits`` field behind ``cap``) word the refusal.
+    """
     try:
         size = zstandard.frame_content_size(frame)
     except zstandard.ZstdError as exc:
         raise PacketFormatError(f"not a valid zstd frame: {exc}", where=where) from exc
+    if size > cap:
+        raise exceeded(f"{what} (the frame states {size} bytes)", limit, cap, where)
     dctx = zstandard.ZstdDecompressor()
     try:
         if size >= 0:
-            if size > cap:
-                raise PacketFormatError(
-                    f"decompressed size {size} exceeds the limit of {cap} bytes", where=where
-                )
             return dctx.decompress(frame)
-        # Unknown size: feed small input chunks so a bomb cannot run far past the cap.
         dobj = dctx.decompressobj()
-        out: list[bytes] = []
+        chunks: list[bytes] = []  # never copied into one growing buffer: that would double the peak
         total = 0
-        step = 4096
-        for off in range(0, len(frame), step):
-            chunk = dobj.decompress(frame[off : off + step])
+        view = memoryview(frame)
+        off, n = 0, len(frame)
+        while off < n and not dobj.eof:
+            step = max(_MIN_SLICE, (cap - total) // _MAX_RATIO)
+            chunk = dobj.decompress(view[off : off + step])
+            off += step
             total += len(chunk)
             if total > cap:
-                raise PacketFormatError(f"decompressed data exceeds the limit of {cap} bytes", where=where)
-            out.append(chunk)
-            if dobj.eof:
-                break
+                raise exceeded(what, limit, cap, where)
+            chunks.append(chunk)
         if not dobj.eof:
             raise PacketFormatError("zstd frame is truncated", where=where)
-        return b"".join(out)
+        return chunks[0] if len(chunks) == 1 else b"".join(chunks)
     except zstandard.ZstdError as exc:
         raise PacketFormatError(f"zstd data is broken: {exc}", where=where) from exc

@@ -31,6 +31,7 @@ from tdtp.packet import (
     Field,
     RowError,
     Schema,
+    SchemaError,
 )
 from tdtp.values.rowtext import NULL_SENTINEL, field_where, split_raw, unescape_value
 from tdtp.values.specials import special_values
@@ -56,6 +57,8 @@ def _field_zone(field: Field) -> timezone | None:
         return UTC
     m = _OFFSET_RE.match(tz)
     if m:
+        if int(m.group(2)) > 23 or int(m.group(3)) > 59:  # timezone() would raise a bare ValueError
+            raise SchemaError(f"timezone {tz!r} is not an offset within ±23:59", where=field_where(field))
         delta = timedelta(hours=int(m.group(2)), minutes=int(m.group(3)))
         return timezone(-delta if m.group(1) == "-" else delta)
     return None
