@@ -124,6 +124,11 @@ def _add_import(sub: argparse._SubParsersAction) -> None:
         default=300.0,
         help="wait this long for another import publishing the same export (default: 300)",
     )
+    p.add_argument(
+        "--require-hashes",
+        action="store_true",
+        help="refuse parts without TDTP v1.4 XXH3 hashes (they catch corruption, not a forger: XXH3 is not keyed)",
+    )
     p.add_argument("--quiet", action="store_true")
 
 
@@ -233,6 +238,7 @@ def cmd_import(args: argparse.Namespace) -> int:
         reland=args.reland,
         abandon_after_seconds=args.abandon_after,
         publish_wait_seconds=args.publish_wait,
+        require_hashes=args.require_hashes,
     )
     if args.workers:
         options.workers = args.workers
@@ -273,6 +279,9 @@ def cmd_import(args: argparse.Namespace) -> int:
     }
     for export_id, state in unfinished.items():
         print(f"tdtp import: export {export_id} is not published: {state}", file=sys.stderr)
+    # Parts that failed before their export could be named (e.g. not even well-formed XML).
+    for error in [e for e in stats.errors if not any(e in state for state in unfinished.values())][:20]:
+        print(f"tdtp import: {error}", file=sys.stderr)
     return EXIT_FAILED if stats.dead_letters or unfinished else EXIT_OK
 
 

@@ -149,6 +149,7 @@ class ImportRun:
             nice=self.opts.worker_nice,
             publish=self.opts.publish,
             swap_indexes=self.opts.swap_indexes,
+            require_hashes=self.opts.require_hashes,
         )
         # SQLite has one writer: workers decode, this process writes.
         self.local_writer = None if self.target.is_pg else PartWriter(self.config)

@@ -49,6 +49,8 @@ class ImportOptions:
     arrived for this long (None: only when a newer export of its partition is
     published).  ``reland``: land again, in append/upsert mode, an export whose target
     table was dropped or emptied since it was published (replace mode does it anyway).
+    ``require_hashes``: refuse (dead-letter) any part without TDTP v1.4 XXH3 hashes.
+    XXH3 is not keyed: hashes catch corruption on the way, not a forger.
     """
 
     workers: int = os.cpu_count() or 1
@@ -69,6 +71,7 @@ class ImportOptions:
     publish_wait_seconds: float = 300.0
     abandon_after_seconds: float | None = 86400.0
     reland: bool = False
+    require_hashes: bool = False
 
     def resolved_queue_parts(self) -> int:
         return self.queue_parts if self.queue_parts and self.queue_parts > 0 else 2 * self.resolved_workers()

@@ -51,6 +51,7 @@ class WorkerConfig:
     nice: int = 0  # worker processes' niceness (see ImportOptions.worker_nice)
     publish: str = AUTO  # see ImportOptions.publish
     swap_indexes: str = "after"
+    require_hashes: bool = False  # see ImportOptions.require_hashes
 
 
 @dataclass
@@ -107,7 +108,9 @@ class PartOutcome:
     copy: bytes | None = field(default=None, repr=False)
 
 
-def decode_part(job: PartJob, *, table_override: str | None, want_values: bool) -> DecodedPart:
+def decode_part(
+    job: PartJob, *, table_override: str | None, want_values: bool, require_hashes: bool = False
+) -> DecodedPart:
     """Parse and verify a part: hashes (codec), RecordsInPart (codec), and the sender's headers.
 
     ``want_values`` decodes the values SQLite stores (str/int/float/bytes: cheap to
@@ -115,7 +118,7 @@ def decode_part(job: PartJob, *, table_override: str | None, want_values: bool) 
     the writer converts them to COPY text (:meth:`PartWriter.write`), still in the
     worker, so a value the conversion refuses dead-letters this part.
     """
-    packet = decode_packet(job.body, where=job.source)
+    packet = decode_packet(job.body, where=job.source, require_hashes=require_hashes)
     h = packet.header
     export_id = h.batch_id
     where = f"{job.source}: part {h.part_number}" if h.part_number else job.source
@@ -293,7 +296,12 @@ def run_job(job: PartJob, config: WorkerConfig, writer: PartWriter | None) -> Pa
     started = time.perf_counter()
     outcome = PartOutcome(status=FAILED, source=job.source, nbytes=len(job.body))
     try:
-        part = decode_part(job, table_override=config.table, want_values=not config.target.is_pg)
+        part = decode_part(
+            job,
+            table_override=config.table,
+            want_values=not config.target.is_pg,
+            require_hashes=config.require_hashes,
+        )
     except Exception as exc:  # noqa: BLE001 - a bad part must not take the worker down
         outcome.attempts = 1
         outcome.error = error_text(exc, job.source)
