@@ -24,10 +24,11 @@ from tests.tdtp_assets.test_chain import checks_of, export
 CHECKS = {"rows_match_summary", "parts_complete", "no_dead_letters", "checksum_matches"}
 
 
-def failing_doc(home: Path) -> dict:
+def failing_doc(home: Path, *, retries: bool = True) -> dict:
     """The events table into a SQLite file whose directory does not exist yet; re-launches due at once."""
     doc = tables_doc(home)
-    doc["defaults"].update({"land_retries": 1, "land_retry_seconds": 0, "land_retry_max_seconds": 0})
+    if retries:
+        doc["defaults"].update({"land_retries": 1, "land_retry_seconds": 0, "land_retry_max_seconds": 0})
     doc["tables"]["events"]["target"]["url"] = "sqlite:///{home}/dw/target.db"
     del doc["tables"]["people"]
     return doc
@@ -166,3 +167,34 @@ def test_runs_dagster_builds_from_assets_carry_the_table_tags(home: Path, instan
         filters=dg.RunsFilter(tags={names.TAG_TABLE: "events", names.TAG_TARGET: "target"})
     )
     assert [r.run_id for r in runs] == [result.run_id]
+
+
+def test_publish_and_export_runs_fail_with_the_root_cause(home: Path, instance) -> None:
+    """The run's failure message says what failed and why, not "Exceeded max_retries" or a bare class."""
+    defs = definitions_for(failing_doc(home, retries=False), home)
+    meta = export(defs, instance, "events", DAYS[0])
+    publish = defs.resolve_job_def(names.publish_job_name("events")).execute_in_process(
+        run_config={"ops": {names.import_op_name("events"): {"config": {"export_id": meta["export_id"]}}}},
+        instance=instance,
+        partition_key=DAYS[0],
+        raise_on_error=False,
+    )
+    assert not publish.success
+    message = run_failure_message(instance, publish.run_id)
+    assert f"publishing {meta['export_id']} of events into sqlite://" in message, message
+    assert "unable to open database file" in message, message
+
+    doc = failing_doc(home, retries=False)
+    doc["tables"]["events"]["table"] = "no_such_table"
+    broken = definitions_for(doc, home)
+    result = dg.materialize(
+        [broken.get_assets_def(names.export_key("events"))],
+        instance=instance,
+        partition_key=DAYS[0],
+        resources=broken.resources,
+        raise_on_error=False,
+    )
+    assert not result.success
+    message = run_failure_message(instance, result.run_id)
+    assert f"exporting events partition {DAYS[0]} from sqlite://" in message, message
+    assert "no_such_table" in message, message
