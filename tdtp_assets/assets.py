@@ -223,9 +223,8 @@ class ImportConfig(dg.Config):
     land_failure: str = Field(
         default="",
         description=(
-            "Set by the sensor once the land runs of this export's seqs failed land_retries times: "
-            "their cause. "
-            "The run still tries to land and publish; if it cannot, the partition's checks fail naming it."
+            "Set by the sensor once the land runs of this export's seqs failed land_retries times: their "
+            "cause. The run still tries to land and publish; if it cannot, the checks fail naming it."
         ),
     )
     land_attempts: int = Field(default=0, ge=0, description="How many land runs failed (with land_failure).")

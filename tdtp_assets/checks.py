@@ -182,7 +182,8 @@ def build_checks(table: TableConfig) -> dg.AssetChecksDefinition:
                 raise
             # The land runs could not reach the target and neither can the check: the
             # land runs' cause is the answer, on every check.
-            attempts = mat.metadata[names.META_LAND_ATTEMPTS].value if mat else 0
+            counted = mat.metadata.get(names.META_LAND_ATTEMPTS) if mat else None
+            attempts = counted.value if counted is not None else "?"
             for name in (ROWS, PARTS, DEAD, CHECKSUM):
                 yield dg.AssetCheckResult(
                     check_name=name,
