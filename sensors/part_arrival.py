@@ -25,15 +25,26 @@ sensor reads each export materialization once and keeps the ranges ahead of its
 seq cursor in its cursor.  A range launched anyway would only be skipped as
 duplicates by the target's ledger.
 
+3. Re-launches land runs that failed, with backoff, and past ``land_retries`` fails
+   the partitions' checks with the cause (``sensors.land_retries``): the cursor moved
+   past a failed range, so without this nothing would launch it again.
+
+A stream that cannot be read is said in the tick itself (``tick_result``): the tick
+fails with one line naming the stream and the error, or, when it has progress to
+save, is skipped with that line as its skip reason.
+
 The cursor is JSON: ``{"seq": {stream: last launched seq}, "obs": {table: storage id},
 "waiting": {table: {export_id: partition}}, "mats": {table: storage id},
-"landed": {table: {export_id: [first, until, [other exports]]}}, "passed": {table: [export_id]}}``.  A tick does one cheap broker call and
-a few small storage queries per table (at most ``_PAGES_PER_TICK`` pages of export
-materializations), far inside Dagster's 60 s tick limit.
+"landed": {table: {export_id: [first, until, [other exports]]}}, "passed": {table: [export_id]},
+"retry": {table: {"pending": {range: attempt}, "seen": {run_id: time}, "after": time}}}``.
+A tick does one cheap broker call and a few small storage queries per table (at most
+``_PAGES_PER_TICK`` pages of export materializations, one query for failed land runs),
+far inside Dagster's 60 s tick limit.
 """
 
 import json
 import math
+import time
 from collections.abc import Mapping, Sequence
 from collections.abc import Set as AbstractSet
 from concurrent.futures import ThreadPoolExecutor
@@ -42,8 +53,10 @@ from typing import Any
 
 import dagster as dg
 
+from sensors.land_retries import RetryState, land_request, retry_requests
 from tdtp_assets import names
-from tdtp_assets.jobs import AssetJob, plan_op_name, run_tags
+from tdtp_assets.failures import one_line, root_cause
+from tdtp_assets.jobs import AssetJob, run_tags
 from tdtp_assets.partitions import partitions_def_for
 from tdtp_assets.tables_config import TableConfig, TablesConfig
 
@@ -79,6 +92,8 @@ class Cursor:
     # Per table: the latest exports whose landed ranges the seq cursor passed (their
     # messages all lie behind it, so a range that met them needs nothing more for them).
     passed: dict[str, list[str]] = field(default_factory=dict)
+    # Per table: failed land ranges waiting for their next attempt (``sensors.land_retries``).
+    retry: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     @classmethod
     def parse(cls, text: str | None) -> "Cursor":
@@ -92,6 +107,7 @@ class Cursor:
             mats={k: int(v) for k, v in doc.get("mats", {}).items()},
             landed={k: dict(v) for k, v in doc.get("landed", {}).items()},
             passed={k: list(v) for k, v in doc.get("passed", {}).items()},
+            retry={k: dict(v) for k, v in doc.get("retry", {}).items()},
         )
 
     def dump(self) -> str:
@@ -104,6 +120,8 @@ class Cursor:
             doc["landed"] = {k: v for k, v in self.landed.items() if v}
         if any(self.passed.values()):
             doc["passed"] = {k: v for k, v in self.passed.items() if v}
+        if self.retry:
+            doc["retry"] = self.retry
         return json.dumps(doc, sort_keys=True)
 
 
@@ -111,16 +129,6 @@ def seq_ranges(last_launched: int, high_watermark: int, batch: int) -> list[tupl
     """Inclusive ranges covering ``last_launched+1 .. high_watermark-1``, at most ``batch`` seqs each."""
     first, last = last_launched + 1, high_watermark - 1
     return [(a, min(a + batch - 1, last)) for a in range(first, last + 1, batch)]
-
-
-def land_request(table: TableConfig, first: int, last: int) -> dg.RunRequest:
-    stream = table.stream_label
-    return dg.RunRequest(
-        run_key=f"{stream}:{first}-{last}",
-        job_name=names.import_parts_job_name(table.name),
-        run_config={"ops": {plan_op_name(table.name): {"config": {"from_seq": first, "until_seq": last}}}},
-        tags={**run_tags(table), names.TAG_STREAM: stream, names.TAG_SEQ_RANGE: f"{first}-{last}"},
-    )
 
 
 def publish_request(
@@ -148,24 +156,36 @@ def _valid_partition(table: TableConfig, partition: str | None, context: dg.Sens
     return False
 
 
-def high_watermarks(context: dg.SensorEvaluationContext, tables: list[TableConfig]) -> dict[str, int]:
-    """Every table's high watermark, polled side by side.
+class BrokerUnreachable(Exception):
+    """A tick could read no part of a table's stream: the tick fails with this one line."""
+
+
+def high_watermarks(
+    context: dg.SensorEvaluationContext, tables: list[TableConfig]
+) -> tuple[dict[str, int], dict[str, str]]:
+    """Every table's high watermark, polled side by side, and the streams that could not be read.
 
     A poll is network-bound (an empty RabbitMQ stream takes about a second to probe),
     so polling in threads keeps a tick short with many tables.  A broker that fails
-    is logged and skipped: one unreachable broker must not stop the other tables.
+    does not stop the other tables; it is returned as ``{table: "<stream>: <error>"}``
+    for the tick to report.
     """
 
-    def poll(table: TableConfig) -> tuple[str, int | None]:
+    def poll(table: TableConfig) -> tuple[str, int | None, str]:
         broker = getattr(context.resources, names.broker_resource(table.name))
         try:
-            return table.name, broker.high_watermark()
+            return table.name, broker.high_watermark(), ""
         except Exception as exc:
-            context.log.warning(f"{table.name}: cannot read the high watermark of {broker.safe_url}: {exc}")
-            return table.name, None
+            cause = root_cause(exc)  # the engine's errors name the broker URL (redacted) already
+            where = "" if broker.safe_url in cause else f" at {broker.safe_url}"
+            why = one_line(f"cannot read stream {table.stream_label!r}{where}: {cause}", 400)
+            context.log.error(why)
+            return table.name, None, why
 
     with ThreadPoolExecutor(max_workers=min(8, max(1, len(tables)))) as pool:
-        return {name: hw for name, hw in pool.map(poll, tables) if hw is not None}
+        polled = list(pool.map(poll, tables))
+    marks = {name: hw for name, hw, _ in polled if hw is not None}
+    return marks, {name: why for name, _, why in polled if why}
 
 
 def _land_requests(
@@ -397,6 +417,32 @@ def ensure_target_pools(context: dg.SensorEvaluationContext, tables: list[TableC
         context.log.warning(f"could not set the default limit of pools {', '.join(todo)}: {exc}")
 
 
+def tick_result(
+    context: dg.SensorEvaluationContext,
+    cursor: Cursor,
+    requests: list[dg.RunRequest],
+    unreadable: dict[str, str],
+) -> dg.SensorResult:
+    """The tick's result; a stream that could not be read is said in the tick itself.
+
+    With nothing to save (no run requested, the cursor as it was), the tick fails
+    (red in the UI, the error on the tick): an outage stands out.  When it has runs
+    or progress of other tables to save, failing would throw them away, so the runs
+    are requested (the error is in the tick's log) or the tick is skipped with the
+    error as its skip reason, and the cursor is kept either way.  The cursor never
+    moves for an unreadable stream, so nothing of it is skipped.
+    """
+    text = cursor.dump()
+    if not unreadable:
+        return dg.SensorResult(run_requests=requests, cursor=text)
+    why = "; ".join(unreadable[name] for name in sorted(unreadable))
+    if requests:
+        return dg.SensorResult(run_requests=requests, cursor=text)
+    if text == Cursor.parse(context.cursor).dump():
+        raise BrokerUnreachable(why)
+    return dg.SensorResult(skip_reason=why, cursor=text)
+
+
 def build_part_arrival_sensor(
     config: TablesConfig, jobs: list[dg.JobDefinition | AssetJob]
 ) -> dg.SensorDefinition:
@@ -420,15 +466,21 @@ def build_part_arrival_sensor(
         ensure_target_pools(context, tables)
         cursor = Cursor.parse(context.cursor)
         requests: list[dg.RunRequest] = []
-        marks = high_watermarks(context, tables)
+        marks, unreadable = high_watermarks(context, tables)
+        now = time.time()
         for table in tables:
             hw = marks.get(table.name)
             landing = _land_requests(context, table, cursor, hw)
             requests += landing
-            # Parts held back for a copy run count as landing: a stuck export may still
-            # get its missing parts from them.
+            retries = RetryState.parse(cursor.retry.get(table.name))
+            relaunched = retry_requests(context, table, retries, now)
+            requests += relaunched
+            cursor.retry[table.name] = retries.dump()
+            # Parts held back for a copy run, or a failed range waiting for its next
+            # attempt, count as landing: a stuck export may still get its missing parts.
             held_back = hw is not None and hw - 1 > cursor.seq.get(table.stream_label, -1)
-            requests += _publish_requests(context, table, cursor, landing_now=bool(landing) or held_back)
-        return dg.SensorResult(run_requests=requests, cursor=cursor.dump())
+            landing_now = bool(landing) or bool(relaunched) or held_back or bool(retries.pending)
+            requests += _publish_requests(context, table, cursor, landing_now=landing_now)
+        return tick_result(context, cursor, requests, unreadable)
 
     return part_arrival

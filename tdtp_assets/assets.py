@@ -24,8 +24,10 @@ from tdtp.exporter import export_to_log
 from tdtp.parts import PartOptions
 from tdtp_assets import names
 from tdtp_assets.copying import InlineLander, run_materializes_import
+from tdtp_assets.failures import failure_with_cause
 from tdtp_assets.figures import transfer_metadata
 from tdtp_assets.importing import publish_export
+from tdtp_assets.jobs import run_tags
 from tdtp_assets.partitions import filter_as_dict, partition_filter_for, partitions_def_for
 from tdtp_assets.tables_config import TableConfig, describe, scheme_of
 
@@ -57,6 +59,25 @@ def run_partition(context: dg.AssetExecutionContext | dg.AssetCheckExecutionCont
             f"one partition per run, got {len(keys)} ({keys[0]}..{keys[-1]}); launch one run each"
         )
     return None
+
+
+def tag_run(context: dg.AssetExecutionContext, table: TableConfig) -> None:
+    """Give the run the table's ``tdtp/table`` and ``tdtp/target`` tags if it lacks them.
+
+    Runs of the table's jobs carry them from launch.  Runs Dagster builds itself (an
+    asset backfill from the UI or ``launchPartitionBackfill``, Materialize in the UI,
+    ``dagster asset materialize``) are ``__ASSET_JOB`` runs whose tags are only the
+    launcher's: Dagster 1.13 adds no asset- or job-level tags to them.  So the first
+    step of such a run tags it, and the run list filtered by table finds it from the
+    moment it starts (queued, it carries ``dagster/backfill`` and ``dagster/partition``).
+    """
+    missing = {k: v for k, v in run_tags(table).items() if context.run.tags.get(k) != v}
+    if not missing:
+        return
+    try:
+        context.instance.add_run_tags(context.run.run_id, missing)
+    except Exception as exc:  # a tag is for filtering; the step's work goes on without it
+        context.log.warning(f"could not tag the run with {missing}: {exc}")
 
 
 def _kinds(*conns: Any) -> set[str]:
@@ -114,6 +135,7 @@ def build_export_asset(table: TableConfig) -> dg.AssetsDefinition:
         metadata={"source": describe(table.source), "broker": describe(table.broker)},
     )
     def export_asset(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
+        tag_run(context, table)
         source = getattr(context.resources, source_key)
         broker = getattr(context.resources, broker_key)
         key = run_partition(context) or ""
@@ -131,6 +153,9 @@ def build_export_asset(table: TableConfig) -> dg.AssetsDefinition:
             )
             lander = InlineLander(table, getattr(context.resources, target_key), broker, export_id)
         with (
+            failure_with_cause(
+                f"exporting {name} partition {key or '(all)'} from {source.safe_url} to {broker.safe_url}"
+            ),
             source.open(
                 table=table.source_table,
                 query=table.query,
@@ -195,6 +220,14 @@ class ImportConfig(dg.Config):
     """Which export an import run publishes.  Empty: the latest export of the partition."""
 
     export_id: str = Field(default="", description="Export id to publish; the sensor sets it.")
+    land_failure: str = Field(
+        default="",
+        description=(
+            "Set by the sensor once the land runs of this export's seqs failed land_retries times: their "
+            "cause. The run still tries to land and publish; if it cannot, the checks fail naming it."
+        ),
+    )
+    land_attempts: int = Field(default=0, ge=0, description="How many land runs failed (with land_failure).")
 
 
 def latest_export(
@@ -248,6 +281,7 @@ def build_import_asset(table: TableConfig) -> dg.AssetsDefinition:
         output_required=False,
     )
     def import_asset(context: dg.AssetExecutionContext, config: ImportConfig):
+        tag_run(context, table)
         key = run_partition(context) or ""
         export = latest_export(context.instance, name, key or None, config.export_id)
         if not export and config.export_id:
@@ -264,14 +298,30 @@ def build_import_asset(table: TableConfig) -> dg.AssetsDefinition:
                 f"{export[names.META_EXPORT_ID]} was superseded by a newer export; nothing to publish"
             )
             return
-        metadata = publish_export(
-            context,
-            table,
-            getattr(context.resources, target_key),
-            getattr(context.resources, broker_key),
-            export,
-        )
-        if metadata is not None:
-            yield dg.MaterializeResult(metadata=metadata)
+        export_id = str(export[names.META_EXPORT_ID])
+        target = getattr(context.resources, target_key)
+        try:
+            with failure_with_cause(f"publishing {export_id} of {name} into {target.safe_url}"):
+                broker = getattr(context.resources, broker_key)
+                metadata = publish_export(context, table, target, broker, export)
+        except dg.Failure as failure:
+            if not config.land_failure:
+                raise
+            # The land runs failed and so does this run: record the partition as not
+            # published so the blocking checks run and fail naming the cause, rather
+            # than the partition staying "Missing" with nothing to click.
+            context.log.error(failure.description or "")
+            metadata = {
+                names.META_EXPORT_ID: export_id,
+                "published": False,
+                "publish_error": failure.description,
+            }
+        if metadata is None:
+            return
+        published = metadata.get("published")
+        if config.land_failure and not getattr(published, "value", published):
+            metadata[names.META_LAND_FAILURE] = config.land_failure
+            metadata[names.META_LAND_ATTEMPTS] = config.land_attempts
+        yield dg.MaterializeResult(metadata=metadata)
 
     return import_asset

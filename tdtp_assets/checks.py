@@ -11,6 +11,10 @@ counter that may still be catching up.
 - ``parts_complete``: parts in the ledger equal TotalParts with no gaps.
 - ``no_dead_letters``: no part of the export is waiting in the dead letters.
 - ``checksum_matches``: the sum of the ledger's part checksums equals the summary's.
+
+When the sensor gave up re-launching an export's land runs (``land_retries``), the
+import run records the partition as not published with the land runs' cause
+(``land_failure``), and every failing check names that cause.
 """
 
 import warnings
@@ -21,6 +25,7 @@ import dagster as dg
 from tdtp.importer import ExportStatus, ranges
 from tdtp_assets import names
 from tdtp_assets.assets import run_partition
+from tdtp_assets.failures import failure_with_cause
 from tdtp_assets.importing import target_partition_rows
 from tdtp_assets.partitions import partitions_def_for
 from tdtp_assets.tables_config import TableConfig
@@ -163,16 +168,42 @@ def build_checks(table: TableConfig) -> dg.AssetChecksDefinition:
                     description=f"partition {partition or '(all)'} was never published",
                 )
             return
+        failed = mat.metadata.get(names.META_LAND_FAILURE) if mat else None
+        land_failure = str(failed.value) if failed is not None else ""
         target = getattr(context.resources, target_key)
-        with target.importer(table=table.target_table, mode=table.target.mode, workers=1) as importer:
-            status = importer.status(export_id)
-        rows = target_partition_rows(target.url, table.target_table, export_id)
+        where = {"export_id": export_id, "partition": partition or ""}
+        try:
+            with failure_with_cause(f"reading {export_id} in {target.safe_url}"):
+                with target.importer(table=table.target_table, mode=table.target.mode, workers=1) as importer:
+                    status = importer.status(export_id)
+                rows = target_partition_rows(target.url, table.target_table, export_id)
+        except dg.Failure as failure:
+            if not land_failure:
+                raise
+            # The land runs could not reach the target and neither can the check: the
+            # land runs' cause is the answer, on every check.
+            counted = mat.metadata.get(names.META_LAND_ATTEMPTS) if mat else None
+            attempts = counted.value if counted is not None else "?"
+            for name in (ROWS, PARTS, DEAD, CHECKSUM):
+                yield dg.AssetCheckResult(
+                    check_name=name,
+                    passed=False,
+                    description=f"not landed: {attempts} land run(s) failed: {land_failure}",
+                    metadata={
+                        **where,
+                        names.META_LAND_FAILURE: land_failure,
+                        "check_error": failure.description or "",
+                    },
+                )
+            return
         for name, passed, description, metadata in judge(status, rows, table.target.mode):
+            if land_failure and not passed:
+                description = f"{description}; the land runs failed: {land_failure}"
             yield dg.AssetCheckResult(
                 check_name=name,
                 passed=passed,
                 description=description,
-                metadata={"export_id": export_id, "partition": partition or "", **metadata},
+                metadata={**where, **metadata},
             )
 
     return import_checks

@@ -22,6 +22,7 @@ from pydantic import Field
 
 from tdtp.importer import ImportStats
 from tdtp_assets import names
+from tdtp_assets.failures import failure_with_cause
 from tdtp_assets.importing import observe_exports
 from tdtp_assets.tables_config import TableConfig
 
@@ -107,6 +108,11 @@ class PartRange(dg.Config):
     until_seq: int = Field(ge=0, description="Last seq to import (inclusive).")
 
 
+#: In-run retries of a land op (a blip of the target or broker); the sensor re-launches a
+#: range whose run failed anyway (``land_retries`` in the tables file).
+LAND_OP_RETRIES = 2
+
+
 def split_range(first: int, last: int, pieces: int) -> list[tuple[int, int]]:
     """``first..last`` in at most ``pieces`` contiguous, near-equal inclusive sub-ranges."""
     count = last - first + 1
@@ -148,14 +154,21 @@ def build_import_parts_job(table: TableConfig) -> dg.JobDefinition:
         name=f"land_parts_{name}",
         required_resource_keys={target_key, broker_key},
         pool=names.target_pool(table.target_label),
-        retry_policy=dg.RetryPolicy(max_retries=2, delay=2, backoff=dg.Backoff.EXPONENTIAL),
+        retry_policy=dg.RetryPolicy(max_retries=LAND_OP_RETRIES, delay=2, backoff=dg.Backoff.EXPONENTIAL),
         description="Import the parts of a seq range into staging (ledger-protected, idempotent).",
     )
     def land(context: dg.OpExecutionContext, seq_range: list) -> LandedRange:
         target = getattr(context.resources, target_key)
         broker = getattr(context.resources, broker_key)
+        where = f"landing seq {seq_range[0]}..{seq_range[1]} of {name} into {target.safe_url}"
         # until_seq is exclusive in the engine; our ranges are inclusive.
         with (
+            failure_with_cause(
+                where,
+                retry_number=context.retry_number,
+                max_retries=LAND_OP_RETRIES,
+                metadata={"from_seq": seq_range[0], "until_seq": seq_range[1]},
+            ),
             target.importer(
                 table=table.target_table, mode=table.target.mode, workers=workers_per_op
             ) as importer,
@@ -178,7 +191,10 @@ def build_import_parts_job(table: TableConfig) -> dg.JobDefinition:
         target = getattr(context.resources, target_key)
         total = ImportStats.combined([r.stats for r in results])
         export_ids = sorted({eid for r in results for eid in r.stats.exports})
-        with target.importer(table=table.target_table, mode=table.target.mode, workers=1) as importer:
+        with (
+            failure_with_cause(f"reading the state of {len(export_ids)} export(s) in {target.safe_url}"),
+            target.importer(table=table.target_table, mode=table.target.mode, workers=1) as importer,
+        ):
             statuses = [importer.status(eid) for eid in export_ids]
         first = min(r.first for r in results)
         last = max(r.last for r in results)

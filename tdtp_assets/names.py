@@ -20,6 +20,10 @@ TAG_LANDING = "tdtp/lands_inline"
 # export it lands): the sensor launches land runs for the seqs before the earliest
 # such seq of the copy runs in flight.
 TAG_LANDING_FROM = "tdtp/landing_from_seq"
+# On a land run the sensor re-launched after a failure: which re-launch it is (1, 2, ...).
+TAG_LAND_ATTEMPT = "tdtp/land_attempt"
+# On the import run launched once a range's land runs failed ``land_retries`` times.
+TAG_LAND_FAILED = "tdtp/land_failed"
 
 # Metadata keys written on export materializations and read back by the import asset.
 META_EXPORT_ID = "export_id"
@@ -32,6 +36,10 @@ META_LANDED_INLINE = "landed_inline"
 META_LANDED_FROM = "landed_from_seq"
 META_LANDED_UNTIL = "landed_until_seq"
 META_LANDED_AROUND = "landed_around_exports"
+
+# On an import materialization recorded after the land runs failed: their cause, how many.
+META_LAND_FAILURE = "land_failure"
+META_LAND_ATTEMPTS = "land_attempts"
 
 # Observation metadata the import-parts job writes and the sensor reads.
 META_SUMMARY_LANDED = "summary_landed"

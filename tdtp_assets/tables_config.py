@@ -219,6 +219,13 @@ class Defaults(BaseModel):
     owners: list[str] = Field(default_factory=list)
     max_parts_per_run: int = Field(default=200, ge=1, le=100_000)
     fanout: int = Field(default=1, ge=1, le=64)
+    # A land run that fails is launched again by the sensor, after land_retry_seconds,
+    # doubling per attempt up to land_retry_max_seconds.  Once land_retries re-launches
+    # have failed too, the partition's import run fails its checks with the cause; the
+    # re-launches go on at the capped interval, so the range lands once the cause is fixed.
+    land_retries: int = Field(default=5, ge=0, le=1000)
+    land_retry_seconds: float = Field(default=60.0, ge=0.0, le=86_400.0)
+    land_retry_max_seconds: float = Field(default=3600.0, ge=0.0, le=7 * 86_400.0)
 
 
 class SensorSettings(BaseModel):
@@ -249,6 +256,7 @@ class TableSpec(BaseModel):
     workers: int | None = Field(default=None, ge=1, le=64)
     max_parts_per_run: int | None = Field(default=None, ge=1, le=100_000)
     fanout: int | None = Field(default=None, ge=1, le=64)
+    land_retries: int | None = Field(default=None, ge=0, le=1000)
     group: str | None = None
     owners: list[str] | None = None
     description: str | None = None
@@ -307,6 +315,9 @@ class TableConfig(BaseModel):
     workers: int
     max_parts_per_run: int
     fanout: int
+    land_retries: int
+    land_retry_seconds: float
+    land_retry_max_seconds: float
     group: str
     owners: list[str]
     description: str | None
@@ -392,6 +403,9 @@ class TablesConfig:
             workers=spec.workers or d.workers,
             max_parts_per_run=spec.max_parts_per_run or d.max_parts_per_run,
             fanout=spec.fanout or d.fanout,
+            land_retries=d.land_retries if spec.land_retries is None else spec.land_retries,
+            land_retry_seconds=d.land_retry_seconds,
+            land_retry_max_seconds=max(d.land_retry_seconds, d.land_retry_max_seconds),
             group=spec.group or label_of(spec.source),
             owners=spec.owners if spec.owners is not None else d.owners,
             description=spec.description,
