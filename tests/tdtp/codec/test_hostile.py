@@ -47,8 +47,11 @@ def one_line(err: BaseException) -> str:
 
 def _decode_in_child(data: bytes) -> dict:
     """Decode ``data`` in a fresh process; its error and peak RSS (the whole process)."""
+    # ru_maxrss survives exec, so a child forked from a big test process would report the
+    # parent's size: reset the high-water mark (clear_refs 5) and read VmHWM instead.
     script = (
-        "import json, resource, sys\n"
+        "import json, re, sys\n"
+        "open('/proc/self/clear_refs', 'w').write('5')\n"
         "from tdtp.codec import decode_packet\n"
         "data = sys.stdin.buffer.read()\n"
         "try:\n"
@@ -56,7 +59,8 @@ def _decode_in_child(data: bytes) -> dict:
         "    out = {'error': None, 'message': ''}\n"
         "except Exception as exc:\n"
         "    out = {'error': type(exc).__name__, 'message': str(exc)}\n"
-        "out['peak_mb'] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024\n"
+        "hwm = re.search(r'VmHWM:\\s+(\\d+) kB', open('/proc/self/status').read()).group(1)\n"
+        "out['peak_mb'] = int(hwm) / 1024\n"
         "print(json.dumps(out))\n"
     )
     done = subprocess.run(
