@@ -57,8 +57,11 @@ class TargetDatabase(dg.ConfigurableResource):
 
     url: str = Field(description="Target URL; use an EnvVar when it has a password.")
 
-    def importer(self, *, table: str, mode: str = "replace", workers: int = 1) -> ParallelImporter:
-        return ParallelImporter(self.url, ImportOptions(workers=workers, mode=mode, table=table))
+    def importer(
+        self, *, table: str, mode: str = "replace", workers: int = 1, require_hashes: bool = False
+    ) -> ParallelImporter:
+        options = ImportOptions(workers=workers, mode=mode, table=table, require_hashes=require_hashes)
+        return ParallelImporter(self.url, options)
 
     @property
     def safe_url(self) -> str:

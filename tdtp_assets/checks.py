@@ -26,7 +26,7 @@ from tdtp.importer import ExportStatus, ranges
 from tdtp_assets import names
 from tdtp_assets.assets import run_partition
 from tdtp_assets.failures import failure_with_cause
-from tdtp_assets.importing import target_partition_rows
+from tdtp_assets.importing import open_importer, target_partition_rows
 from tdtp_assets.partitions import partitions_def_for
 from tdtp_assets.tables_config import TableConfig
 
@@ -174,7 +174,7 @@ def build_checks(table: TableConfig) -> dg.AssetChecksDefinition:
         where = {"export_id": export_id, "partition": partition or ""}
         try:
             with failure_with_cause(f"reading {export_id} in {target.safe_url}"):
-                with target.importer(table=table.target_table, mode=table.target.mode, workers=1) as importer:
+                with open_importer(target, table) as importer:
                     status = importer.status(export_id)
                 rows = target_partition_rows(target.url, table.target_table, export_id)
         except dg.Failure as failure:

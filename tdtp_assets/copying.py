@@ -85,6 +85,7 @@ class InlineLander:
             "broker_url": broker.url,
             "table": table.target_table,
             "mode": table.target.mode,
+            "require_hashes": table.target.require_hashes,
             "workers": table.workers,
             "export_id": export_id,
         }

@@ -25,6 +25,16 @@ from tdtp_assets.tables_config import TableConfig
 _FIGURE_KEYS = ("parts_imported", "total_rows", "bytes", "seconds", "duplicates", "retries", "dead_letters")
 
 
+def open_importer(target: Any, table: TableConfig, *, workers: int = 1) -> ParallelImporter:
+    """The engine's importer for ``table`` on the target resource, with the table's import settings."""
+    return target.importer(
+        table=table.target_table,
+        mode=table.target.mode,
+        workers=workers,
+        require_hashes=table.target.require_hashes,
+    )
+
+
 def partition_of(table: TableConfig, status: ExportStatus) -> str | None:
     """The Dagster partition an export belongs to (None for an unpartitioned table)."""
     return (status.partition or None) if table.partition else None
@@ -139,7 +149,7 @@ def publish_export(
     started = time.perf_counter()
     landed_here: ImportStats | None = None
     finalize: dict[str, Any] = {}
-    with target.importer(table=table.target_table, mode=table.target.mode, workers=table.workers) as importer:
+    with open_importer(target, table, workers=table.workers) as importer:
         status = importer.status(export_id)
         if not status.finalized and not status.complete:
             first, last = int(export.get(names.META_FIRST_SEQ, -1)), int(export.get(names.META_LAST_SEQ, -1))

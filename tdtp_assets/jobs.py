@@ -23,7 +23,7 @@ from pydantic import Field
 from tdtp.importer import ImportStats
 from tdtp_assets import names
 from tdtp_assets.failures import failure_with_cause
-from tdtp_assets.importing import observe_exports
+from tdtp_assets.importing import observe_exports, open_importer
 from tdtp_assets.tables_config import TableConfig
 
 #: The type ``dg.define_asset_job`` returns (an asset job, resolved when ``Definitions``
@@ -169,9 +169,7 @@ def build_import_parts_job(table: TableConfig) -> dg.JobDefinition:
                 max_retries=LAND_OP_RETRIES,
                 metadata={"from_seq": seq_range[0], "until_seq": seq_range[1]},
             ),
-            target.importer(
-                table=table.target_table, mode=table.target.mode, workers=workers_per_op
-            ) as importer,
+            open_importer(target, table, workers=workers_per_op) as importer,
             broker.open() as log,
         ):
             stats = importer.import_log(log, from_seq=seq_range[0], until_seq=seq_range[1] + 1)
@@ -193,7 +191,7 @@ def build_import_parts_job(table: TableConfig) -> dg.JobDefinition:
         export_ids = sorted({eid for r in results for eid in r.stats.exports})
         with (
             failure_with_cause(f"reading the state of {len(export_ids)} export(s) in {target.safe_url}"),
-            target.importer(table=table.target_table, mode=table.target.mode, workers=1) as importer,
+            open_importer(target, table) as importer,
         ):
             statuses = [importer.status(eid) for eid in export_ids]
         first = min(r.first for r in results)

@@ -182,6 +182,10 @@ class Target(BaseModel):
     table: str | None = None
     mode: Literal["replace", "upsert", "append"] = "replace"
     name: str | None = Field(default=None, description="concurrency-limit tag value; derived from the URL")
+    require_hashes: bool = Field(
+        default=False,
+        description="refuse parts without TDTP v1.4 XXH3 hashes (they catch corruption, not a forger)",
+    )
 
     @field_validator("table")
     @classmethod

@@ -108,7 +108,12 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
     missing = [k for k in JOB_KEYS if k not in job]
     if missing:
         raise ValueError(f"{JOB_ENV} lacks {', '.join(missing)}")
-    options = ImportOptions(mode=job["mode"], table=job["table"], workers=int(job["workers"]))
+    options = ImportOptions(
+        mode=job["mode"],
+        table=job["table"],
+        workers=int(job["workers"]),
+        require_hashes=bool(job.get("require_hashes", False)),
+    )
     importer = ParallelImporter(job["target_url"], options)
     with importer, open_broker(job["broker_url"]) as log:
         landing = land_export(

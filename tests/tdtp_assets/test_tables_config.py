@@ -182,3 +182,16 @@ def test_validate_command_shows_the_error(tmp_path: Path) -> None:
         f"TablesConfigError: {bad}: table 'orders', key 'partition.every': unknown key"
         in proc.stdout + proc.stderr
     )
+
+
+def test_require_hashes_reaches_every_importer_of_the_table() -> None:
+    from resources.databases import TargetDatabase
+    from tdtp_assets.importing import open_importer
+
+    plain = parse(MINIMAL).table("orders")
+    strict = parse(MINIMAL.replace('target: {url: "sqlite:///{home}/dw.db"}',
+                                   'target: {url: "sqlite:///{home}/dw.db", require_hashes: true}')).table("orders")  # fmt: skip
+    assert (plain.target.require_hashes, strict.target.require_hashes) == (False, True)
+    target = TargetDatabase(url="sqlite:////tmp/never-opened.db")
+    assert open_importer(target, strict).options.require_hashes is True
+    assert open_importer(target, plain, workers=3).options.workers == 3
