@@ -69,8 +69,8 @@ def _checked(field: Field, what: str, check: Callable[[str], Any]) -> Parser:
     def parse(s: str) -> Any:
         try:
             return check(s)
-        except ValueError as exc:
-            raise _bad(field, s, what, exc) from None
+        except ValueError as exc:  # the reason stays on the chain: the message is the one readers know
+            raise _bad(field, s, what) from exc
 
     return parse
 
