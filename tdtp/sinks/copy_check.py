@@ -31,8 +31,7 @@ from dataclasses import dataclass
 from datetime import datetime, time, timedelta
 
 from tdtp.packet import BLOB, BOOLEAN, DATE, DECIMAL, INTEGER, REAL, TEXT, TIMESTAMP, Field, RowError
-from tdtp.values import text_to_value, value_to_text
-from tdtp.values.valid import BOOLEAN_TEXT, long_fraction
+from tdtp.values import text_to_value, valid, value_to_text
 
 _ZERO = timedelta(0)
 _NUMBER_CHARS = b"0123456789+-.eE\n"
@@ -71,7 +70,7 @@ def copy_value(field: Field) -> Callable[[str], str] | None:
             v = text_to_value(field, s)
             if isinstance(v, datetime) and v.utcoffset() not in (None, _ZERO):
                 return value_to_text(field, v)
-            if isinstance(v, (datetime, time)) and long_fraction(s):
+            if isinstance(v, (datetime, time)) and valid.long_fraction(s):
                 return value_to_text(field, v)
             return s
 
@@ -145,7 +144,7 @@ def _vouched(col: _Column, values: list[str]) -> bool:
     are looked for only when they fail, since each look is a scan of the column.
     """
     if col.kind == BOOLEAN:
-        return all(v in BOOLEAN_TEXT or v in col.markers for v in set(values))  # "" is in neither
+        return all(v in valid.BOOLEAN_TEXT or v in col.markers for v in set(values))  # "" is in neither
     joined = "\n".join(values)
     if _plain(col, joined, len(values)):
         return True
@@ -168,26 +167,17 @@ def _plain(col: _Column, joined: str, n: int) -> bool:
             return False
         if col.kind == BLOB:
             return True  # BLOB texts are checked where they are converted
-        return _integers(joined) if col.kind == INTEGER else _numbers(joined)
+        return _numbers(joined)
     if _fixed_shape(joined, n, _SHAPES[col.kind]):
         return True
     return col.pattern is not None and col.pattern.fullmatch(joined) is not None
 
 
-def _integers(joined: str) -> bool:
-    """Digits with an optional sign in front: all PostgreSQL's bigint input takes beyond
-    that is surrounding whitespace (a lone or doubled sign it refuses itself)."""
-    if "-" in joined or "+" in joined:
-        joined = ("\n" + joined).replace("\n-", "\n").replace("\n+", "\n")
-        if "-" in joined or "+" in joined:
-            return False
-    digits = joined.replace("\n", "")
-    return digits.isascii() and digits.isdigit()
-
-
 def _numbers(joined: str) -> bool:
-    """Only the characters of a decimal number: PostgreSQL's float and numeric input then
-    take exactly TDTP's syntax (no whitespace, no NaN/Infinity words, no hex floats)."""
+    """Only the characters of a decimal number: PostgreSQL's bigint, float and numeric
+    input then take exactly TDTP's syntax (no whitespace, no NaN/Infinity words, no hex
+    floats, no ``1_000``); what else those characters can spell (``1.5`` for a bigint,
+    ``1e999``, ``--1``) the server refuses itself."""
     return joined.isascii() and not joined.encode("ascii").translate(None, _NUMBER_CHARS)
 
 

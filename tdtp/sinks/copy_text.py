@@ -8,14 +8,19 @@ value (docs/architecture.md, Principles: "move bytes, not Python objects"):
 - Null markers that are whole fields become ``\\N`` (one regex over the part; with no
   backslash in the part every ``|`` is a delimiter, so the regex is exact);
 - raw carriage returns become ``\\r`` (COPY would read a raw CR as end of line);
-- booleans ``1``/``0``, RFC 3339 timestamps with ``Z``, ``INF``/``-INF``/``NaN`` and
-  decimals are accepted by PostgreSQL's input functions as they are.
+- every typed column is checked against the TDTP value rules first
+  (``tdtp.sinks.copy_check``, a column at a time): PostgreSQL's input functions accept
+  more than TDTP (`` 1``, ``yes``, ``2025-1-5``...), and the same texts must be refused
+  here as by the decoder and the SQLite sink.  Texts that pass (booleans ``1``/``0``,
+  RFC 3339 timestamps in UTC, ``INF``/``-INF``/``NaN``, decimals) go as they are.
 
 A line takes the per-value path only when it must: it contains a backslash (TDTP's
 ``\\`` + other character means that character, but COPY gives ``\\b``, ``\\t``,
 ``\\N``, ``\\.``, octal... meanings of their own; and an escaped pipe right before a
 marker is text, not a delimiter), a raw line feed (Go's file export writes them), or
-an empty non-TEXT field (NULL in TDTP, an error in COPY); or the schema has BLOB
+the check flags a value COPY would read differently: an empty non-TEXT field (NULL in
+TDTP, an error in COPY), a timestamp with an offset (a ``timestamp`` column would drop
+it: it is sent in UTC), a fraction beyond microseconds; or the schema has BLOB
 fields (base64 -> ``\\x`` hex), NoDate or non-standard infinity markers, naive
 timestamps in a non-UTC zone, or a v1.4 dictionary (tokens expand to their values).
 """

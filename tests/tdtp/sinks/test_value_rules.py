@@ -245,3 +245,56 @@ def test_cli_refuses_reserved_table(tmp_path: Path, pg_url: str) -> None:
         "export", "--source", pg_url, "--table", "tdtp._tdtp_ledger", "--to", str(tmp_path / "out"), check=False
     )
     assert proc.returncode != 0 and "reserved" in proc.stderr
+
+
+def test_column_check_tiers_agree_with_the_reader(pg_conn: psycopg.Connection, pg_schema: str) -> None:
+    """A part mixing every form of every tier (markers, empties, fractions, offsets, shapes)
+    lands in PostgreSQL as the decoder reads it, whichever tier vouched for each column."""
+    schema = schema_for_export(
+        Schema(
+            (
+                Field("id", INTEGER, key=True),
+                Field("n", INTEGER),
+                Field("r", REAL),
+                Field("d", DECIMAL, precision=12, scale=2),
+                Field("b", BOOLEAN),
+                Field("day", DATE),
+                Field("ts", TIMESTAMP),
+                Field("tz", TIMESTAMP, timezone="UTC", subtype="timestamptz"),
+                Field("tm", TIMESTAMP, subtype="time"),
+                Field("t", TEXT),
+            )
+        )
+    )
+    forms = {
+        "n": ["-5", "+7", "[NULL]", "", "0"],
+        "r": ["1.5", "INF", "-INF", "NaN", "1e-7", "[NULL]", ""],
+        "d": ["12.50", "-0.5", "1E+3", "[NULL]", ""],
+        "b": ["1", "0", "true", "F", "[NULL]", ""],
+        "day": ["2026-01-07", "2026-01-07T23:30:00-05:00", "[NULL]", ""],
+        "ts": ["2026-01-07T10:00:00", "2026-01-07 10:00:00.5", "2026-01-07T10:00:00.123456789Z",
+               "2026-01-07T10:00:00+05:30", "2026-01-07", "[NULL]", ""],  # fmt: skip
+        "tz": ["2026-01-07T10:00:00Z", "2026-01-07T10:00:00", "2026-01-07T10:00:00-02:00", "[NULL]"],
+        "tm": ["10:00:00", "10:00", "23:59:59.1234567", "[NULL]", ""],
+        "t": ["x", "", "[NULL]", "a b"],
+    }
+    for uniform in (True, False):  # one form per column (tiers 1-2), then all forms mixed (tier 3)
+        lines = []
+        for i in range(300):
+            k = 0 if uniform else i
+            lines.append("|".join([str(i)] + [vals[k % len(vals)] for vals in forms.values()]))
+        table = f"{pg_schema}.tiers_{int(uniform)}"
+        pg_conn.execute(create_table_sql("postgresql", schema, table))
+        with pg_conn.transaction():
+            assert copy_lines(pg_conn, table, schema, lines) == len(lines)
+        cols = ", ".join(quote_ident(f.name) for f in schema.fields)
+        got = {r[0]: r for r in pg_conn.execute(f"SELECT {cols} FROM {table}").fetchall()}
+        for line in lines:
+            want = RowDecoder(schema).decode(line)
+            for f, g, w in zip(schema.fields, got[want[0]], want, strict=True):
+                if isinstance(w, float) and w != w:
+                    assert g != g, (f.name, line)
+                elif isinstance(w, datetime) and f.name == "ts":  # a timestamp column holds UTC wall time
+                    assert g == (w.astimezone(UTC).replace(tzinfo=None) if w.tzinfo else w), (f.name, line)
+                else:
+                    assert g == w, (f.name, line, g, w)
