@@ -121,8 +121,11 @@ class ColumnCheck:
     def flag(self, text: str, nrows: int, where: str, rows: Sequence[int] | None = None) -> set[int]:
         """Rows (0-based, of ``text``) that must take the per-value path; RowError for an invalid value.
 
-        ``text``: ``nrows`` lines joined by LF, no backslash, no LF inside a line.
-        ``rows`` maps those lines to the caller's row numbers for error messages.
+        ``text``: ``nrows`` lines joined by LF, no backslash.  A raw LF inside a line
+        counts as a separator here, so it shows as a wrong number of values (every row
+        then goes per line, where it is a line feed); the only way to hide it, a short
+        line elsewhere, leaves rows COPY refuses.  ``rows`` maps the lines to the
+        caller's row numbers for error messages.
         """
         if not self.columns or nrows == 0:
             return set()
