@@ -183,6 +183,16 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def refuse_reserved_table(url: str, table: str | None, option: str) -> None:
+    """``--table`` may not name the importer's bookkeeping (``tdtp.sinks.ddl.refuse_reserved``)."""
+    from tdtp.sinks.ddl import refuse_reserved
+    from tdtp.urls import parse_url
+
+    scheme = parse_url(url).scheme
+    if table is not None and scheme in ("postgresql", "sqlite"):
+        refuse_reserved(table, scheme, where=option)
+
+
 def cmd_export(args: argparse.Namespace) -> int:
     from tdtp.exporter import export_to_dir, export_to_log
     from tdtp.metrics import Progress
@@ -201,6 +211,7 @@ def cmd_export(args: argparse.Namespace) -> int:
         batch=mode == "batch",
     )
     columns = [c.strip() for c in args.columns.split(",")] if args.columns else None
+    refuse_reserved_table(args.source, args.table, "--table")
     progress = Progress("export", quiet=args.quiet)
     with open_source(
         args.source, table=args.table, query=args.query, columns=columns, where=args.where
@@ -230,6 +241,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 def cmd_import(args: argparse.Namespace) -> int:
     from tdtp.importer import ImportOptions, ParallelImporter
 
+    refuse_reserved_table(args.target, args.table, "--table")
     options = ImportOptions(
         mode=args.mode,
         table=args.table,

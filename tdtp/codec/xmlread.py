@@ -131,6 +131,11 @@ def _text(el: etree._Element | None) -> str:
     return el.text.strip()
 
 
+def _exact_text(el: etree._Element | None) -> str:
+    """An element's text as written: names keep their spaces (`` lead`` is not ``lead``)."""
+    return "" if el is None or el.text is None else el.text
+
+
 def _int_text(el: etree._Element | None, what: str, where: str) -> int:
     t = _text(el)
     if not t:
@@ -143,7 +148,7 @@ def _int_text(el: etree._Element | None, what: str, where: str) -> int:
 
 def parse_header(el: etree._Element, where: str) -> Header:
     return Header(
-        table_name=_text(el.find("TableName")),
+        table_name=_exact_text(el.find("TableName")),
         message_id=_text(el.find("MessageID")),
         type=_text(el.find("Type")) or "reference",
         in_reply_to=_text(el.find("InReplyTo")),

@@ -70,6 +70,7 @@ from tdtp.importer.work import (
 )
 from tdtp.metrics import Progress, peak_rss_mb
 from tdtp.packet import PacketFormatError, Summary, TdtpError
+from tdtp.sinks.ddl import refuse_reserved
 
 MIB = 2**20
 # Memory a part in flight needs, as a multiple of its body: decompressed rows,
@@ -399,6 +400,12 @@ class ImportRun:
             self._ack(item)
             return
         table = self.opts.table or summary.table
+        try:
+            refuse_reserved(table, self.target.dialect, where=item.source)
+        except TdtpError as exc:
+            self._dead_letter(item, PartOutcome(status=FAILED, source=item.source, error=str(exc)))
+            self._ack(item)
+            return
         with self.target.transaction(self.conn):
             record_summary(
                 self.target,

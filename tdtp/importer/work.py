@@ -33,6 +33,7 @@ from tdtp.importer.staging import StagedExport, in_ledger, stage_export, write_p
 from tdtp.importer.target import Target
 from tdtp.packet import IntegrityError, Schema, TdtpError
 from tdtp.sinks.copy_text import lines_to_copy
+from tdtp.sinks.ddl import refuse_reserved
 from tdtp.sinks.sqlite import stored_values
 
 
@@ -192,6 +193,8 @@ class PartWriter:
 
     def write(self, part: DecodedPart, job: PartJob) -> str:
         self.strategy = ""
+        # A packet never names the importer's own bookkeeping (its TableName is input, like its rows).
+        refuse_reserved(part.table, self.target.dialect, where=f"{job.source}: part {part.part_number}")
         staged = self._staged.get(part.export_id)
         if staged is None or staged.table != part.table:
             staged = stage_export(

@@ -8,14 +8,19 @@ value (docs/architecture.md, Principles: "move bytes, not Python objects"):
 - Null markers that are whole fields become ``\\N`` (one regex over the part; with no
   backslash in the part every ``|`` is a delimiter, so the regex is exact);
 - raw carriage returns become ``\\r`` (COPY would read a raw CR as end of line);
-- booleans ``1``/``0``, RFC 3339 timestamps with ``Z``, ``INF``/``-INF``/``NaN`` and
-  decimals are accepted by PostgreSQL's input functions as they are.
+- every typed column is checked against the TDTP value rules first
+  (``tdtp.sinks.copy_check``, a column at a time): PostgreSQL's input functions accept
+  more than TDTP (`` 1``, ``yes``, ``2025-1-5``...), and the same texts must be refused
+  here as by the decoder and the SQLite sink.  Texts that pass (booleans ``1``/``0``,
+  RFC 3339 timestamps in UTC, ``INF``/``-INF``/``NaN``, decimals) go as they are.
 
 A line takes the per-value path only when it must: it contains a backslash (TDTP's
 ``\\`` + other character means that character, but COPY gives ``\\b``, ``\\t``,
 ``\\N``, ``\\.``, octal... meanings of their own; and an escaped pipe right before a
 marker is text, not a delimiter), a raw line feed (Go's file export writes them), or
-an empty non-TEXT field (NULL in TDTP, an error in COPY); or the schema has BLOB
+the check flags a value COPY would read differently: an empty non-TEXT field (NULL in
+TDTP, an error in COPY), a timestamp with an offset (a ``timestamp`` column would drop
+it: it is sent in UTC), a fraction beyond microseconds; or the schema has BLOB
 fields (base64 -> ``\\x`` hex), NoDate or non-standard infinity markers, naive
 timestamps in a non-UTC zone, or a v1.4 dictionary (tokens expand to their values).
 """
@@ -25,10 +30,12 @@ from __future__ import annotations
 import base64
 import binascii
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
 
 from tdtp.packet import BLOB, DECIMAL, REAL, TEXT, TIMESTAMP, Field, RowError, Schema
+from tdtp.sinks.copy_check import ColumnCheck, copy_value
 from tdtp.values import NULL_SENTINEL, split_raw, unescape_value
 
 COPY_NULL = "\\N"
@@ -36,8 +43,6 @@ _PG_INF = {"inf", "+inf", "infinity", "+infinity"}
 _PG_NEG_INF = {"-inf", "-infinity"}
 _UTC_NAMES = {"UTC", "Z", "GMT", "+00:00", "+00"}
 _OFFSET_RE = re.compile(r"^[+-]\d{2}:?\d{2}$")
-# A zone at the end of a timestamp's time part (after the date, whose '-' would confuse it).
-_HAS_ZONE = re.compile(r"(?:Z|z|[+-]\d{2}(?::?\d{2})?)$")
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,10 +52,7 @@ class _Plan:
     bulk: bool  # whole-string conversion possible for clean lines
     marker_re: re.Pattern[str] | None  # whole-field shared Null marker
     marker: str | None
-    empty_null_idx: tuple[int, ...]  # fields that read an empty value as NULL
-    empty_probes: tuple[str, ...]  # substrings that betray such an empty field in escape-free text
-    empty_at_start: tuple[str, ...]  # ... at the start of the text
-    empty_at_end: tuple[str, ...]  # ... at its end
+    check: ColumnCheck  # the TDTP value rules (and empty = NULL) over a clean group's columns
     blob_idx: tuple[int, ...]
     convs: tuple[_FieldConv, ...]  # per-value converters (the slow path)
     needs_utc_session: bool  # naive timestamps meant as UTC
@@ -63,7 +65,7 @@ class _FieldConv:
     specials: dict[str, str]  # unescaped value -> COPY text
     empty_is_null: bool
     blob: bool
-    zone_suffix: str  # appended to naive timestamps ("" = leave them)
+    convert: Callable[[str], str] | None  # checks a value text; returns what COPY gets
 
 
 def _field_conv(f: Field) -> _FieldConv:
@@ -80,17 +82,8 @@ def _field_conv(f: Field) -> _FieldConv:
     if sv.null is not None:
         specials[sv.null] = COPY_NULL
     empty_is_null = "" not in specials and f.type != TEXT and not (f.type == BLOB and sv.null is not None)
-    suffix = ""
-    tz = f.timezone.strip()
-    if (
-        f.type == TIMESTAMP
-        and f.subtype.lower() != "time"
-        and tz.upper() not in _UTC_NAMES
-        and _OFFSET_RE.match(tz)
-    ):
-        suffix = tz
     return _FieldConv(
-        field=f, specials=specials, empty_is_null=empty_is_null, blob=f.type == BLOB, zone_suffix=suffix
+        field=f, specials=specials, empty_is_null=empty_is_null, blob=f.type == BLOB, convert=copy_value(f)
     )
 
 
@@ -115,7 +108,7 @@ def plan_for(schema: Schema) -> _Plan:
                 bulk = False
         elif sv.infinity is not None or sv.neg_infinity is not None or sv.nan is not None:
             bulk = False
-    if any(c.zone_suffix for c in convs) or schema.dictionary:
+    if any(_zoned_naive(f) for f in schema.fields) or schema.dictionary:
         bulk = False
     marker_re = None
     if marker is not None and marker != "":
@@ -125,16 +118,13 @@ def plan_for(schema: Schema) -> _Plan:
         marker_re = re.compile(lit + r"(?<=(?<![^|\n])" + lit + r")(?![^|\n])")
     elif marker == "":
         bulk = False
-    empty_idx = tuple(i for i, c in enumerate(convs) if c.empty_is_null)
-    probes, at_start, at_end = _empty_probes(empty_idx, len(convs))
+    bulk_markers = [frozenset(c.specials) if bulk else frozenset() for c in convs]
+    empty_null = {i for i, c in enumerate(convs) if c.empty_is_null}
     return _Plan(
         bulk=bulk,
         marker_re=marker_re,
         marker=marker,
-        empty_null_idx=empty_idx,
-        empty_probes=probes,
-        empty_at_start=at_start,
-        empty_at_end=at_end,
+        check=ColumnCheck(schema.fields, bulk_markers, empty_null),
         blob_idx=tuple(i for i, f in enumerate(schema.fields) if f.type == BLOB),
         convs=convs,
         needs_utc_session=any(
@@ -162,76 +152,37 @@ def lines_to_copy(schema: Schema, lines: list[str], *, where: str = "") -> str:
     if not plan.bulk:
         return "".join(_convert_line(plan, line, i, where) + "\n" for i, line in enumerate(lines))
     text = "\n".join(lines)
-    if (
-        text.count("\n") == len(lines) - 1
-        and "\\" not in text
-        and not (plan.empty_null_idx and _has_empty_field(plan, text))
-    ):
-        return _bulk(plan, text) + "\n"
-    clean: list[str] = []
-    dirty: list[str] = []
-    empty_idx = plan.empty_null_idx
-    for i, line in enumerate(lines):  # inline checks: this loop runs once per row
-        if (
-            "\\" in line
-            or "\n" in line
-            or (
-                empty_idx
-                and ("||" in line or line[:1] == "|" or line[-1:] == "|" or not line)
-                and _empty_in(line, empty_idx)
-            )
-        ):
-            dirty.append(_convert_line(plan, line, i, where))
-        else:
-            clean.append(line)
-    out = _bulk(plan, "\n".join(clean)) + "\n" if clean else ""
-    return out + "".join(d + "\n" for d in dirty)
+    rows: list[int] | None = None  # the clean group's row numbers, when not all rows
+    dirty: list[int] = []
+    if "\\" in text or (not plan.check.columns and text.count("\n") != len(lines) - 1):
+        rows = []
+        for i, line in enumerate(lines):  # inline checks: this loop runs once per row
+            if "\\" in line or "\n" in line:
+                dirty.append(i)
+            else:
+                rows.append(i)
+        text = "\n".join([lines[i] for i in rows])
+    nclean = len(lines) - len(dirty)
+    flagged = plan.check.flag(text, nclean, where, rows)
+    if flagged:
+        clean_idx = rows if rows is not None else range(len(lines))
+        dirty += [clean_idx[k] for k in flagged]
+        keep = [clean_idx[k] for k in range(nclean) if k not in flagged]
+        text = "\n".join([lines[i] for i in keep])
+        nclean = len(keep)
+    out = _bulk(plan, text) + "\n" if nclean else ""
+    return out + "".join(_convert_line(plan, lines[i], i, where) + "\n" for i in sorted(dirty))
 
 
-def _empty_probes(idx: tuple[int, ...], nfields: int) -> tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]]:
-    """The substrings that show an empty field at one of ``idx`` in escape-free lines joined by LF.
-
-    Every '|' is a delimiter there, so an empty middle field is "||", an empty first
-    field a line starting with '|', an empty last one a line ending with '|', and the
-    only field of a one-field schema an empty line.  Only the probes the schema needs
-    are kept: each is a full scan of the part's text, and for a typical schema (an
-    integer key first, a text column last) two scans instead of seven is most of the
-    conversion's cost saved.  A line with too few fields is left to COPY, which
-    refuses it naming the line.
-    """
-    if not idx:
-        return (), (), ()
-    if nfields == 1:
-        return ("\n\n",), ("\n",), ("\n",)
-    probes: list[str] = []
-    at_start: list[str] = []
-    at_end: list[str] = []
-    if any(0 < i < nfields - 1 for i in idx):
-        probes.append("||")
-    if 0 in idx:
-        probes.append("\n|")
-        at_start.append("|")
-    if nfields - 1 in idx:
-        probes.append("|\n")
-        at_end.append("|")
-    return tuple(probes), tuple(at_start), tuple(at_end)
-
-
-def _has_empty_field(plan: _Plan, text: str) -> bool:
-    """Any empty field that reads as NULL in escape-free lines joined by LF?"""
-    if text == "":
-        return True  # one row whose only field is empty
+def _zoned_naive(f: Field) -> bool:
+    """A TIMESTAMP field whose naive texts are in a zone other than UTC: converted per value."""
+    tz = f.timezone.strip()
     return (
-        any(p in text for p in plan.empty_probes)
-        or (bool(plan.empty_at_start) and text.startswith(plan.empty_at_start))
-        or (bool(plan.empty_at_end) and text.endswith(plan.empty_at_end))
+        f.type == TIMESTAMP
+        and f.subtype.lower() != "time"
+        and tz.upper() not in _UTC_NAMES
+        and _OFFSET_RE.match(tz) is not None
     )
-
-
-def _empty_in(line: str, idx: tuple[int, ...]) -> bool:
-    """Is a field that reads empty as NULL empty on this escape-free line?"""
-    values = line.split("|")
-    return any(i < len(values) and values[i] == "" for i in idx)
 
 
 def _bulk(plan: _Plan, text: str) -> str:
@@ -274,8 +225,11 @@ def _convert_line(plan: _Plan, line: str, index: int, where: str) -> str:
         elif conv.blob:
             out.append(_blob_hex(conv.field, value, index, where))
         else:
-            if conv.zone_suffix and len(value) > 10 and not _HAS_ZONE.search(value, 10):
-                value += conv.zone_suffix
+            if conv.convert is not None:
+                try:
+                    value = conv.convert(value)
+                except RowError as exc:
+                    raise exc.at(f"{where} row {index + 1}".strip()) from None
             out.append(_copy_escape(value))
     return "|".join(out)
 

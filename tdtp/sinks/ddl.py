@@ -133,6 +133,40 @@ def qualified(name: str, *, dialect: str = POSTGRESQL) -> str:
     return f"{quote_ident(schema, what='schema')}.{quote_ident(table, what='table')}"
 
 
+# Where the importer keeps its bookkeeping (tdtp.importer.target): the ledger, the exports,
+# dead letters and staging tables.  A packet's TableName or a --table must never land there.
+BOOKKEEPING_SCHEMA = "tdtp"
+BOOKKEEPING_PREFIX = "_tdtp_"
+
+
+def refuse_reserved(table: str, dialect: str, *, where: str = "") -> None:
+    """Raise SchemaError when ``table`` would name the importer's bookkeeping.
+
+    PostgreSQL: anything in schema ``tdtp`` (compared exactly, as a quoted identifier:
+    ``qualified`` always quotes, so ``"TDTP"`` is another schema), and a table named
+    ``_tdtp_*`` in any schema, since an unqualified name resolves through search_path.
+    SQLite: any table named ``_tdtp_*``, the prefix compared without ASCII case as
+    SQLite compares names.  Why: a packet that names the ledger could replace it and
+    break exactly-once (issue 12, item 2); ``where`` says what named it (``--table``,
+    a part).
+    """
+    if dialect == SQLITE:
+        schema, name = None, table
+    else:
+        schema, name = split_qualified(table)
+    head = name[: len(BOOKKEEPING_PREFIX)]
+    if head.isascii() and head.lower() == BOOKKEEPING_PREFIX:
+        raise SchemaError(
+            f"table name {table!r} is reserved: {BOOKKEEPING_PREFIX}* tables are the importer's bookkeeping",
+            where=where,
+        )
+    if schema == BOOKKEEPING_SCHEMA:
+        raise SchemaError(
+            f"table name {table!r} is reserved: schema {BOOKKEEPING_SCHEMA!r} holds the importer's bookkeeping",
+            where=where,
+        )
+
+
 def sql_literal(text: str) -> str:
     """A standard-conforming SQL string literal (for constants we put into SQL, not user values)."""
     if "\x00" in text:

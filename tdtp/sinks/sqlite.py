@@ -38,6 +38,7 @@ from tdtp.values import (
     split_raw,
     text_to_value,
     unescape_value,
+    valid,
     value_to_text,
     written_form,
 )
@@ -166,14 +167,9 @@ def _stored_converter(field: Field) -> Callable[[str], Any]:
 
     t = field.type
     if t == INTEGER:
-        return specials_first(int)
+        return specials_first(valid.integer)
     if t == REAL:
-
-        def real(s: str) -> Any:
-            v = float(s)
-            return None if v != v else v  # SQLite has no NaN
-
-        return specials_first(real)
+        return specials_first(valid.real)  # finite: NaN (stored as NULL) comes only from a marker
     if t == TEXT:
         return lambda s: slow(s) if s in special else s
     if t == BOOLEAN:

@@ -45,7 +45,7 @@ from tdtp.packet import (
     SchemaError,
     TdtpError,
 )
-from tdtp.sinks.ddl import qualified, quote_ident, split_qualified, sql_literal
+from tdtp.sinks.ddl import PG_MAX_IDENT_BYTES, qualified, quote_ident, split_qualified, sql_literal
 from tdtp.sources.base import PartitionFilter, SourceBase, SourceError, where_of
 from tdtp.sources.pg_copy import copy_out_chunks
 from tdtp.urls import ParsedUrl
@@ -177,10 +177,15 @@ class PostgresSource(SourceBase):
         return f"table {self.name!r} at {self._url.redacted}" if self.name != "query" else "the query"
 
     def _resolve_table(self, table: str) -> tuple[sql.Composable, int]:
-        """Find the table (or view) and return its quoted name and OID, or fail naming it."""
+        """Find the table (or view) and return its quoted name and OID, or fail naming it.
+
+        ``schema.table`` is looked up as two identifiers, each checked on its own (a
+        60-letter table in ``public`` is fine); only then, and only if the whole text
+        could be one identifier, as a single name with a dot in it.
+        """
         schema_part, _ = split_qualified(table)
         candidates = [qualified(table)]
-        if schema_part is not None:
+        if schema_part is not None and len(table.encode("utf-8")) <= PG_MAX_IDENT_BYTES:
             candidates.append(quote_ident(table, what="table"))  # a name with a dot in it
         for cand in candidates:
             row = self._query_one("SELECT to_regclass(%s)::oid", (cand,))

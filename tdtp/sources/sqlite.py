@@ -19,7 +19,7 @@ from __future__ import annotations
 import re
 import sqlite3
 from collections.abc import Callable, Iterator, Sequence
-from datetime import timedelta
+from datetime import date, datetime, time, timedelta
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any
@@ -174,7 +174,7 @@ def _converter(field: Field) -> Converter:
 
         def c_when(v: Any) -> Any:
             if isinstance(v, str):
-                return text_to_value(field, v.strip())
+                return _db_when(field, v.strip())
             raise bad(v)
 
         return c_when
@@ -202,6 +202,30 @@ def _converter(field: Field) -> Converter:
         raise bad(v)
 
     return c_text
+
+
+def _db_when(field: Field, text: str) -> Any:
+    """A date or time text a SQLite database holds -> its value.
+
+    TDTP's forms first (``tdtp.values.valid``); then any ISO 8601 form Python reads
+    (week dates, basic format...), which applications may have stored: the database is
+    the user's data, not a packet, so only what we write must be strict.  The lenient
+    parse is rendered back to ISO text and read by the TDTP rules, so the field's zone
+    applies the same way.
+    """
+    try:
+        return text_to_value(field, text)
+    except RowError:
+        try:
+            if field.type == DATE:
+                iso = (date.fromisoformat(text) if len(text) <= 10 else datetime.fromisoformat(text)).isoformat()
+            elif field.subtype.lower() == "time":
+                iso = time.fromisoformat(text).isoformat()
+            else:
+                iso = datetime.fromisoformat(text).isoformat()
+        except ValueError:
+            raise RowError(f"{text[:60]!r} is not a valid {field.type}") from None
+        return text_to_value(field, iso[:10] if field.type == DATE else iso)
 
 
 _BOOL_TEXT = {0: "0", 1: "1"}

@@ -11,10 +11,13 @@ per direction, so a reader of one need not read the other:
 - ``render``    Python value -> value text (``RowEncoder``: the sources' slow path)
 - ``parse``     value text -> Python value (``RowDecoder``), and checks that a text
                 already is what TDTP writes (``written_form``)
+- ``valid``     what text is valid per type: the one rule set the decoder, the SQLite
+                sink and the PostgreSQL COPY check share (used as ``valid.integer``...)
 
 Callers import from ``tdtp.values``; the names below are the whole interface.
 """
 
+from tdtp.values import valid
 from tdtp.values.parse import (
     Parser,
     RowDecoder,
@@ -60,6 +63,7 @@ __all__ = [
     "text_to_value",
     "timestamp_as_written",
     "unescape_value",
+    "valid",
     "value_renderer",
     "value_to_text",
     "written_form",

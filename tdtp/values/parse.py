@@ -14,8 +14,7 @@ import base64
 import binascii
 import re
 from collections.abc import Callable
-from datetime import UTC, date, datetime, time, timedelta, timezone
-from decimal import Decimal, InvalidOperation
+from datetime import UTC, date, datetime, timedelta, timezone
 from functools import lru_cache
 from typing import Any, Final
 
@@ -33,11 +32,11 @@ from tdtp.packet import (
     Schema,
     SchemaError,
 )
+from tdtp.values import valid
 from tdtp.values.rowtext import NULL_SENTINEL, field_where, split_raw, unescape_value
 from tdtp.values.specials import special_values
 
 _MISS: Final = object()
-_BOOL_TEXT = {"1": True, "0": False, "true": True, "false": False, "t": True, "f": False}
 _OFFSET_RE = re.compile(r"^([+-])(\d{2}):?(\d{2})$")
 
 
@@ -67,81 +66,43 @@ def _field_zone(field: Field) -> timezone | None:
 Parser = Callable[[str], Any]
 
 
+def _checked(field: Field, what: str, check: Callable[[str], Any]) -> Parser:
+    """``check`` (a ``tdtp.values.valid`` rule) with its ValueError turned into a RowError."""
+
+    def parse(s: str) -> Any:
+        try:
+            return check(s)
+        except ValueError as exc:  # the reason stays on the chain: the message is the one readers know
+            raise _bad(field, s, what) from exc
+
+    return parse
+
+
 def _base_parser(field: Field) -> Parser:
-    """Text -> value for the field's type, without special values."""
+    """Text -> value for the field's type, without special values (rules: ``tdtp.values.valid``)."""
     t = field.type
-
     if t == INTEGER:
-
-        def p_int(s: str) -> int:
-            try:
-                return int(s)
-            except ValueError as exc:
-                raise _bad(field, s, "INTEGER") from exc
-
-        return p_int
+        return _checked(field, "INTEGER", valid.integer)
     if t == REAL:
-
-        def p_real(s: str) -> float:
-            try:
-                return float(s)
-            except ValueError as exc:
-                raise _bad(field, s, "REAL") from exc
-
-        return p_real
+        return _checked(field, "REAL", valid.real)
     if t == DECIMAL:
-
-        def p_dec(s: str) -> Decimal:
-            try:
-                return Decimal(s)
-            except InvalidOperation as exc:
-                raise _bad(field, s, "DECIMAL") from exc
-
-        return p_dec
+        return _checked(field, "DECIMAL", valid.decimal)
     if t == BOOLEAN:
-
-        def p_bool(s: str) -> bool:
-            v = _BOOL_TEXT.get(s)
-            if v is None:
-                v = _BOOL_TEXT.get(s.lower())
-                if v is None:
-                    raise _bad(field, s, "BOOLEAN (1/0/true/false/t/f)")
-            return v
-
-        return p_bool
+        return _checked(field, "BOOLEAN (1/0/true/false/t/f)", valid.boolean)
     if t == DATE:
-
-        def p_date(s: str) -> date:
-            try:
-                if len(s) > 10 and s[10] in "T ":
-                    return datetime.fromisoformat(s).date()
-                return date.fromisoformat(s)
-            except ValueError as exc:
-                raise _bad(field, s, "DATE") from exc
-
-        return p_date
+        return _checked(field, "DATE", valid.date_)
     if t == TIMESTAMP and field.subtype.lower() == "time":
-
-        def p_time(s: str) -> time:
-            try:
-                return time.fromisoformat(s)
-            except ValueError as exc:
-                raise _bad(field, s, "time of day") from exc
-
-        return p_time
+        return _checked(field, "time of day", valid.time_of_day)
     if t == TIMESTAMP:
         zone = _field_zone(field)
+        if zone is None:
+            return _checked(field, "TIMESTAMP", valid.timestamp)
 
-        def p_ts(s: str) -> datetime:
-            try:
-                dt = datetime.fromisoformat(s)
-            except ValueError as exc:
-                raise _bad(field, s, "TIMESTAMP") from exc
-            if zone is not None and dt.tzinfo is None:
-                dt = dt.replace(tzinfo=zone)
-            return dt
+        def zoned(s: str) -> datetime:
+            dt = valid.timestamp(s)
+            return dt.replace(tzinfo=zone) if dt.tzinfo is None else dt
 
-        return p_ts
+        return _checked(field, "TIMESTAMP", zoned)
     if t == BLOB:
 
         def p_blob(s: str) -> bytes:

@@ -108,3 +108,37 @@ def test_require_hashes_refuses_a_part_without_them(
     assert proc.returncode != 0 and "hashes are required" in proc.stderr, proc.stderr
     ok, _ = _import_measured(pg_url, tmp_path / "parts", "--table", f"{pg_schema}.u", "--mode", "append")
     assert json.loads(ok.stdout)["parts_imported"] == 1
+
+
+def _renamed(body: bytes, table: str) -> bytes:
+    return re.sub(rb"<TableName>[^<]*</TableName>", b"<TableName>" + table.encode() + b"</TableName>", body, count=1)
+
+
+@pytest.mark.parametrize("target_kind", ["postgresql", "sqlite"])
+def test_a_packet_cannot_name_the_importers_bookkeeping(
+    pg_url: str, pg_conn: psycopg.Connection, pg_schema: str, tmp_path: Path, target_kind: str
+) -> None:
+    """A part whose TableName is the ledger, imported with --mode replace, is refused; the ledger
+    keeps exactly-once: the earlier append export re-imported adds 0 rows."""
+    src = make_source(pg_conn, pg_schema, rows=3000)
+    exp = export(pg_url, src, batch=True)
+    write_files(tmp_path / "good", exp)
+    if target_kind == "postgresql":
+        target, table, reserved = pg_url, f"{pg_schema}.t", "tdtp._tdtp_ledger"
+        rows = lambda: pg_conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0]  # noqa: E731
+    else:
+        db = tmp_path / "dst.db"
+        target, table, reserved = f"sqlite:///{db}", "t", "_tdtp_ledger"
+        rows = lambda: sqlite3.connect(db).execute("SELECT count(*) FROM t").fetchone()[0]  # noqa: E731
+    first, _ = _import_measured(target, tmp_path / "good", "--table", table, "--mode", "append")
+    assert first.returncode == 0, first.stderr
+    hostile = tmp_path / "hostile"
+    hostile.mkdir()
+    (hostile / "x.tdtp.xml").write_bytes(_renamed(exp.parts[0].body, reserved))
+    refused, _ = _import_measured(target, hostile, "--mode", "replace")
+    assert refused.returncode != 0 and reserved in refused.stderr and "Traceback" not in refused.stderr
+    again, _ = _import_measured(target, tmp_path / "good", "--table", table, "--mode", "append")
+    assert again.returncode == 0 and json.loads(again.stdout)["total_rows"] == 0, again.stdout
+    assert rows() == 3000
+    named, _ = _import_measured(target, tmp_path / "good", "--table", reserved)
+    assert named.returncode != 0 and reserved in named.stderr
