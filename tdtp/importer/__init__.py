@@ -5,22 +5,27 @@ layer use nothing else (an ``import-linter`` contract in CI holds them to it).
 The modules, top to bottom (each imports only modules below it; see
 docs/architecture.md for the picture and one row's path):
 
-  engine        ParallelImporter: import files / a log, finalize, status, dead-letter replay
   one_export    land one export only, from a seq to its summary (copy runs, import steps)
+  engine        ParallelImporter: import files / a log, finalize, status, reset, dead-letter replay
   dispatch      ImportRun: one import call's receive loop, backpressure, acks, finalize triggers
   live          the live publisher: an export's COPY publish transaction open while parts arrive
-  finalize      is an export ready, and publish it in one transaction (by its strategy)
+  tracking      what one run knows of each export and target table (landed parts, closed, lost)
+  finalize      publish a ready export in one transaction (by its strategy); abandon, supersede
   work          one part in a worker: verify, decode, stage, retry
+  status        ``tdtp status``: an export in one table, as committed and as the table is now
+  readiness     is an export ready, waiting, blocked, superseded, abandoned; is a published one lost
   staging       a part's rows or body + its ledger row in one transaction; stage/load tables
   copy_publish  the copy strategy's publish: staged parts COPYed into the target
   swap_publish  the swap/attach strategies' publish: the load table renamed or attached in place
   swap_plan     at an export's first part: which strategy, and the load table it needs
   pg_copy       the one COPY FROM STDIN path into PostgreSQL
   writemode     the write modes' SQL and the one partition-filter reader
-  ledger        bookkeeping tables: part ledger, exports, dead letters
+  ledger        exports and part ledger rows, per target table
+  dead_letters  failed parts kept with their reason
   catalog       PostgreSQL catalog queries (relations, columns, keys, indexes, partitions)
+  bookkeeping   the bookkeeping tables' definitions and upgrades; DDL and publish locks
   target        the target database: dialect, connections, where bookkeeping lives
-  status, stats, options, inputs   what a user reads and sets; what a run receives
+  stats, options, inputs   what a run reports, what a user sets, what a run receives
   outcome, errors   states and strategy names; how failures are classified and worded
 """
 
