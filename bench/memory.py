@@ -25,7 +25,8 @@ Variants: ``after`` is the code in this tree with its defaults (8 MiB of rows a 
 old 64 MiB ceiling), or with ``--before REV`` the ``tdtp`` of that git revision.
 Peak RSS is ``ru_maxrss`` of ``wait4()`` on the ``tdtp`` process, which covers its
 waited-for children (the importer's workers): the largest process of the step.
-Throughput is rows over the process's wall time (interpreter start included).
+Throughput is rows over the process's wall time (interpreter start included); the CPU
+seconds of the process tree are printed beside it, steadier on a shared machine.
 """
 
 from __future__ import annotations
@@ -77,9 +78,11 @@ _TABLE_SQL = {
 
 @dataclass(slots=True)
 class Run:
-    """One ``tdtp`` process: wall seconds, peak RSS of its largest process, its JSON stats."""
+    """One ``tdtp`` process: wall seconds, CPU seconds (its whole tree, the database server's
+    not included), peak RSS of its largest process, its JSON stats."""
 
     seconds: float
+    cpu: float
     rss_mb: float
     stats: dict[str, object] = field(default_factory=dict)
 
@@ -140,7 +143,7 @@ def run_tdtp(variant: Variant, args: list[str], work: Path) -> Run:
             raise SystemExit(f"{variant.name}: tdtp {' '.join(args)} failed ({proc.returncode}): {tail}")
         lines = out.read().decode().strip().splitlines()
     stats = json.loads(lines[-1]) if lines else {}
-    return Run(seconds, usage.ru_maxrss / 1024, stats)
+    return Run(seconds, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024, stats)
 
 
 def steps(variant: Variant, pg: str, kind: str, rows: int, work: Path) -> dict[str, Run]:
@@ -188,8 +191,8 @@ def report(results: Results, kinds: list[str], rows_list: list[int], before_desc
         f"before: {before_desc}; after: this tree's defaults (8 MiB of rows a part)\n"
     )
     head = (
-        "| table | rows | step | parts before / after | MB of rows a part, after | peak RSS before | "
-        "peak RSS after | target | rows/s before | rows/s after | after / before |"
+        "| table | rows | step | parts before / after | MiB of rows a part, after | peak RSS before | "
+        "peak RSS after | target | rows/s before | rows/s after | after / before | CPU s before / after |"
     )
     print(head)
     print("|" + "---|" * head.count(" | ") + "---|")
@@ -208,7 +211,8 @@ def report(results: Results, kinds: list[str], rows_list: list[int], before_desc
                 print(
                     f"| {kind} | {rows:,} | {step} | {parts} | {per_part} | {b.rss_mb:.1f} | {a.rss_mb:.1f} | "
                     f"<= {limit:.0f} {'ok' if a.rss_mb <= limit else 'MISS'} | {speed_b:,.0f} | {speed_a:,.0f} | "
-                    f"{speed_a / speed_b:.2f} {'ok' if speed_a / speed_b >= MIN_SPEED_RATIO else 'MISS'} |"
+                    f"{speed_a / speed_b:.2f} {'ok' if speed_a / speed_b >= MIN_SPEED_RATIO else 'MISS'} | "
+                    f"{b.cpu:.2f} / {a.cpu:.2f} |"
                 )
     if len(rows_list) < 2:
         return
@@ -248,7 +252,7 @@ def main() -> int:
                         for step, run in steps(variant, pg, kind, rows, work).items():
                             per.setdefault((step, variant.name), []).append(run)
                             print(f"{kind} {rows} {variant.name:>6} {step:<13} {run.seconds:7.2f} s "
-                                  f"{run.rss_mb:7.1f} MB", file=sys.stderr, flush=True)  # fmt: skip
+                                  f"{run.cpu:7.2f} CPU s {run.rss_mb:7.1f} MB", file=sys.stderr, flush=True)  # fmt: skip
                 for (step, name), runs in per.items():
                     results[(kind, rows, step, name)] = median_run(runs)
     finally:
