@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import re
 import tempfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import BinaryIO
@@ -146,13 +146,13 @@ class _Sizer:
             self.ratio = min(max(observed, 0.02), 4.0)
 
 
-def choose_null_marker(payload: bytes | Iterable[bytes]) -> str:
+def choose_null_marker(payload: bytes | Sequence[bytes]) -> str:
     """The default ``[NULL]`` unless some value in the part contains it; then a variant that none does.
 
     ``payload`` may be the part's blocks of whole lines: a value never spans a line,
     so a marker inside a value lies inside one block.
     """
-    blocks = (payload,) if isinstance(payload, bytes) else tuple(payload)
+    blocks = (payload,) if isinstance(payload, bytes) else payload
     marker = DEFAULT_NULL_MARKER
     if not any(b"[" in block for block in blocks):  # one memchr instead of a substring search on most parts
         return marker
@@ -180,14 +180,14 @@ def resolve_nulls(payload: bytes, schema: Schema) -> tuple[bytes, Schema]:
     return payload, _with_marker(schema, marker)
 
 
-def resolve_null_blocks(blocks: list[bytes | memoryview], schema: Schema) -> Schema:
+def resolve_null_blocks(blocks: list[bytes], schema: Schema) -> Schema:
     """:func:`resolve_nulls` for a part held as blocks of whole lines, swapped block by block.
 
     Why: ``re.sub`` of a whole part holds the part three times (the input, the pieces,
     the joined result); block by block only one block is ever doubled.  A block starts
     and ends at a line boundary, so the pattern sees the same field boundaries.
     """
-    marker = choose_null_marker(blocks)  # type: ignore[arg-type]  (blocks are bytes until joined)
+    marker = choose_null_marker(blocks)
     text = _marker_text(marker)
     for index, block in enumerate(blocks):
         if b"\\N" in block:
@@ -229,7 +229,7 @@ def _groups(blocks: Iterable[bytes], sizer: _Sizer, schema: Schema) -> Iterator[
     A run is resolved (NULL markers) block by block and joined once, and its block
     list is emptied before it is yielded, so a run never sits in memory twice.
     """
-    buf: list[bytes | memoryview] = []
+    buf: list[bytes] = []
     size = 0
     budget = sizer.budget()
     for block in blocks:
@@ -254,7 +254,7 @@ def _groups(blocks: Iterable[bytes], sizer: _Sizer, schema: Schema) -> Iterator[
         yield _take_run(buf, schema)
 
 
-def _take_run(buf: list[bytes | memoryview], schema: Schema) -> _Run:
+def _take_run(buf: list[bytes], schema: Schema) -> _Run:
     """The run in ``buf`` (blocks of whole lines), resolved and joined; ``buf`` is emptied.
 
     The last LF is dropped through a memoryview, so stripping it copies nothing
@@ -264,9 +264,9 @@ def _take_run(buf: list[bytes | memoryview], schema: Schema) -> _Run:
     """
     size = sum(map(len, buf))
     schema = resolve_null_blocks(buf, schema)
-    buf[-1] = memoryview(buf[-1])[:-1]
-    payload = b"".join(buf)
+    pieces: list[bytes | memoryview] = [*buf[:-1], memoryview(buf[-1])[:-1]]
     buf.clear()
+    payload = b"".join(pieces)
     return _Run(payload, payload.count(b"\n") + 1, size, schema)
 
 
