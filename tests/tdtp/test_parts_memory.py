@@ -5,6 +5,7 @@ the part, not the table (streaming and batch)."""
 from __future__ import annotations
 
 import hashlib
+import platform
 import sqlite3
 import subprocess
 import sys
@@ -17,6 +18,7 @@ import pytest
 import tdtp.parts as parts_module
 from tdtp.cli import build_parser
 from tdtp.codec import decode_packet, decode_values
+from tdtp.exporter import map_big_buffers
 from tdtp.packet import INTEGER, TEXT, Field, Schema, TdtpError
 from tdtp.parts import DEFAULT_PART_RAW_BYTES, MAX_RAW_PART_BYTES, Part, PartOptions, build_parts
 from tdtp.values import schema_for_export
@@ -195,3 +197,8 @@ def test_a_split_part_keeps_its_marker_and_every_value(tmp_path: Path) -> None:
         assert all(f.specials.null not in ("", "[NULL]") for f in packet.schema.fields)
         decoded.extend(decode_values(packet))
     assert [(r[0], r[1], r[2]) for r in decoded] == [(r[0], r[1], r[2]) for r in rows]
+
+
+@pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="mallopt is glibc's")
+def test_the_export_maps_big_buffers_on_glibc() -> None:
+    assert map_big_buffers() is True
