@@ -28,7 +28,7 @@ def is_broker_url(text: str) -> bool:
     return bool(sep) and scheme.replace("+", "").replace("-", "").isalnum()
 
 
-def _int_at_least(low: int):  # noqa: ANN202 - an argparse type
+def _int_at_least(low: int, high: int | None = None):  # noqa: ANN202 - an argparse type
     def parse(text: str) -> int:
         try:
             value = int(text)
@@ -36,6 +36,8 @@ def _int_at_least(low: int):  # noqa: ANN202 - an argparse type
             raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
         if value < low:
             raise argparse.ArgumentTypeError(f"{value} is below the minimum of {low}")
+        if high is not None and value > high:
+            raise argparse.ArgumentTypeError(f"{value} is above the maximum of {high}")
         return value
 
     return parse
@@ -69,6 +71,12 @@ def _add_export(sub: argparse._SubParsersAction) -> None:
         type=_int_at_least(4096),
         default=1_900_000,
         help="part budget in encoded bytes (default 1900000, at least 4096)",
+    )
+    p.add_argument(
+        "--part-raw-bytes",
+        type=_int_at_least(4096, 64 * 2**20),
+        default=8 * 2**20,
+        help="part budget in decoded row bytes, whatever the compression (default 8388608, 4096..67108864)",
     )
     p.add_argument("--compress", choices=("zstd", "none"), default="zstd")
     p.add_argument("--level", type=int, default=1, choices=range(1, 23), metavar="1..22", help="zstd level (default 1)")
@@ -194,17 +202,19 @@ def refuse_reserved_table(url: str, table: str | None, option: str) -> None:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from tdtp.exporter import export_to_dir, export_to_log
+    from tdtp.exporter import export_to_dir, export_to_log, map_big_buffers
     from tdtp.metrics import Progress
     from tdtp.parts import PartOptions
     from tdtp.sources import open_source
 
+    map_big_buffers()  # a part's buffers are mapped whole, not left to fragment the heap
     to_broker = is_broker_url(args.to)
     mode = args.mode or ("stream" if to_broker else "batch")
     if to_broker and mode == "batch":
         raise TdtpError("batch mode needs a directory: a broker export is a stream", where="--mode")
     options = PartOptions(
         part_bytes=args.part_bytes,
+        part_raw_bytes=args.part_raw_bytes,
         compress="" if args.compress == "none" else args.compress,
         level=args.level,
         hashes=args.hashes,

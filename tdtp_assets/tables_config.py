@@ -217,6 +217,7 @@ class Defaults(BaseModel):
 
     broker: Connection = "spool:///{home}/spool/{table}"
     part_bytes: int = Field(default=1_900_000, ge=4096, le=64 * 2**20)
+    part_raw_bytes: int = Field(default=8 * 2**20, ge=4096, le=64 * 2**20)  # decoded row bytes per part
     compress: Literal["zstd", "none"] = "zstd"
     workers: int = Field(default_factory=lambda: os.cpu_count() or 2, ge=1, le=64)
     mode: Literal["replace", "upsert", "append"] = "replace"
@@ -256,6 +257,7 @@ class TableSpec(BaseModel):
     broker: Connection | None = None
     target: Target
     part_bytes: int | None = Field(default=None, ge=4096, le=64 * 2**20)
+    part_raw_bytes: int | None = Field(default=None, ge=4096, le=64 * 2**20)
     compress: Literal["zstd", "none"] | None = None
     workers: int | None = Field(default=None, ge=1, le=64)
     max_parts_per_run: int | None = Field(default=None, ge=1, le=100_000)
@@ -315,6 +317,7 @@ class TableConfig(BaseModel):
     target: Target
     target_table: str
     part_bytes: int
+    part_raw_bytes: int
     compress: Literal["zstd", "none"]
     workers: int
     max_parts_per_run: int
@@ -403,6 +406,7 @@ class TablesConfig:
             target=spec.target.model_copy(update={"url": self._fill(spec.target.url, name)}),
             target_table=spec.target.table or spec.table or name,
             part_bytes=spec.part_bytes or d.part_bytes,
+            part_raw_bytes=spec.part_raw_bytes or d.part_raw_bytes,
             compress=spec.compress or d.compress,
             workers=spec.workers or d.workers,
             max_parts_per_run=spec.max_parts_per_run or d.max_parts_per_run,
