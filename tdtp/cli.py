@@ -171,6 +171,7 @@ def _add_reset(sub: argparse._SubParsersAction) -> None:
     p.add_argument("export_id")
     p.add_argument("--target", required=True)
     p.add_argument("--table", help="the target table (needed when the export was imported into several)")
+    p.add_argument("--force", action="store_true", help="also a published append/upsert export (its rows are gone)")
 
 
 def _add_replay(sub: argparse._SubParsersAction) -> None:
@@ -444,7 +445,7 @@ def cmd_reset(args: argparse.Namespace) -> int:
     from tdtp.importer import ImportOptions, ParallelImporter
 
     with ParallelImporter(_existing_target(args.target), ImportOptions(workers=1, table=args.table)) as imp:
-        settled = imp.reset(args.export_id)
+        settled = imp.reset(args.export_id, force=args.force)
         status = imp.status(args.export_id)
     print(json.dumps({"export_id": args.export_id, "table": status.table, "dead_letters_settled": settled}))
     return EXIT_OK

@@ -242,12 +242,12 @@ def publish_lock(target: Target, conn: Any, export_id: str, table: str, *, wait_
     if not target.is_pg:
         return True
     key = f"{export_id}|{table}"
-    if wait_seconds <= 0:
+    if wait_seconds < 0.001:  # lock_timeout = 0 would mean no timeout at all
         row = conn.execute("SELECT pg_try_advisory_xact_lock(%s, hashtext(%s))", (PUBLISH_LOCK_KEY, key))
         return bool(row.fetchone()[0])
     (previous,) = conn.execute("SELECT current_setting('lock_timeout')").fetchone()
     conn.execute("SAVEPOINT tdtp_publish_lock")
-    conn.execute(f"SET LOCAL lock_timeout = '{int(wait_seconds * 1000)}ms'")
+    conn.execute(f"SET LOCAL lock_timeout = '{max(1, round(wait_seconds * 1000))}ms'")
     try:
         conn.execute("SELECT pg_advisory_xact_lock(%s, hashtext(%s))", (PUBLISH_LOCK_KEY, key))
     except Exception as exc:  # the wait ran out (lock_not_available): roll back to before it

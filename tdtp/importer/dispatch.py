@@ -385,9 +385,10 @@ class ImportRun:
         self.stats.dead_letters += 1
         self.stats.errors.append(outcome.error)
         table = outcome.table or self.opts.table or item.table_hint
-        if export_id and table:
-            self._state(export_id, table)
-        if export_id:
+        st = self._state(export_id, table) if export_id and table else None
+        if st is not None and st.closed:  # published already: this copy was refused, nothing blocked
+            self.stats.exports[export_id] = st.closed_as or "finalized (earlier)"
+        elif export_id:
             self.stats.exports[export_id] = f"blocked: dead letter ({outcome.error})"
 
     def _on_summary(self, item: Incoming) -> None:

@@ -121,16 +121,17 @@ class ParallelImporter:
         """An export's state in one target table, as committed (see :func:`tdtp.importer.status.read_status`)."""
         return read_status(self.target, self.conn, export_id, self.table_of(export_id, table))
 
-    def reset(self, export_id: str, table: str | None = None) -> int:
+    def reset(self, export_id: str, table: str | None = None, *, force: bool = False) -> int:
         """Forget an export in a table so that the next import lands it from scratch; returns dead letters settled.
 
         What a user does after a conflicting duplicate (remove the wrong copy, reset,
         import again): the export's ledger rows, staged rows and load table go, and its
         open dead letters are settled as "reset".  Rows already published stay; the
-        next import of the export replaces them (replace mode) or adds to them.
+        next import of the export replaces them (replace mode).  A published append or
+        upsert export is refused unless ``force``: importing it again would add its rows twice.
         """
         table = self.table_of(export_id, table)
-        return reset_export(self.target, self.conn, export_id, table)
+        return reset_export(self.target, self.conn, export_id, table, force=force)
 
     def partition_rows(self, export_id: str, table: str | None = None) -> int | None:
         """Rows now in the target table for the export's partition (None: export or table missing).

@@ -105,11 +105,12 @@ def _abandon(target: Target, conn: Any, rec: ExportRecord, why: str) -> Finalize
 def _abandon_overtaken(target: Target, conn: Any, rec: ExportRecord) -> None:
     """After ``rec`` is published: exports of the same partition without a summary, made before it, end."""
     mine = instant(rec.summary.started_at if rec.summary is not None else None)
-    if mine is None:
+    if mine is None or rec.mode != REPLACE:  # only a replace puts the whole partition in place
         return
     for other in other_exports(target, conn, rec, status=IMPORTING):
         made = instant(other.produced_at)
-        if other.summary is None and not other.total_parts and made is not None and made < mine:
+        if other.mode == REPLACE and other.summary is None and not other.total_parts and made is not None \
+                and made < mine:  # fmt: skip
             _abandon(target, conn, other, f"no summary, and a newer export {rec.export_id} of the same "
                      "table and partition is published")  # fmt: skip
 
@@ -368,10 +369,16 @@ def _note_error(target: Target, conn: Any, export_id: str, table: str, reason: s
             raise
 
 
-def reset_export(target: Target, conn: Any, export_id: str, table: str) -> int:
+def reset_export(target: Target, conn: Any, export_id: str, table: str, *, force: bool = False) -> int:
     """Forget what landed of an export in ``table`` (see :meth:`ParallelImporter.reset`)."""
     with target.transaction(conn):
         rec = load_export(target, conn, export_id, table)
+        if rec is not None and rec.status == FINALIZED and rec.mode != REPLACE and not force:
+            raise TdtpError(
+                f"export {export_id} is published into {table!r} in {rec.mode} mode: importing it again "
+                "after a reset would add its rows twice; give --force if its rows are gone",
+                where=export_id,
+            )
         if rec is not None:
             _drop_staged(target, conn, rec)
             forget_landing(target, conn, export_id, table)

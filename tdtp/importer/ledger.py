@@ -348,11 +348,23 @@ def landed_part(target: Target, conn: Any, export_id: str, table: str, part: int
 
 def check_same_part(
     export_id: str, table: str, part: int, landed: tuple[int, str, str] | None, *, rows: int, checksum: int,
-    source: str,
+    source: str, published: bool = False,
 ) -> None:  # fmt: skip
-    """Refuse another body of a part that landed already (other rows): a conflicting duplicate."""
+    """Refuse another body of a part that landed already (other rows): a conflicting duplicate.
+
+    ``published``: the export is published already, with the ledger's copy; this one is
+    simply not used (a reset and re-import would add an append export's rows twice).
+    """
     if landed is None or (landed[0] == rows and landed[1] == f"{checksum:016x}"):
         return
+    if published:
+        raise IntegrityError(
+            f"{CONFLICT}: part {part} of export {export_id} is published into {table!r} from "
+            f"{landed[2] or 'an earlier import'} ({landed[0]:,} rows, checksum {landed[1]}); "
+            f"{source or 'this copy'} holds other rows ({rows:,} rows, checksum {checksum:016x}) "
+            "and was not used",
+            where=source or f"part {part}",
+        )
     raise IntegrityError(
         f"{CONFLICT}: part {part} of export {export_id} landed in {table!r} from "
         f"{landed[2] or 'an earlier import'} ({landed[0]:,} rows, checksum {landed[1]}); "

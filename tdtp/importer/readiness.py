@@ -76,11 +76,16 @@ def newer_finalized(target: Target, conn: Any, rec: ExportRecord) -> str | None:
 
     "Produced" is the summary's start time, or for an export without a summary the
     header Timestamp of its first part (when its producer made it).
+    Only a *replace* export overtakes: it put the whole partition in place, so an older
+    one would only bring back older rows.  An append or upsert export published later
+    overtakes nothing (both exports' rows belong in the table).
     """
     mine = instant(rec.summary.started_at if rec.summary is not None else None) or instant(rec.produced_at)
     if mine is None:
         return None
     for other in other_exports(target, conn, rec, status=FINALIZED):
+        if other.mode != REPLACE:
+            continue
         theirs = instant(other.summary.started_at if other.summary is not None else None)
         if theirs is not None and theirs > mine:
             return other.export_id
@@ -99,7 +104,14 @@ def _idle_seconds(target: Target, conn: Any, rec: ExportRecord) -> float | None:
 
 
 def _abandonment(target: Target, conn: Any, rec: ExportRecord, abandon_after: float | None) -> str:
-    """Why an export without a summary is given up ("" while it may still complete)."""
+    """Why an export without a summary is given up ("" while it may still complete).
+
+    Only replace exports: without a summary they can never be published.  An append or
+    upsert export without one is published part by part (``allow_partial``), so giving
+    it up would throw rows away.
+    """
+    if rec.mode != REPLACE:
+        return ""
     newer = newer_finalized(target, conn, rec)
     if newer is not None:
         return f"no summary, and a newer export {newer} of the same table and partition is published"
@@ -194,8 +206,10 @@ def blocked(target: Target, conn: Any, rec: ExportRecord, state: str, reason: st
 def lost_reason(target: Target, conn: Any, rec: ExportRecord) -> str:
     """Why a published export is not in its table any more ("" when it is, as far as can be told).
 
-    Noticed: the table dropped, or replaced by another of the same name (its identity
-    differs from the one recorded at publish), or emptied of the export's partition.
+    Noticed: the table is gone, or holds no row of the export's partition any more.
+    The table's identity recorded at publish is not used to decide: a VACUUM (SQLite)
+    or a dump and restore (PostgreSQL) changes it while every row is still there, and
+    landing an export again over a table that holds rows could bring back old ones.
     Rows deleted by hand from a partition that still has some are not noticed.
     """
     if rec.status != FINALIZED:
@@ -204,8 +218,6 @@ def lost_reason(target: Target, conn: Any, rec: ExportRecord) -> str:
     where = f"table {rec.table_name!r}"
     if not now:
         return f"{where} was dropped since export {rec.export_id} was published into it"
-    if rec.table_identity and now != rec.table_identity:
-        return f"{where} was dropped and created again since export {rec.export_id} was published into it"
     if rec.published_rows > 0 and partition_has_rows(target, conn, rec.table_name, rec.summary) is False:
         return f"{where} holds none of export {rec.export_id}'s rows any more (emptied since it was published)"
     return ""

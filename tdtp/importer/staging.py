@@ -27,7 +27,7 @@ from tdtp.importer.bookkeeping import ddl_lock
 from tdtp.importer.catalog import table_columns
 from tdtp.importer.dead_letters import resolve_dead_letters
 from tdtp.importer.ledger import check_same_part, claim_part, landed_part, load_export, upsert_export
-from tdtp.importer.outcome import CLOSED_STATES, COPY, IMPORTED, LOAD_TABLE_STRATEGIES
+from tdtp.importer.outcome import CLOSED_STATES, COPY, FINALIZED, IMPORTED, LOAD_TABLE_STRATEGIES
 from tdtp.importer.pg_copy import CopyRefused, copy_in
 from tdtp.importer.swap_plan import prepare_export, relax_load
 from tdtp.importer.target import BOOK_SCHEMA, STAGE_PARTS, Target, stage_name
@@ -189,7 +189,10 @@ def in_ledger(
 ) -> bool:
     """Whether the part landed already (the same rows; other rows are a conflicting duplicate)."""
     landed = landed_part(target, conn, staged.export_id, staged.table, part)
-    check_same_part(staged.export_id, staged.table, part, landed, rows=rows, checksum=checksum, source=source)
+    check_same_part(
+        staged.export_id, staged.table, part, landed, rows=rows, checksum=checksum, source=source,
+        published=staged.state == FINALIZED,
+    )  # fmt: skip
     return landed is not None
 
 

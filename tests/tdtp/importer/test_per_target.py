@@ -255,3 +255,53 @@ def test_an_export_killed_with_sigkill_then_rerun_imports_with_exit_0(
     assert states == ["abandoned", "finalized"], out["exports"]
     assert differences(pg_conn, src, table) == (0, 0) and count(pg_conn, table) == 12_000
     assert _load_tables(pg_conn, pg_schema) == []
+
+
+def test_append_exports_are_never_abandoned_for_being_overtaken(
+    pg_url: str, pg_conn: psycopg.Connection, pg_schema: str, tmp_path: Path
+) -> None:
+    """An append export whose summary comes after another export of the table was published
+    still lands every row (only a replace export overtakes, and only replace exports)."""
+    src = make_source(pg_conn, pg_schema, rows=1500)
+    first, second = export(pg_url, src, where="id <= 750"), export(pg_url, src, where="id > 750")
+    url = f"spool:///{tmp_path}/spool/events"
+    table = f"{pg_schema}.t"
+    with open_broker(url) as log:
+        publish(log, first.parts)
+    _import(pg_url, url, table, "--from-seq", "0", "--mode", "append", check=False)
+    with open_broker(url) as log:
+        publish(log, second.parts)
+        log.publish(second.summary.to_json(), summary_headers(second.summary))
+    waiting = _import(pg_url, url, table, "--from-seq", "0", "--mode", "append", check=False)
+    assert "waiting for the summary" in waiting.stderr and "abandoned" not in waiting.stdout
+    with open_broker(url) as log:
+        log.publish(first.summary.to_json(), summary_headers(first.summary))
+    _import(pg_url, url, table, "--from-seq", "0", "--mode", "append")
+    assert differences(pg_conn, src, table) == (0, 0) and count(pg_conn, table) == 1500
+    for exp in (first, second):
+        assert _status(pg_url, exp.export_id, table)["state"] == "finalized"
+
+
+def test_a_vacuumed_sqlite_target_is_not_taken_for_a_dropped_one(tmp_path: Path) -> None:
+    """VACUUM moves a table's pages; its rows are all there, so nothing is landed again."""
+    import sqlite3
+
+    src = tmp_path / "src.db"
+    with sqlite3.connect(src) as conn:
+        conn.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, note TEXT)")
+        conn.executemany("INSERT INTO t VALUES (?, ?)", [(i, f"n{i}") for i in range(3000)])
+    run_tdtp("export", "--source", f"sqlite:///{src}", "--table", "t", "--to", str(tmp_path / "parts"))
+    dst = tmp_path / "dst.db"
+    args = ("import", "--from", str(tmp_path / "parts"), "--target", f"sqlite:///{dst}", "--quiet")
+    run_tdtp(*args)
+    with sqlite3.connect(dst) as conn:
+        conn.execute("CREATE TABLE filler (x)")
+        conn.executemany("INSERT INTO filler VALUES (?)", [(b"x" * 4000,) for _ in range(200)])
+        conn.execute("DROP TABLE filler")
+        conn.execute("UPDATE t SET note = 'edited by the user' WHERE id = 1")
+    with sqlite3.connect(dst, isolation_level=None) as conn:
+        conn.execute("VACUUM")
+    again = json.loads(run_tdtp(*args).stdout)
+    assert again["total_rows"] == 0 and again["duplicates"] > 0, again
+    with sqlite3.connect(dst) as conn:
+        assert conn.execute("SELECT note FROM t WHERE id = 1").fetchone() == ("edited by the user",)

@@ -13,6 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tdtp.packet import Field, RowError, Schema, SpecialValues
+from tdtp.parts import resolve_null_lines
 from tdtp.values import (
     NO_DATE,
     NULL_SENTINEL,
@@ -333,9 +334,11 @@ def test_schema_for_export_declares_markers() -> None:
 )
 def test_encoder_decoder_round_trip(rows: list[tuple]) -> None:
     schema = schema_for_export(SCHEMA)
-    enc, dec = RowEncoder(schema), RowDecoder(schema)
+    enc = RowEncoder(schema)
     for row in rows:
-        back = dec.decode(enc.encode(row))
+        # As the part builder does: the NULL marker is one no value of the part spells.
+        (line,), resolved = resolve_null_lines([enc.encode(row)], schema)
+        back = RowDecoder(resolved).decode(line)
         for a, b in zip(row, back, strict=True):
             if isinstance(a, float) and math.isnan(a):
                 assert isinstance(b, float) and math.isnan(b)
