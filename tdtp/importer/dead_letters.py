@@ -95,11 +95,15 @@ def resolve_dead_letters(
 
 
 def settle_export_dead_letters(target: Target, conn: Any, export_id: str, table: str, resolution: str) -> int:
-    """Settle every open dead letter of one export into one table (a reset); returns how many."""
+    """Settle every open dead letter of one export into one table (a reset); returns how many.
+
+    Only those naming the table: one that names none (its part could not even be
+    decoded) blocks the export in every table, so a reset of one table leaves it.
+    """
     cur = target.execute(
         conn,
         f"UPDATE {target.book(DEAD_LETTERS)} SET replayed_at = {now_sql(target)}, resolution = %s "
-        f"WHERE export_id = %s AND {_FOR_TABLE} AND replayed_at IS NULL",
+        "WHERE export_id = %s AND table_name = %s AND replayed_at IS NULL",
         (resolution, export_id, table),
     )
     return max(0, cur.rowcount or 0)

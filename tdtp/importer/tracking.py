@@ -51,9 +51,12 @@ class ExportState:
         return f"waiting for part(s) {ranges(missing)} of {self.total} ({len(self.parts)} in)"
 
     def is_duplicate(self, part: int, body_hash: str) -> bool:
-        """The ledger has this very part (same body, or a ledger row of an earlier version)."""
-        landed = self.parts.get(part)
-        return landed is not None and (landed == body_hash or landed == "")
+        """The ledger has this very part, with this very body.
+
+        A ledger row of an earlier version has no body hash: such a part goes to a worker,
+        which compares its rows' checksum (a duplicate, or a conflicting copy).
+        """
+        return self.parts.get(part) == body_hash
 
 
 class ExportTracker:
