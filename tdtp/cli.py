@@ -250,7 +250,10 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_import(args: argparse.Namespace) -> int:
+    from tdtp.exporter import map_big_buffers
     from tdtp.importer import ImportOptions, ParallelImporter
+
+    map_big_buffers()  # part-sized buffers mapped whole, not left fragmenting the heap (workers inherit it)
 
     refuse_reserved_table(args.target, args.table, "--table")
     options = ImportOptions(
