@@ -203,8 +203,8 @@ def refuse_reserved_table(url: str, table: str | None, option: str) -> None:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from tdtp.exporter import export_to_dir, export_to_log, map_big_buffers
-    from tdtp.metrics import Progress
+    from tdtp.exporter import export_to_dir, export_to_log
+    from tdtp.metrics import Progress, map_big_buffers
     from tdtp.parts import PartOptions
     from tdtp.sources import open_source
 
@@ -250,8 +250,8 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_import(args: argparse.Namespace) -> int:
-    from tdtp.exporter import map_big_buffers
     from tdtp.importer import ImportOptions, ParallelImporter
+    from tdtp.metrics import map_big_buffers
 
     map_big_buffers()  # part-sized buffers mapped whole, not left fragmenting the heap (workers inherit it)
 

@@ -6,7 +6,6 @@ Dagster export asset both call it, so the figures a user sees are the same in bo
 
 from __future__ import annotations
 
-import ctypes
 import os
 import time
 from collections.abc import Callable, Iterator
@@ -183,30 +182,6 @@ def export_to_log(
         partition_filter=partition_filter,
     )
 
-
-# glibc's mallopt parameter number for the mmap threshold (malloc.h: M_MMAP_THRESHOLD).
-_M_MMAP_THRESHOLD = -3
-_MMAP_THRESHOLD_BYTES = 32 * 1024
-
-
-def map_big_buffers() -> bool:
-    """Have glibc map every buffer of 32 KiB or more on its own, for this whole process.
-
-    Why: glibc raises its mmap threshold to the size of each big block freed (up to
-    32 MiB), so after the first parts every part-sized buffer, and every 64 KiB block
-    of row lines, comes from the heap, where freed pieces stay resident and fragment.
-    A fixed threshold maps and unmaps them whole.  Measured with ``tdtp export`` of
-    1M ordinary rows: peak RSS 69 -> 63 MB from PostgreSQL, 63 -> 57 MB from SQLite
-    (growth over 100k rows 14 -> 9 and 15 -> 10 MB), at the same speed.  The CLI
-    calls this for ``tdtp export``; a library caller may too.  False where the C
-    library has no ``mallopt`` (not glibc).
-    """
-    try:
-        mallopt = ctypes.CDLL(None).mallopt
-    except (OSError, AttributeError):
-        return False
-    mallopt.argtypes = (ctypes.c_int, ctypes.c_int)
-    return bool(mallopt(_M_MMAP_THRESHOLD, _MMAP_THRESHOLD_BYTES))
 
 
 def _clear_earlier_export(directory: Path, base: str, overwrite: bool) -> None:

@@ -7,6 +7,7 @@ run each mode in a fresh process for that reason.
 
 from __future__ import annotations
 
+import ctypes
 import resource
 import sys
 import time
@@ -72,3 +73,28 @@ class Progress:
         elapsed = max(now - self.start, 1e-9)
         self.stream.write(f"{self.label}: {rows:,} rows, {parts} parts, {rows / elapsed:,.0f} rows/s\n")
         self.stream.flush()
+
+
+# glibc's mallopt parameter number for the mmap threshold (malloc.h: M_MMAP_THRESHOLD).
+_M_MMAP_THRESHOLD = -3
+_MMAP_THRESHOLD_BYTES = 32 * 1024
+
+
+def map_big_buffers() -> bool:
+    """Have glibc map every buffer of 32 KiB or more on its own, for this whole process.
+
+    Why: glibc raises its mmap threshold to the size of each big block freed (up to
+    32 MiB), so after the first parts every part-sized buffer, and every 64 KiB block
+    of row lines, comes from the heap, where freed pieces stay resident and fragment.
+    A fixed threshold maps and unmaps them whole.  Measured with ``tdtp export`` of
+    1M ordinary rows: peak RSS 69 -> 63 MB from PostgreSQL, 63 -> 57 MB from SQLite
+    (growth over 100k rows 14 -> 9 and 15 -> 10 MB), at the same speed.  The CLI
+    calls this for ``tdtp export`` and ``tdtp import``; a library caller may too.  False where the C
+    library has no ``mallopt`` (not glibc).
+    """
+    try:
+        mallopt = ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError):
+        return False
+    mallopt.argtypes = (ctypes.c_int, ctypes.c_int)
+    return bool(mallopt(_M_MMAP_THRESHOLD, _MMAP_THRESHOLD_BYTES))

@@ -53,7 +53,6 @@ def _table_ddl(target: Target, name: str) -> str:
             publish text NOT NULL DEFAULT '',
             load_table text NOT NULL DEFAULT '',
             publish_note text NOT NULL DEFAULT '',
-            table_identity text NOT NULL DEFAULT '',
             produced_at text NOT NULL DEFAULT '',
             created_at {ts} NOT NULL DEFAULT {now},
             updated_at {ts} NOT NULL DEFAULT {now},
@@ -121,7 +120,6 @@ _ADDED_COLUMNS = {
         ("publish", "text NOT NULL DEFAULT ''"),
         ("load_table", "text NOT NULL DEFAULT ''"),
         ("publish_note", "text NOT NULL DEFAULT ''"),
-        ("table_identity", "text NOT NULL DEFAULT ''"),
         ("produced_at", "text NOT NULL DEFAULT ''"),
     ),
     LEDGER: (

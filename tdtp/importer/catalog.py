@@ -357,19 +357,3 @@ def partitions(conn: Any, parent_oid: int) -> list[Partition]:
             (parent_oid,),
         ).fetchall()
     ]
-
-
-def table_identity(target: Target, conn: Any, table: str) -> str:
-    """Which table ``table`` is now: its OID (PostgreSQL) or root page (SQLite); "" when there is none.
-
-    Recorded when an export is published, so a table dropped (or replaced by another
-    of the same name) since is noticed instead of trusted.
-    """
-    if target.is_pg:
-        rel = relation(conn, target.table(table))
-        return "" if rel is None else str(rel.oid)
-    _, name = split_qualified(table)
-    row = conn.execute(
-        "SELECT rootpage FROM sqlite_master WHERE type = 'table' AND name = ?", (name,)
-    ).fetchone()
-    return "" if row is None else str(row[0])

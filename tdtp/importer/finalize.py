@@ -33,7 +33,6 @@ import time
 from typing import Any
 
 from tdtp.importer.bookkeeping import publish_lock
-from tdtp.importer.catalog import table_identity
 from tdtp.importer.copy_publish import PgPublish, StagedConverter
 from tdtp.importer.dead_letters import add_dead_letter, settle_export_dead_letters
 from tdtp.importer.errors import PublishError, first_line, is_db_error, is_transient_db_error
@@ -45,7 +44,6 @@ from tdtp.importer.ledger import (
     other_exports,
     pending_parts,
     set_state,
-    set_table_identity,
 )
 from tdtp.importer.outcome import (
     ABANDONED,
@@ -138,9 +136,6 @@ def _published(
             strategy_note=note,
         )
     set_state(target, conn, rec, status=FINALIZED, note="", add_rows=moved, finalized=True)
-    # Which table the rows are in now, for this export and every other one published into it
-    # (a swap put a new table in place): a table dropped since is then noticed, not trusted.
-    set_table_identity(target, conn, rec.table_name, table_identity(target, conn, rec.table_name), FINALIZED)
     _abandon_overtaken(target, conn, rec)
     if target.is_pg and (strategy != rec.publish or note != rec.publish_note):
         target.execute(

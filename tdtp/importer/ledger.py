@@ -5,9 +5,7 @@ transaction as the part's staged rows: that is what makes a redelivered part a
 no-op *for that table*.  It keeps the part's row checksum, a hash of its body and
 where it came from, so another body of the same part is a conflict, never a
 duplicate.  ``_tdtp_exports`` has one row per export and target table: write mode,
-staging, the summary totals once the summary arrived, whether it is published, and
-the identity of the table it was published into (so a table dropped or emptied
-since is noticed).  Checksums are 16-digit hex text: XXH3-64 does not fit a signed
+staging, the summary totals once the summary arrived, and whether it is published.  Checksums are 16-digit hex text: XXH3-64 does not fit a signed
 BIGINT and the sum is taken in Python anyway.  The tables' definitions are in
 :mod:`tdtp.importer.bookkeeping`.
 """
@@ -45,7 +43,6 @@ class ExportRecord:
     publish: str = ""  # "" (not decided yet), "copy", "swap" or "attach": see tdtp.importer.swap_plan
     load_table: str = ""  # swap/attach: the table the workers load the rows into
     publish_note: str = ""  # why this export publishes the way it does (e.g. why not by swap)
-    table_identity: str = ""  # the target table as it was published (see tdtp.importer.catalog)
     produced_at: str = ""  # the first part's header Timestamp: when the producer made it
     updated_at: Any = None
 
@@ -53,7 +50,7 @@ class ExportRecord:
 _EXPORT_COLS = (
     'export_id, table_name, "partition", mode, stage_table, columns, key_fields, total_parts, total_rows, '
     "checksum, summary, producer, status, note, published_rows, finalized_at, publish, load_table, "
-    "publish_note, table_identity, produced_at, updated_at"
+    "publish_note, produced_at, updated_at"
 )
 
 
@@ -78,9 +75,8 @@ def _record(row: tuple) -> ExportRecord:
         publish=row[16],
         load_table=row[17],
         publish_note=row[18],
-        table_identity=row[19],
-        produced_at=row[20],
-        updated_at=row[21],
+        produced_at=row[19],
+        updated_at=row[20],
     )
 
 
@@ -139,13 +135,12 @@ def set_state(
     status: str | None = None,
     note: str | None = None,
     add_rows: int = 0,
-    identity: str | None = None,
     finalized: bool = False,
 ) -> None:
-    """Change an export's status, note, published rows or table identity (inside the caller's transaction)."""
+    """Change an export's status, note or published rows (inside the caller's transaction)."""
     sets = [f"updated_at = {now_sql(target)}", "published_rows = published_rows + %s"]
     params: list[Any] = [add_rows]
-    for column, value in (("status", status), ("note", note), ("table_identity", identity)):
+    for column, value in (("status", status), ("note", note)):
         if value is not None:
             sets.append(f"{column} = %s")
             params.append(value)
@@ -155,15 +150,6 @@ def set_state(
         conn,
         f"UPDATE {target.book(EXPORTS)} SET {', '.join(sets)} WHERE export_id = %s AND table_name = %s",
         (*params, rec.export_id, rec.table_name),
-    )
-
-
-def set_table_identity(target: Target, conn: Any, table: str, identity: str, status: str) -> None:
-    """Every export published into ``table`` is in the table as it is now (after a publish)."""
-    target.execute(
-        conn,
-        f"UPDATE {target.book(EXPORTS)} SET table_identity = %s WHERE table_name = %s AND status = %s",
-        (identity, table, status),
     )
 
 
@@ -292,7 +278,7 @@ def forget_landing(target: Target, conn: Any, export_id: str, table: str) -> Non
     target.execute(
         conn,
         f"UPDATE {target.book(EXPORTS)} SET status = 'importing', published_rows = 0, finalized_at = NULL, "
-        f"publish = '', load_table = '', table_identity = '', updated_at = {now_sql(target)} "
+        f"publish = '', load_table = '', updated_at = {now_sql(target)} "
         "WHERE export_id = %s AND table_name = %s",
         (export_id, table),
     )

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from tdtp.importer.catalog import table_identity
+from tdtp.importer.catalog import table_columns
 from tdtp.importer.dead_letters import open_dead_letters
 from tdtp.importer.ledger import (
     ExportRecord,
@@ -207,16 +207,15 @@ def lost_reason(target: Target, conn: Any, rec: ExportRecord) -> str:
     """Why a published export is not in its table any more ("" when it is, as far as can be told).
 
     Noticed: the table is gone, or holds no row of the export's partition any more.
-    The table's identity recorded at publish is not used to decide: a VACUUM (SQLite)
-    or a dump and restore (PostgreSQL) changes it while every row is still there, and
-    landing an export again over a table that holds rows could bring back old ones.
+    Not its identity (OID, SQLite root page): a VACUUM or a dump and restore changes
+    that while every row is still there, and landing an export again over a table
+    that holds rows could bring back old ones.
     Rows deleted by hand from a partition that still has some are not noticed.
     """
     if rec.status != FINALIZED:
         return ""
-    now = table_identity(target, conn, rec.table_name)
     where = f"table {rec.table_name!r}"
-    if not now:
+    if table_columns(target, conn, rec.table_name) is None:
         return f"{where} was dropped since export {rec.export_id} was published into it"
     if rec.published_rows > 0 and partition_has_rows(target, conn, rec.table_name, rec.summary) is False:
         return f"{where} holds none of export {rec.export_id}'s rows any more (emptied since it was published)"

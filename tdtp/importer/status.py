@@ -29,7 +29,7 @@ from tdtp.importer.outcome import (
 )
 from tdtp.importer.readiness import lost_reason
 from tdtp.importer.target import Target
-from tdtp.importer.writemode import partition_predicate
+from tdtp.importer.writemode import partition_query
 
 
 @dataclass
@@ -187,17 +187,7 @@ def partition_rows(target: Target, conn: Any, export_id: str, table: str) -> int
         rec = load_export(target, conn, export_id, table)
         if rec is None:
             return None
-        predicate = partition_predicate(target, rec.summary)
-        sql = f"SELECT count(*) FROM {target.table(table)}"
-        params: tuple = ()
-        if predicate is not None:
-            sql += f" WHERE {predicate[0]}"
-            params = predicate[1]
-        if target.is_pg:
-            with conn.transaction():
-                conn.execute("SET LOCAL TimeZone = 'UTC'")  # the predicate's bounds are UTC
-                return int(target.execute(conn, sql, params).fetchone()[0])
-        return int(target.execute(conn, sql, params).fetchone()[0])
+        return int(partition_query(target, conn, table, rec.summary, "count(*)")[0])
     except Exception as exc:
         if is_db_error(exc):  # a missing table (or bookkeeping) reads as "no rows here"
             return None

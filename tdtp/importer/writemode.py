@@ -50,21 +50,33 @@ def partition_predicate(target: Target, summary: Summary | None) -> tuple[str, t
     )
 
 
-def partition_has_rows(target: Target, conn: Any, table: str, summary: Summary | None) -> bool | None:
-    """Whether ``table`` has any row of the export's partition (None: the table cannot be read).
+def partition_query(
+    target: Target, conn: Any, table: str, summary: Summary | None, what: str, tail: str = ""
+) -> tuple | None:
+    """The first row of ``SELECT what`` over the export's partition of ``table`` (all of it for a
+    whole-table export), ``tail`` after the WHERE.
 
-    ``EXISTS``, not ``count(*)``: asked of published exports on every re-import, it
-    must cost one index or page probe, not a scan of a big partition.
+    The publishers' own predicate, read with TimeZone UTC as they publish, so a count
+    covers exactly the rows a replace put there.  Driver errors (a missing table) pass.
     """
     predicate = partition_predicate(target, summary)
     where, params = predicate if predicate is not None else ("true", ())
-    sql = f"SELECT EXISTS (SELECT 1 FROM {target.table(table)} WHERE {where})"
+    sql = f"SELECT {what} FROM {target.table(table)} WHERE {where}{tail}"
+    if target.is_pg:
+        with conn.transaction():
+            conn.execute("SET LOCAL TimeZone = 'UTC'")  # the predicate's bounds are UTC
+            return target.execute(conn, sql, params).fetchone()
+    return target.execute(conn, sql, params).fetchone()
+
+
+def partition_has_rows(target: Target, conn: Any, table: str, summary: Summary | None) -> bool | None:
+    """Whether ``table`` has any row of the export's partition (None: the table cannot be read).
+
+    One row (``LIMIT 1``), not ``count(*)``: asked of published exports on every
+    re-import, it must cost one index or page probe, not a scan of a big partition.
+    """
     try:
-        if target.is_pg:
-            with conn.transaction():
-                conn.execute("SET LOCAL TimeZone = 'UTC'")  # the predicate's bounds are UTC
-                return bool(target.execute(conn, sql, params).fetchone()[0])
-        return bool(target.execute(conn, sql, params).fetchone()[0])
+        return partition_query(target, conn, table, summary, "1", " LIMIT 1") is not None
     except (sqlite3.Error, psycopg.Error):
         return None
 

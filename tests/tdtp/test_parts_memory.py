@@ -18,7 +18,7 @@ import pytest
 import tdtp.parts as parts_module
 from tdtp.cli import build_parser
 from tdtp.codec import decode_packet, decode_values
-from tdtp.exporter import map_big_buffers
+from tdtp.metrics import map_big_buffers
 from tdtp.packet import INTEGER, TEXT, Field, Schema, TdtpError
 from tdtp.parts import DEFAULT_PART_RAW_BYTES, MAX_RAW_PART_BYTES, Part, PartOptions, build_parts
 from tdtp.values import schema_for_export

@@ -15,7 +15,7 @@ from tests.tdtp.importer.test_per_target import _changed_body
 from tests.tdtp.test_cli import run_tdtp
 
 # The previous version's keys and the columns it did not have yet.
-NEW_EXPORT_COLUMNS = ("table_identity", "produced_at")
+NEW_EXPORT_COLUMNS = ("produced_at",)
 NEW_LEDGER_COLUMNS = ("body_hash", "source")
 
 
