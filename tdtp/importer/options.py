@@ -19,7 +19,7 @@ class ImportOptions:
 
     ``workers`` defaults to the CPU count because decoding is CPU-bound; on
     PostgreSQL every worker also has its own connection, so COPY work spreads
-    over server backends too.  ``queue_parts`` (default ``2 * workers``) bounds
+    over server backends too.  ``queue_parts`` (default ``workers``: a part per worker) bounds
     the parts received but not yet committed, and ``memory_limit_mb`` pauses
     receiving while the parts in flight would need more than that (their bodies
     times the expansion measured on finished parts).  ``executor`` is
@@ -74,7 +74,7 @@ class ImportOptions:
     require_hashes: bool = False
 
     def resolved_queue_parts(self) -> int:
-        return self.queue_parts if self.queue_parts and self.queue_parts > 0 else 2 * self.resolved_workers()
+        return self.queue_parts if self.queue_parts and self.queue_parts > 0 else self.resolved_workers()
 
     def resolved_workers(self) -> int:
         return max(1, int(self.workers or 1))

@@ -322,6 +322,19 @@ def test_bounded_queue_and_memory_limit_still_import_everything(
     assert differences(pg_conn, src, f"{pg_schema}.dst2") == (0, 0)
 
 
+def test_parts_in_flight_default_to_one_per_worker(pg_url, pg_conn, pg_schema, tmp_path):
+    """Each part in flight holds its body in the receiving process: one per worker keeps
+    every worker busy, more only held more bytes (bench/memory.py)."""
+    src = make_source(pg_conn, pg_schema, rows=1500)
+    exp = export(pg_url, src, part_bytes=8_000)
+    write_files(tmp_path / "out", exp)
+    assert len(exp.parts) > 6
+    stats = importer(pg_url, f"{pg_schema}.dst", workers=2).import_files([tmp_path / "out"])
+    assert stats.max_in_flight == 2
+    assert stats.finalized == [exp.export_id]
+    assert differences(pg_conn, src, f"{pg_schema}.dst") == (0, 0)
+
+
 @STRATEGIES
 def test_rows_the_target_refuses_at_publish_dead_letter_their_part_and_publish_nothing(
     pg_url, pg_conn, pg_schema, tmp_path, publish
