@@ -31,6 +31,7 @@ from tdtp.importer.target import Target
 from tdtp.packet import Schema, SchemaError
 from tdtp.sinks.schema_change import (
     EVOLVE,
+    REFUSED,
     SchemaChange,
     compare,
     fields_from_json,
@@ -144,8 +145,8 @@ def _rebuild_sqlite(target: Target, conn: Any, table: str, types: dict[str, str]
     if blockers:
         changed = ", ".join(f"{n} -> {t}" for n, t in types.items())
         raise SchemaRefused(
-            f"widening {changed} in SQLite rebuilds table {table!r}, and its definition has "
-            f"{', '.join(blockers)}, which the rebuild would not carry; change the column by hand",
+            f"{REFUSED} for {table!r}: widening {changed} in SQLite rebuilds the table, and its "
+            f"definition has {', '.join(blockers)}, which the rebuild would not carry; change the column by hand",
         )
     info = conn.execute(f"PRAGMA table_info({target.table(table)})").fetchall()
     cols = []

@@ -274,3 +274,27 @@ def test_kill_9_during_an_evolving_publish_leaves_the_old_table_and_the_rerun_en
     assert side.sql(q.format(a=side.src, b=side.dst)) == [(0,)] and side.sql(q.format(a=side.dst, b=side.src)) == [(0,)]
     status = side.status(export_id)
     assert status["state"] == "finalized" and status["schema_change"]["added"] == [["b", "bigint"]]
+
+
+def test_a_sqlite_publish_that_fails_after_its_rebuild_leaves_the_old_table_and_the_rerun_ends_exact(
+    tmp_path: Path,
+) -> None:
+    db = tmp_path / "db.sqlite"
+    conn = sqlite3.connect(db, isolation_level=None)
+    side = Side(f"sqlite:///{db}", conn, False, "src", "dst", tmp_path)
+    _first_day(side, "id INTEGER PRIMARY KEY, code INTEGER", "(1, 7), (2, 42)")
+    side.sql("ALTER TABLE {src} RENAME TO old_src")
+    side.sql("CREATE TABLE {src} (id INTEGER PRIMARY KEY, code TEXT)")
+    side.sql("INSERT INTO {src} SELECT id, code FROM old_src")
+    side.sql("INSERT INTO {src} VALUES (3, '007')")
+    # The publish rebuilds the table (INTEGER -> TEXT), then its insert hits this trigger.
+    side.sql("CREATE TRIGGER no_three BEFORE INSERT ON {dst} WHEN NEW.id = 3 BEGIN SELECT RAISE(ABORT, 'no 3'); END")
+    out, export_id = side.export()
+    assert side.import_(out, check=False).returncode == 1
+    assert side.columns("dst") == {"id": "INTEGER", "code": "INTEGER"}
+    assert side.sql("SELECT id, code, typeof(code) FROM {dst} ORDER BY id") == [(1, 7, "integer"), (2, 42, "integer")]
+    side.sql("DROP TRIGGER no_three")
+    side.import_(out)
+    assert side.sql("SELECT id, code FROM {dst} ORDER BY id") == [(1, "7"), (2, "42"), (3, "007")]
+    assert side.status(export_id)["state"] == "finalized"
+    conn.close()
