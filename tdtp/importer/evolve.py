@@ -34,8 +34,8 @@ from tdtp.sinks.schema_change import (
     REFUSED,
     SchemaChange,
     compare,
-    fields_from_json,
-    fields_to_json,
+    fields_doc,
+    schema_from_doc,
 )
 
 
@@ -62,7 +62,7 @@ def plan_change(
 
 def change_doc(schema: Schema, change: SchemaChange, *, applied: bool = False) -> str:
     """What ``_tdtp_exports.schema_change`` keeps: the fields (to compare again at publish) and the change."""
-    return json.dumps({"fields": fields_to_json(schema), "applied": applied, **change.as_dict()})
+    return json.dumps({"fields": fields_doc(schema), "applied": applied, **change.as_dict()})
 
 
 def stored_change(rec: ExportRecord) -> SchemaChange | None:
@@ -82,7 +82,7 @@ def evolve_target(target: Target, conn: Any, rec: ExportRecord) -> SchemaChange:
     if not rec.schema_change:
         return SchemaChange()
     doc = json.loads(rec.schema_change)
-    schema = fields_from_json(doc.get("fields", "[]"))
+    schema = schema_from_doc(doc.get("fields", []))
     change = plan_change(target, conn, rec.table_name, schema, policy=doc.get("policy", EVOLVE), mode=rec.mode)
     if change is None:  # the table is gone: the publish says so
         return SchemaChange.from_dict(doc)
@@ -106,7 +106,7 @@ def record_applied(target: Target, conn: Any, rec: ExportRecord, change: SchemaC
     doc = json.loads(rec.schema_change)
     if doc.get("applied") and not change.changed:
         return
-    schema = fields_from_json(doc.get("fields", "[]"))
+    schema = schema_from_doc(doc.get("fields", []))
     set_schema_change(target, conn, rec.export_id, rec.table_name, change_doc(schema, change, applied=True))
 
 

@@ -32,7 +32,6 @@ rebuilds the table (see :mod:`tdtp.importer.evolve`).
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass, field
 from typing import Any
@@ -143,17 +142,15 @@ def check_policy(policy: str) -> str:
 # ------------------------------------------------------------------ fields as data
 
 
-def fields_to_json(schema: Schema) -> str:
-    """The attributes :func:`compare` needs of each field, to compare again at publish."""
-    return json.dumps(
-        [[f.name, f.type, f.length, f.precision, f.scale, f.key, f.subtype, f.timezone] for f in schema.fields]
-    )
+def fields_doc(schema: Schema) -> list[list[Any]]:
+    """The attributes :func:`compare` needs of each field (JSON-ready), to compare again at publish."""
+    return [[f.name, f.type, f.length, f.precision, f.scale, f.key, f.subtype, f.timezone] for f in schema.fields]
 
 
-def fields_from_json(text: str) -> Schema:
+def schema_from_doc(doc: list[list[Any]]) -> Schema:
     fields = [
         Field(name=n, type=t, length=ln, precision=p, scale=s, key=k, subtype=sub, timezone=tz)
-        for n, t, ln, p, s, k, sub, tz in json.loads(text or "[]")
+        for n, t, ln, p, s, k, sub, tz in doc
     ]
     return Schema(tuple(fields))
 
