@@ -67,7 +67,7 @@ def test_demo_backfill_under_the_daemon(tmp_path: Path) -> None:
                 run.status == dg.DagsterRunStatus.SUCCESS
                 and run.tags.get("dagster/partition") == partition
                 and all(check_results(instance, run.run_id).values())
-                and len(check_results(instance, run.run_id)) == 4
+                and len(check_results(instance, run.run_id)) == 5
                 for run in instance.get_runs(filters=dg.RunsFilter(job_name=names.publish_job_name(table)))
             )
 
