@@ -17,7 +17,10 @@ Policies (``tdtp import --schema``, ``schema:`` in the tables file):
 
 A widening is lossless by construction: integer types -> bigint -> numeric -> text,
 a numeric with more integer digits or scale, varchar(n) -> a longer varchar or text,
-real -> double precision, uuid/json -> text.  Anything else that changed type
+real -> double precision, uuid/json -> text.  A column that already takes the values
+is no difference: an unbounded text column takes any value as its text, timestamp and
+timestamptz take each other's (TDTP timestamps are UTC instants), so do json and jsonb.
+Anything else that changed type
 (boolean <-> integer, timestamp <-> date, a text column whose values become numbers
 under a numeric target ...) would lose or reinterpret values: it is refused under
 every policy, as are a changed key in upsert mode and a NOT NULL column the rows do
@@ -292,13 +295,26 @@ def _holds(t: _Kind, n: _Kind) -> bool:
 
 
 _NUMBERS = ("int", "numeric")
+# Types that take each other's TDTP text as the same values: TDTP timestamps are UTC instants
+# (the publish reads them with TimeZone UTC), json and jsonb both take any JSON text.
+_PG_ALIKE = (
+    {"timestamp without time zone", "timestamp with time zone"},
+    {"json", "jsonb"},
+)
+_SQLITE_ALIKE = ({"TIMESTAMP", "TIMESTAMPTZ", "DATETIME"},)
+_CHAR = re.compile(r"character\((\d+)\)")
 
 
 def _pg_widening(target_type: str, f: Field) -> str | None:
     """None: the column takes the field's values as they are; a type: widen to it; ``!why``: refused."""
     t, n = _pg_kind(target_type), _pg_kind(pg_type(f))
-    if t == n:
+    if t == n or (t.kind == "text" and t.size == 0):  # an unbounded text column takes any value's text
         return None
+    if any(t.name in alike and n.name in alike for alike in _PG_ALIKE):
+        return None
+    char = _CHAR.fullmatch(t.name)
+    if char and f.type == TEXT and 0 < f.length <= int(char.group(1)):
+        return None  # char(n) holds what fits (a change of it would trim trailing spaces: refused)
     if t.kind == "int" and n.kind == "int":
         return None if t.size >= n.size else pg_type(f)
     if t.kind in _NUMBERS and n.kind in _NUMBERS:
@@ -357,8 +373,10 @@ def _sqlite_widening(target_type: str, f: Field) -> str | None:
         return None
     t, n = _sqlite_kind(target_type), _sqlite_kind(natural)
     text_affinity = _sqlite_affinity(target_type) == "TEXT"
-    if (t.kind == "text" or (t.kind == "numeric" and text_affinity)) and f.type in (TEXT, INTEGER, DECIMAL):
+    if t.kind == "text" or (t.kind == "numeric" and text_affinity and f.type in (TEXT, INTEGER, DECIMAL)):
         return None  # TEXT affinity keeps text, and numbers as their text, exactly; lengths are not enforced
+    if any(t.name in alike and n.name in alike for alike in _SQLITE_ALIKE):
+        return None
     if t.kind == "int" and n.kind == "int":
         return None
     if t.kind in _NUMBERS and n.kind in _NUMBERS:

@@ -31,6 +31,11 @@ def _one(dialect: str, target_type: str, field: Field) -> tuple[list, list]:
         ("bigint", Field("x", TEXT), "text"),
         ("uuid", Field("x", TEXT), "text"),
         ("real", Field("x", "REAL"), "double precision"),
+        ("text", Field("x", "BOOLEAN"), None),
+        ("timestamp with time zone", Field("x", "TIMESTAMP"), None),
+        ("timestamp without time zone", Field("x", "TIMESTAMP", subtype="timestamptz"), None),
+        ("jsonb", Field("x", TEXT, subtype="json"), None),
+        ("character(3)", Field("x", TEXT, length=2), None),
     ],
 )
 def test_postgresql_widens_only_losslessly(target: str, field: Field, widened_to: str | None) -> None:
@@ -45,7 +50,7 @@ def test_postgresql_widens_only_losslessly(target: str, field: Field, widened_to
         ("boolean", Field("x", INTEGER)),
         ("bigint", Field("x", "REAL")),
         ("timestamp without time zone", Field("x", "DATE")),
-        ("text", Field("x", "BOOLEAN")),
+        ("character(3)", Field("x", TEXT)),
         ("date", Field("x", TEXT)),
     ],
 )
@@ -64,6 +69,8 @@ def test_postgresql_refuses_what_would_lose_or_reinterpret_values(target: str, f
         ("INTEGER", Field("x", DECIMAL, precision=10, scale=2), "DECIMAL_TEXT(21,2)"),
         ("DECIMAL_TEXT(20,2)", Field("x", INTEGER), None),
         ("TEXT", Field("x", INTEGER), None),
+        ("TEXT", Field("x", "BOOLEAN"), None),
+        ("TIMESTAMPTZ", Field("x", "TIMESTAMP"), None),
     ],
 )
 def test_sqlite_widens_by_what_its_affinity_stores_exactly(target: str, field: Field, widened_to: str | None) -> None:
