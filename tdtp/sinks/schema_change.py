@@ -369,8 +369,8 @@ def _sqlite_kind(declared: str) -> _Kind:
 def _sqlite_widening(target_type: str, f: Field) -> str | None:
     """As :func:`_pg_widening`, by what SQLite stores exactly (affinity), not by declared type."""
     natural = sqlite_type(f)
-    if target_type.strip().upper() == natural.upper():
-        return None
+    if target_type.strip().upper() == natural.upper() or not target_type.strip():
+        return None  # the same, or a column without a declared type: it stores values as they come
     t, n = _sqlite_kind(target_type), _sqlite_kind(natural)
     text_affinity = _sqlite_affinity(target_type) == "TEXT"
     if t.kind == "text" or (t.kind == "numeric" and text_affinity and f.type in (TEXT, INTEGER, DECIMAL)):

@@ -71,6 +71,7 @@ def test_postgresql_refuses_what_would_lose_or_reinterpret_values(target: str, f
         ("TEXT", Field("x", INTEGER), None),
         ("TEXT", Field("x", "BOOLEAN"), None),
         ("TIMESTAMPTZ", Field("x", "TIMESTAMP"), None),
+        ("", Field("x", "BOOLEAN"), None),
     ],
 )
 def test_sqlite_widens_by_what_its_affinity_stores_exactly(target: str, field: Field, widened_to: str | None) -> None:
