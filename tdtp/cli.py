@@ -106,6 +106,7 @@ def _add_import(sub: argparse._SubParsersAction) -> None:
         help="PostgreSQL replace: load in parallel and swap the table/partition in (auto: where safe), or copy",
     )
     p.add_argument("--workers", type=_int_at_least(1), help="parallel workers (default: CPU count)")
+    _add_schema_option(p)
     start = p.add_mutually_exclusive_group()
     start.add_argument("--from-seq", type=int, help="replay from this sequence number (inclusive)")
     start.add_argument("--after-seq", type=int, help="replay after this sequence number")
@@ -138,6 +139,16 @@ def _add_import(sub: argparse._SubParsersAction) -> None:
         help="refuse parts without TDTP v1.4 XXH3 hashes (they catch corruption, not a forger: XXH3 is not keyed)",
     )
     p.add_argument("--quiet", action="store_true")
+
+
+def _add_schema_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--schema",
+        choices=("evolve", "freeze", "discard_columns"),
+        default="evolve",
+        help="an export whose columns differ from the table's: evolve (add columns, widen types losslessly), "
+        "freeze (refuse any difference) or discard_columns (leave out columns the table lacks)",
+    )
 
 
 def _add_inspect(sub: argparse._SubParsersAction) -> None:
@@ -179,6 +190,7 @@ def _add_replay(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--target", required=True)
     p.add_argument("--export-id", help="only this export's dead letters")
     p.add_argument("--workers", type=_int_at_least(1))
+    _add_schema_option(p)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -265,6 +277,7 @@ def cmd_import(args: argparse.Namespace) -> int:
         abandon_after_seconds=args.abandon_after,
         publish_wait_seconds=args.publish_wait,
         require_hashes=args.require_hashes,
+        schema=args.schema,
     )
     if args.workers:
         options.workers = args.workers
@@ -436,7 +449,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 def cmd_replay(args: argparse.Namespace) -> int:
     from tdtp.importer import ImportOptions, ParallelImporter
 
-    options = ImportOptions()
+    options = ImportOptions(schema=args.schema)
     if args.workers:
         options.workers = args.workers
     stats = ParallelImporter(_existing_target(args.target), options).replay_dead_letters(args.export_id)

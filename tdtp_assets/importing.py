@@ -32,6 +32,7 @@ def open_importer(target: Any, table: TableConfig, *, workers: int = 1) -> Paral
         mode=table.target.mode,
         workers=workers,
         require_hashes=table.target.require_hashes,
+        schema=table.target.schema_policy,
     )
 
 
@@ -169,6 +170,8 @@ def publish_export(
     if status.state == "superseded":
         context.log.info(f"{export_id}: superseded ({status.note}); nothing to publish")
         return None
+    if status.schema_refusal and not status.finalized:  # freeze, or a change no policy may make
+        raise dg.Failure(description=status.schema_refusal, metadata={names.META_EXPORT_ID: export_id})
     if not status.finalized:
         context.log.warning(f"{export_id} is not published:\n{status.describe()}")
     partition = export.get(names.META_PARTITION) or None

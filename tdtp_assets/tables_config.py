@@ -176,7 +176,7 @@ def _check_identifier(value: str, what: str) -> None:
 class Target(BaseModel):
     """Where the import lands: database URL, table, write mode."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
     url: Connection
     table: str | None = None
@@ -185,6 +185,12 @@ class Target(BaseModel):
     require_hashes: bool = Field(
         default=False,
         description="refuse parts without TDTP v1.4 XXH3 hashes (they catch corruption, not a forger)",
+    )
+    schema_policy: Literal["evolve", "freeze", "discard_columns"] = Field(
+        default="evolve",
+        alias="schema",
+        description="an export whose columns differ from the table's: evolve (add columns, widen types "
+        "losslessly), freeze (refuse any difference) or discard_columns (leave out columns the table lacks)",
     )
 
     @field_validator("table")

@@ -164,6 +164,7 @@ class ImportRun:
             publish=self.opts.publish,
             swap_indexes=self.opts.swap_indexes,
             require_hashes=self.opts.require_hashes,
+            schema=self.opts.schema,
         )
         # SQLite has one writer: workers decode, this process writes.
         self.local_writer = None if self.target.is_pg else PartWriter(self.config)

@@ -29,7 +29,7 @@ from tdtp.codec import decode_packet, part_checksum
 from tdtp.importer.copy_publish import convert_staged
 from tdtp.importer.errors import TargetUnavailable, error_text, is_retryable
 from tdtp.importer.outcome import ABANDONED, AUTO, COPY, DUPLICATE, FAILED, IMPORTED
-from tdtp.importer.staging import StagedExport, in_ledger, stage_export, write_part
+from tdtp.importer.staging import StagedExport, in_ledger, signature_text, stage_export, write_part
 from tdtp.importer.target import Target
 from tdtp.packet import IntegrityError, Schema, TdtpError, line_chunks
 from tdtp.sinks.copy_text import lines_to_copy
@@ -53,6 +53,7 @@ class WorkerConfig:
     publish: str = AUTO  # see ImportOptions.publish
     swap_indexes: str = "after"
     require_hashes: bool = False  # see ImportOptions.require_hashes
+    schema: str = "evolve"  # see ImportOptions.schema
 
 
 @dataclass
@@ -214,11 +215,14 @@ class PartWriter:
                 swap_indexes=self.config.swap_indexes,
                 whole_hint=job.whole_table,
                 produced_at=part.timestamp,
+                schema_policy=self.config.schema,
             )
             self._staged[part.export_id] = staged
         elif [list(p) for p in part.schema.signature()] != staged.signature:
             raise IntegrityError(
-                "fields differ from the export's first part", where=f"{job.source}: part {part.part_number}"
+                f"fields {signature_text(part.schema.signature())} differ from the export's first part "
+                f"{signature_text(staged.signature)}",
+                where=f"{job.source}: part {part.part_number}",
             )
         self.strategy = staged.strategy
         if staged.closed:

@@ -67,7 +67,7 @@ def test_demo_backfill_under_the_daemon(tmp_path: Path) -> None:
                 run.status == dg.DagsterRunStatus.SUCCESS
                 and run.tags.get("dagster/partition") == partition
                 and all(check_results(instance, run.run_id).values())
-                and len(check_results(instance, run.run_id)) == 4
+                and len(check_results(instance, run.run_id)) == 5
                 for run in instance.get_runs(filters=dg.RunsFilter(job_name=names.publish_job_name(table)))
             )
 
@@ -142,7 +142,7 @@ def test_demo_backfill_of_both_assets_copies_each_partition_in_one_run(tmp_path:
         for run in runs:
             assert run.asset_selection == {names.export_key("orders"), names.import_key("orders")}
             checks = check_results(instance, run.run_id)
-            assert len(checks) == 4 and all(checks.values()), checks
+            assert len(checks) == 5 and all(checks.values()), checks
         landed = {
             rec.partition_key: rec.asset_materialization.metadata["landed_in"].value
             for rec in instance.fetch_materializations(names.import_key("orders"), limit=10).records

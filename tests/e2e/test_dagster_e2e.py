@@ -41,7 +41,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 
 DAYS = ["2026-02-01", "2026-02-02", "2026-02-03"]
 ROWS_PER_DAY = 20_000
-CHECKS = {"rows_match_summary", "parts_complete", "no_dead_letters", "checksum_matches"}
+CHECKS = {"rows_match_summary", "parts_complete", "no_dead_letters", "checksum_matches", "schema_change"}
 
 
 def make_source(conn: psycopg.Connection, schema: str) -> None:

@@ -17,7 +17,7 @@ from tdtp_assets import names
 from tests.e2e.support import DAYS, definitions_for, sqlite_count, tables_doc, tick
 from tests.tdtp_assets.test_chain import checks_of, day_rows, export, land_and_publish
 
-CHECKS = {"rows_match_summary", "parts_complete", "no_dead_letters", "checksum_matches"}
+CHECKS = {"rows_match_summary", "parts_complete", "no_dead_letters", "checksum_matches", "schema_change"}
 
 
 def copy_assets(defs: dg.Definitions, table: str = "events") -> list:
