@@ -37,7 +37,7 @@ def export(defs: dg.Definitions, instance: dg.DagsterInstance, table: str, parti
         resources=defs.resources,
     )
     assert result.success
-    mat = result.asset_materializations_for_node(f"tdtp__export__{table}")[0]
+    mat = result.asset_materializations_for_node(names.export_op_name(table))[0]
     return {k: v.value for k, v in mat.metadata.items()}
 
 
@@ -82,7 +82,7 @@ def test_backfilled_partitions_are_landed_published_and_checked(home: Path, inst
         assert day_rows(home, day) == 1500
     for result in results:
         if result.dagster_run.job_name == names.publish_job_name("events"):
-            mat = result.asset_materializations_for_node("tdtp__import__events")[0]
+            mat = result.asset_materializations_for_node(names.import_op_name("events"))[0]
             assert mat.metadata["dagster/row_count"].value == 1500
             assert mat.metadata["published"].value is True
             assert checks_of(result) == {
@@ -160,7 +160,7 @@ def test_import_without_export_says_what_to_do(home: Path, instance) -> None:
     )
     assert not result.success
     failure = result.get_step_failure_events()[0].event_specific_data.error.message
-    assert "materialize tdtp/export/events first" in failure
+    assert f"materialize {names.export_key('events').to_user_string()} first" in failure
 
 
 def test_check_says_how_many_rows_are_missing(home: Path, instance) -> None:
@@ -224,7 +224,7 @@ def test_single_partition_range_run_exports_that_partition(home: Path, instance)
         instance=instance,
         tags={"dagster/asset_partition_range_start": DAYS[1], "dagster/asset_partition_range_end": DAYS[1]},
     )
-    mat = result.asset_materializations_for_node("tdtp__export__events")[0]
+    mat = result.asset_materializations_for_node(names.export_op_name("events"))[0]
     assert mat.metadata["dagster/row_count"].value == 1500
     assert mat.metadata["partition"].value == DAYS[1]
 
