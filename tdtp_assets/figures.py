@@ -40,6 +40,27 @@ def transfer_metadata(stats: dict[str, Any], *, rows: int) -> dict[str, Any]:
     }
 
 
+def export_figures(run: dict[str, Any], export_id: str) -> dict[str, Any]:
+    """A land run's figures (``ImportStats.as_dict``) narrowed to one export's share of it.
+
+    Parts, rows, bytes and seconds become the export's own (the time its parts were in
+    work), so the throughput recorded for a partition is that partition's, not the
+    run's.  Incident counts and memory stay the run's.  Without a share (figures from
+    an engine before per-export shares) the run's figures are returned as they are.
+    """
+    share = (run.get("per_export") or {}).get(export_id)
+    if not share:
+        return run
+    return {
+        **run,
+        "parts_imported": share["parts"],
+        "total_rows": share["rows"],
+        "bytes": share["bytes"],
+        "seconds": share["seconds"],
+        "rows_per_second": share["rows_per_second"],
+    }
+
+
 def import_metadata(
     status: ExportStatus,
     figures: dict[str, Any],

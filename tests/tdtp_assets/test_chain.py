@@ -12,6 +12,7 @@ import sqlite3
 from pathlib import Path
 
 import dagster as dg
+import pytest
 
 from tdtp.brokers import open_broker
 from tdtp.codec import export_message_id
@@ -275,3 +276,28 @@ def test_unreachable_broker_does_not_stop_other_tables(home: Path, instance) -> 
     requests, cursor = tick(defs, instance, None)
     assert [r.job_name for r in requests] == [names.import_parts_job_name("events")]
     assert "ghost" not in json.loads(cursor)["seq"]
+
+
+def test_a_run_landing_three_partitions_reports_each_its_own_throughput(home: Path, instance) -> None:
+    """Throughput is per partition: each gets the time its own parts were in work, not the whole run's."""
+    defs = definitions_for(tables_doc(home), home)
+    for day in DAYS:
+        export(defs, instance, "events", day)
+    requests, results, _ = land_and_publish(defs, instance, None)
+    assert all(r.success for r in results)
+    land_runs = [r for r in results if r.dagster_run.job_name == names.import_parts_job_name("events")]
+    assert len(land_runs) == 1, "one run lands the three partitions"
+    record = instance.get_run_record_by_id(land_runs[0].dagster_run.run_id)
+    run_wall = record.end_time - record.start_time
+    figures = {}
+    for record in instance.fetch_materializations(names.import_key("events"), limit=10).records:
+        meta = {k: v.value for k, v in record.asset_materialization.metadata.items()}
+        figures[record.partition_key] = (meta["seconds"], meta["rows_per_second"])
+    assert set(figures) == set(DAYS)
+    seconds = [s for s, _ in figures.values()]
+    assert all(s > 0 for s in seconds)
+    assert len(set(seconds)) == 3, figures
+    # Each partition's share of the run, not the run's time three times over.
+    assert sum(seconds) <= run_wall, (figures, run_wall)
+    for s, rate in figures.values():
+        assert rate == pytest.approx(1500 / s, rel=0.02)
