@@ -370,7 +370,12 @@ class ImportRun:
                 settle_dead_letter(self.target, self.conn, item.dead_letter_id, "duplicate")
         else:
             self.stats.add_part(
-                outcome.rows, outcome.nbytes, outcome.seconds, time.perf_counter() - self.started
+                outcome.rows,
+                outcome.nbytes,
+                outcome.seconds,
+                time.perf_counter() - self.started,
+                export_id=outcome.export_id,
+                submitted=flight.started - self.started,
             )
             self.progress.update(self.stats.total_rows, self.stats.parts_imported)
             self._publish_live(st, item, outcome)
