@@ -71,6 +71,7 @@ def _table_ddl(target: Target, name: str) -> str:
             published boolean NOT NULL DEFAULT false,
             body_hash text NOT NULL DEFAULT '',
             source text NOT NULL DEFAULT '',
+            landed_by text NOT NULL DEFAULT '',
             PRIMARY KEY (table_name, export_id, part_number))"""
     if name == DEAD_LETTERS:
         serial = "bigserial PRIMARY KEY" if pg else "INTEGER PRIMARY KEY AUTOINCREMENT"
@@ -127,6 +128,7 @@ _ADDED_COLUMNS = {
     LEDGER: (
         ("body_hash", "text NOT NULL DEFAULT ''"),
         ("source", "text NOT NULL DEFAULT ''"),
+        ("landed_by", "text NOT NULL DEFAULT ''"),  # which host/worker landed the part
     ),
 }
 # The primary keys by target table (earlier versions keyed exports and parts by export alone).

@@ -44,7 +44,7 @@ from tdtp.importer.finalize import finalize_export
 from tdtp.importer.inputs import Incoming
 from tdtp.importer.ledger import record_summary
 from tdtp.importer.live import LivePublisher
-from tdtp.importer.options import ImportOptions
+from tdtp.importer.options import ImportOptions, worker_name
 from tdtp.importer.outcome import (
     CLOSED_STATES,
     COPY,
@@ -165,6 +165,7 @@ class ImportRun:
             swap_indexes=self.opts.swap_indexes,
             require_hashes=self.opts.require_hashes,
             schema=self.opts.schema,
+            landed_by=worker_name(),
         )
         # SQLite has one writer: workers decode, this process writes.
         self.local_writer = None if self.target.is_pg else PartWriter(self.config)

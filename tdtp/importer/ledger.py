@@ -310,8 +310,11 @@ def claim_part(
     partition: str,
     body_hash: str = "",
     source: str = "",
+    landed_by: str = "",
 ) -> bool:
     """Insert the part's ledger row inside the caller's transaction; False if it is already there.
+
+    ``landed_by`` names the host/worker that landed it (:func:`tdtp.importer.options.worker_name`).
 
     Done first in the part's transaction: a concurrent duplicate waits on the
     primary key until the first commits (then skips) or rolls back (then writes).
@@ -321,9 +324,9 @@ def claim_part(
     cur = target.execute(
         conn,
         f"""INSERT INTO {target.book(LEDGER)}
-              (export_id, part_number, "rows", checksum, table_name, "partition", body_hash, source)
-            VALUES (%s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING RETURNING part_number""",
-        (export_id, part, rows, f"{checksum:016x}", table, partition, body_hash, source),
+              (export_id, part_number, "rows", checksum, table_name, "partition", body_hash, source, landed_by)
+            VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING RETURNING part_number""",
+        (export_id, part, rows, f"{checksum:016x}", table, partition, body_hash, source, landed_by),
     )
     if cur.fetchone() is not None:
         return True
@@ -382,6 +385,22 @@ def ledger_parts(target: Target, conn: Any, export_id: str, table: str) -> list[
             (export_id, table),
         ).fetchall()
     ]
+
+
+def parts_by_lander(target: Target, conn: Any, export_id: str, table: str) -> dict[str, int]:
+    """How many of an export's parts each host/worker landed in ``table`` (the spread over workers).
+
+    Parts landed before the ledger recorded it (an upgraded ledger) count under ``""``.
+    """
+    return {
+        str(who): int(n)
+        for who, n in target.execute(
+            conn,
+            f"SELECT landed_by, count(*) FROM {target.book(LEDGER)} "
+            "WHERE export_id = %s AND table_name = %s GROUP BY landed_by ORDER BY landed_by",
+            (export_id, table),
+        ).fetchall()
+    }
 
 
 def last_landed(target: Target, conn: Any, export_id: str, table: str) -> Any:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 from dataclasses import dataclass
 
 from tdtp.importer.outcome import AUTO, COPY, MODES, REPLACE, SWAP
@@ -12,6 +13,18 @@ from tdtp.sinks.schema_change import EVOLVE, POLICIES
 EXECUTORS = ("process", "thread")
 PUBLISH = (AUTO, SWAP, COPY)
 INDEX_BUILDS = ("after", "before")
+#: Names the host/worker in the ledger's ``landed_by`` column (default: host:pid).
+WORKER_NAME_ENV = "TDTP_WORKER_NAME"
+
+
+def worker_name() -> str:
+    """Who lands parts from this process: ``TDTP_WORKER_NAME``, else ``hostname:pid``.
+
+    Recorded with every ledger row so ``tdtp status`` shows how parts spread over
+    hosts and workers (Celery workers, docs/deploy.md).  The importer's own worker
+    processes record their parent's name: one land op is one lander.
+    """
+    return os.environ.get(WORKER_NAME_ENV) or f"{socket.gethostname()}:{os.getpid()}"
 
 
 @dataclass

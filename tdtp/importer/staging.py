@@ -258,6 +258,7 @@ def write_part(
     copy: bytes | Iterable[bytes] | None = None,
     body_hash: str = "",
     source: str = "",
+    landed_by: str = "",
 ) -> bool:
     """Stage one part and its ledger row in ONE transaction; False if it was a duplicate.
 
@@ -275,6 +276,7 @@ def write_part(
             partition=partition,
             body_hash=body_hash,
             source=source,
+            landed_by=landed_by,
         ):
             return False
         if target.is_pg and staged.loads_rows:

@@ -13,7 +13,7 @@ from typing import Any
 from tdtp.importer.dead_letters import open_dead_letters
 from tdtp.importer.errors import is_db_error
 from tdtp.importer.evolve import stored_change
-from tdtp.importer.ledger import checksum_sum, ledger_parts, load_export
+from tdtp.importer.ledger import checksum_sum, ledger_parts, load_export, parts_by_lander
 from tdtp.importer.outcome import (
     BLOCKED,
     CLOSED_STATES,
@@ -71,6 +71,9 @@ class ExportStatus:
     #: How the export's schema differs from its table (planned at its first part, as applied once
     #: published): added, dropped, widened and discarded columns, and what was refused.
     schema_change: SchemaChange | None = None
+    #: Parts in the ledger per host/worker that landed them (``TDTP_WORKER_NAME`` or host:pid;
+    #: "" for parts an older version landed): how the land ops spread over machines.
+    landed_by: dict[str, int] = field(default_factory=dict)
 
     @property
     def schema_refusal(self) -> str:
@@ -116,6 +119,7 @@ class ExportStatus:
             "publish_note": self.publish_note,
             "load_table": self.load_table,
             "schema_change": None if self.schema_change is None else self.schema_change.as_dict(),
+            "landed_by": dict(self.landed_by),
         }
 
     def describe(self) -> str:
@@ -129,6 +133,9 @@ class ExportStatus:
         ]
         if self.missing_parts:
             lines.append(f"  missing parts: {ranges(self.missing_parts)}")
+        if len(self.landed_by) > 1:
+            spread = ", ".join(f"{who or 'unrecorded'}: {n}" for who, n in self.landed_by.items())
+            lines.append(f"  landed by: {spread}")
         if not self.summary_received:
             lines.append("  no summary received")
         for d in self.dead_letters:
@@ -155,6 +162,7 @@ def read_status(target: Target, conn: Any, export_id: str, table: str) -> Export
     status.parts_in_ledger = len(parts)
     status.rows_in_ledger = sum(r for _, r, _ in parts)
     status.checksum_in_ledger = checksum_sum(parts) if parts else ""
+    status.landed_by = parts_by_lander(target, conn, export_id, table) if parts else {}
     present = {p for p, _, _ in parts}
     if rec is None:
         if parts or dead:

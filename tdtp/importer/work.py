@@ -54,6 +54,7 @@ class WorkerConfig:
     swap_indexes: str = "after"
     require_hashes: bool = False  # see ImportOptions.require_hashes
     schema: str = "evolve"  # see ImportOptions.schema
+    landed_by: str = ""  # the ledger's landed_by (options.worker_name() of the importing process)
 
 
 @dataclass
@@ -258,6 +259,7 @@ class PartWriter:
             copy=copy,
             body_hash=job.body_hash,
             source=job.source,
+            landed_by=self.config.landed_by,
         )
         return IMPORTED if done else DUPLICATE
 

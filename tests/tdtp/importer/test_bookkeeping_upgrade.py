@@ -16,7 +16,7 @@ from tests.tdtp.test_cli import run_tdtp
 
 # The previous version's keys and the columns it did not have yet.
 NEW_EXPORT_COLUMNS = ("produced_at",)
-NEW_LEDGER_COLUMNS = ("body_hash", "source")
+NEW_LEDGER_COLUMNS = ("body_hash", "source", "landed_by")
 
 
 def _downgrade_pg(conn: psycopg.Connection) -> None:
