@@ -11,7 +11,8 @@ machine), more than landing a batch of parts takes; the importer's own worker
 processes give the parallelism.
 ``fanout > 1`` in the tables file switches the import-parts job to the multiprocess
 executor with that many ops landing sub-ranges side by side (``bench/dagster.py``
-compares both).
+compares both); ``executor: celery`` sends them to Celery workers on other hosts
+(``tdtp_assets/executors.py``).
 """
 
 import inspect
@@ -22,6 +23,7 @@ from pydantic import Field
 
 from tdtp.importer import ImportStats
 from tdtp_assets import names
+from tdtp_assets.executors import land_executor
 from tdtp_assets.failures import failure_with_cause
 from tdtp_assets.importing import observe_exports, open_importer
 from tdtp_assets.tables_config import TableConfig
@@ -212,17 +214,11 @@ def build_import_parts_job(table: TableConfig) -> dg.JobDefinition:
         figures = total.as_dict()
         return {k: figures[k] for k in _RUN_FIGURES}
 
-    executor = (
-        dg.multiprocess_executor.configured({"max_concurrent": fanout})
-        if fanout > 1
-        else dg.in_process_executor
-    )
-
     @dg.job(
         name=names.import_parts_job_name(name),
         description=f"Land a range of {name}'s part stream into {table.target_table} (launched by the sensor).",
         tags={**run_tags(table), names.TAG_STREAM: name},
-        executor_def=executor,
+        executor_def=land_executor(table),
     )
     def import_parts() -> None:
         report(plan().map(land).collect())

@@ -33,6 +33,12 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 DEMO_TABLES_FILE = Path(__file__).with_name("tables.demo.yaml")
 TABLES_ENV = "TDTP_TABLES"
 HOME_ENV = "TDTP_HOME"
+#: The deployment's executor for land ops when neither the table nor ``defaults`` names one.
+EXECUTOR_ENV = "TDTP_EXECUTOR"
+#: ``local``: land ops on this host (in process, or multiprocess with ``fanout > 1``);
+#: ``celery``: on dagster-celery workers, any number of hosts (docs/deploy.md).
+EXECUTORS = ("local", "celery")
+_MULTI_HOST = ("celery",)
 DEFAULT_HOME = ".tdtp"
 
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -240,6 +246,15 @@ class Defaults(BaseModel):
     land_retries: int = Field(default=5, ge=0, le=1000)
     land_retry_seconds: float = Field(default=60.0, ge=0.0, le=86_400.0)
     land_retry_max_seconds: float = Field(default=3600.0, ge=0.0, le=7 * 86_400.0)
+    # Where land ops run (EXECUTORS); unset: TDTP_EXECUTOR, else local.
+    executor: Literal["local", "celery"] | None = None
+    # executor: celery: the Celery broker and result backend the workers share (docs/deploy.md).
+    # Unset broker: dagster-celery's default, pyamqp://guest@localhost// (host from DAGSTER_CELERY_BROKER_HOST).
+    celery_broker: Connection | None = None
+    celery_backend: str = "rpc://"
+    # A spool:// broker is a local directory: a multi-host executor is refused unless every
+    # worker host mounts it at the same path and this says so.
+    shared_spool: bool = False
 
 
 class SensorSettings(BaseModel):
@@ -272,6 +287,8 @@ class TableSpec(BaseModel):
     max_parts_per_run: int | None = Field(default=None, ge=1, le=100_000)
     fanout: int | None = Field(default=None, ge=1, le=64)
     land_retries: int | None = Field(default=None, ge=0, le=1000)
+    executor: Literal["local", "celery"] | None = None
+    shared_spool: bool | None = None
     group: str | None = None
     owners: list[str] | None = None
     description: str | None = None
@@ -336,6 +353,10 @@ class TableConfig(BaseModel):
     land_retry_max_seconds: float
     group: str
     owners: list[str]
+    executor: Literal["local", "celery"] = "local"
+    celery_broker: Connection | None = None
+    celery_backend: str = "rpc://"
+    shared_spool: bool = False
     description: str | None
     schedule: Schedule | None
     demo_db: str | None = None
@@ -391,6 +412,16 @@ class TablesConfig:
         return self.raw.demo.replace("{home}", self.home.as_posix()) if self.raw.demo else None
 
     @cached_property
+    def instance_executor(self) -> Literal["local", "celery"]:
+        """The deployment's executor (``TDTP_EXECUTOR``) for tables the file leaves it to."""
+        value = os.environ.get(EXECUTOR_ENV) or "local"
+        if value not in EXECUTORS:
+            raise TablesConfigError(
+                f"{self.path}: {EXECUTOR_ENV}={value!r} is not an executor; use one of {', '.join(EXECUTORS)}"
+            )
+        return value  # type: ignore[return-value]
+
+    @cached_property
     def tables(self) -> dict[str, TableConfig]:
         return {name: self._resolve(name, spec) for name, spec in self.raw.tables.items()}
 
@@ -435,6 +466,10 @@ class TablesConfig:
             land_retry_max_seconds=max(d.land_retry_seconds, d.land_retry_max_seconds),
             group=spec.group or label_of(spec.source),
             owners=spec.owners if spec.owners is not None else d.owners,
+            executor=spec.executor or d.executor or self.instance_executor,
+            celery_broker=d.celery_broker,
+            celery_backend=d.celery_backend,
+            shared_spool=d.shared_spool if spec.shared_spool is None else spec.shared_spool,
             description=spec.description,
             schedule=spec.schedule,
             demo_db=demo if uses_demo else None,
@@ -493,6 +528,7 @@ def parse_tables(
     config = TablesConfig(raw, path, home or data_home(), lines)
     _check_connections(config)
     _check_streams(config)
+    _check_executors(config)
     return config
 
 
@@ -545,6 +581,24 @@ def _check_streams(config: TablesConfig) -> None:
                 f"table {owners[stream]!r}; give each table its own stream (e.g. end the URL with {{table}})"
             )
         owners[stream] = name
+
+
+def _check_executors(config: TablesConfig) -> None:
+    """A multi-host executor cannot read a spool on one host's disk: refused at load unless declared shared.
+
+    Land ops on Celery run on whichever worker host takes them; each would find its
+    own empty directory at the spool's path and land nothing (or half an export).
+    """
+    for name, table in config.tables.items():
+        broker = table.broker
+        if table.executor not in _MULTI_HOST or isinstance(broker, EnvRef) or scheme_of(broker) != "spool":
+            continue
+        if not table.shared_spool:
+            raise TablesConfigError(
+                f"{config.path}: table {name!r}, key 'executor': {table.executor} lands parts on other hosts, "
+                f"which cannot read the local spool {describe(broker)}; use a rabbitmq:// or kafka:// broker, "
+                "or set shared_spool: true if every worker mounts that directory at the same path"
+            )
 
 
 def tables_file_path() -> Path:
