@@ -232,6 +232,14 @@ class ImportRun:
     def _pool(self) -> Executor:
         if self.opts.executor == "thread":
             return ThreadPoolExecutor(self.workers, initializer=init_worker, initargs=(self.config, False))
+        if multiprocessing.current_process().daemon:
+            # Python refuses children to a daemonic process (a Celery prefork pool's child is one),
+            # deep inside the first submit; say what to change instead (docs/deploy.md).
+            raise TdtpError(
+                "the importer's worker processes cannot start in a daemonic process (a Celery prefork "
+                "pool child): start the Celery worker with --pool solo, or import with executor thread",
+                where="executor",
+            )
         methods = multiprocessing.get_all_start_methods()
         # fork: workers start in milliseconds and inherit the imported modules.
         context = multiprocessing.get_context("fork" if "fork" in methods else "spawn")
