@@ -279,3 +279,54 @@ def wait_until(
         _wait(predicate, timeout, what, step=1.0)
     except TimeoutError as exc:
         raise AssertionError(f"{exc}\n{on_timeout()}") from None
+
+
+@contextmanager
+def celery_workers(
+    names: Sequence[str], root: Path, env: dict[str, str], *, broker: str, instance_yaml: Path
+) -> Iterator[list[Path]]:
+    """dagster-celery workers, each in a working directory and DAGSTER_HOME of its own (as on its own host).
+
+    Each runs ``dagster-celery worker start`` (the command docs/deploy.md gives) with the
+    solo pool (one task at a time in the worker process, which may start the importer's
+    worker processes; a prefork child may not) and names itself in the ledger with ``TDTP_WORKER_NAME``; all are
+    stopped at exit by their process group, whatever happened.  Yields their log files.
+    """
+    procs: list[subprocess.Popen] = []
+    logs: list[Path] = []
+    try:
+        for name in names:
+            workdir = root / name
+            home = workdir / "dagster_home"
+            home.mkdir(parents=True, exist_ok=True)
+            (home / "dagster.yaml").write_text(instance_yaml.read_text())
+            config = workdir / "celery.yaml"
+            config.write_text(f"execution:\n  config:\n    broker: {broker!r}\n")
+            log_path = workdir / "worker.log"
+            logs.append(log_path)
+            worker_env = {**os.environ, **env, "DAGSTER_HOME": str(home), "TDTP_WORKER_NAME": name}
+            worker_env.pop("PYTHONPATH", None)  # the package is installed, as on a worker host
+            # dagster-celery starts `celery` from PATH: this venv's, as an activated venv would
+            worker_env["PATH"] = f"{BIN}{os.pathsep}{worker_env.get('PATH', '')}"
+            argv = [
+                str(BIN / "dagster-celery"), "worker", "start", "-A", "dagster_celery.app", "-y", str(config),
+                "-n", name, "-l", "INFO", "--", "--pool=solo",
+            ]  # fmt: skip
+            log = open(log_path, "wb")  # noqa: SIM115 - closed with the process
+            procs.append(
+                subprocess.Popen(
+                    argv, cwd=workdir, env=worker_env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+                )
+            )
+        for name, log_path, proc in zip(names, logs, procs, strict=True):
+            _wait(
+                lambda p=log_path, pr=proc: pr.poll() is not None or " ready." in p.read_text(errors="replace"),
+                120,
+                f"celery worker {name}",
+            )
+            if proc.poll() is not None:
+                raise AssertionError(f"celery worker {name} exited: {log_path.read_text(errors='replace')[-3000:]}")
+        yield logs
+    finally:
+        for proc in procs:
+            _stop(proc)
