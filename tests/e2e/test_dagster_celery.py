@@ -79,7 +79,7 @@ def test_two_celery_workers_land_one_export(
         conn.execute(f"CREATE SCHEMA {dst}")
     tables = {
         "defaults": {
-            # ~12 parts per day: enough for four land ops per run
+            # 11 parts per day: enough for four land ops per run
             "part_raw_bytes": 131_072,
             "workers": 2,
             "celery_broker": CELERY_BROKER,
