@@ -13,6 +13,12 @@ JSON object on stdout::
 
     {"target_url", "broker_url", "table", "mode", "workers", "export_id", "from_seq"}
     -> {"stats": {...}, "summary_seq", "others": [...], "state", "complete"} or {"error": "..."}
+
+``from_seq: null`` starts the process ahead of its export (``tdtp copy``): it connects
+to the target and the broker first, then reads the seq to land from as one line on
+stdin, so the landing begins the moment the export's first part is published
+rather than a process start later.  An empty stdin (the export failed before its
+first part) ends it with an error result and nothing landed.
 """
 
 from __future__ import annotations
@@ -116,11 +122,18 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
     )
     importer = ParallelImporter(job["target_url"], options)
     with importer, open_broker(job["broker_url"]) as log:
+        from_seq = job["from_seq"]
+        if from_seq is None:
+            importer.conn  # noqa: B018 - connect and create the bookkeeping now, before the first part
+            line = sys.stdin.readline().strip()
+            if not line:
+                raise ValueError("no seq to land from: the export ended before its first part")
+            from_seq = line
         landing = land_export(
             importer,
             log,
             job["export_id"],
-            from_seq=int(job["from_seq"]),
+            from_seq=int(from_seq),
             follow=True,
             timeout=IDLE_TIMEOUT_SECONDS,
         )
