@@ -41,6 +41,9 @@ from tdtp.packet import TdtpError
 
 #: Stream name of the temporary spool.
 _TEMP_STREAM = "copy"
+#: How long the export waits for its lander to be reading before it publishes anyway
+#: (a lander that is late only lands from the broker's backlog).
+_READY_WAIT_SECONDS = 10.0
 
 
 def add_copy_parser(sub: argparse._SubParsersAction) -> None:
@@ -86,7 +89,7 @@ def _check(args: argparse.Namespace) -> None:
 
 
 def cmd_copy(args: argparse.Namespace) -> int:
-    from tdtp.brokers import PublishedSeqs, open_broker, redact_url
+    from tdtp.brokers import open_broker, redact_url
     from tdtp.codec import export_message_id
     from tdtp.exporter import export_to_log
     from tdtp.landing import LanderProcess
@@ -118,6 +121,7 @@ def cmd_copy(args: argparse.Namespace) -> int:
             "require_hashes": args.require_hashes,
         }
     )
+    lander.start()  # imports and connects while the source opens
     exported = False
     try:
         with (
@@ -126,12 +130,13 @@ def cmd_copy(args: argparse.Namespace) -> int:
             ) as source,
             open_broker(via) as log,
         ):
-            lander.start()  # gets ready while the first part is being made
-            recorder = PublishedSeqs(log, on_first=lander.begin)
+            # Every part of this export comes after the stream's end as it is now: the lander
+            # reads from there (stepping over other writers' messages), waiting before the first part.
+            lander.begin(log.seq_floor(), wait=_READY_WAIT_SECONDS)
             try:
                 export = export_to_log(
                     source,
-                    recorder,
+                    log,
                     options=options,
                     export_id=export_id,
                     table=args.name,

@@ -63,6 +63,8 @@ def _run(
             stats.export_id = item.export_id
             stats.checksum = item.checksum
             break
+        if stats.first_publish_at is None:
+            stats.first_publish_at = time.time()
         deliver(item)
         if stats.first_part_seconds is None:
             stats.first_part_seconds = time.perf_counter() - started

@@ -19,13 +19,15 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import select
 import signal
 import subprocess
 import sys
 import tempfile
+import time
 from typing import IO, Any
 
-from tdtp.importer import JOB_ENV, LANDER_MODULE, ExportLanding
+from tdtp.importer import JOB_ENV, LANDER_MODULE, LANDER_READY, ExportLanding
 
 
 def _die_with_parent() -> None:  # pragma: no cover - runs in the child between fork and exec
@@ -52,6 +54,7 @@ class LanderProcess:
         self._stderr_given = stderr
         self._stderr: IO[Any] | None = None
         self._proc: subprocess.Popen[bytes] | None = None
+        self._head = b""  # stdout read before finish() (the ready line, or the start of a result)
         self.error: str | None = None
 
     def start(self, from_seq: int | None = None) -> None:
@@ -70,15 +73,43 @@ class LanderProcess:
             self.error = f"the landing process could not start: {exc}"
             self._done()
 
-    def begin(self, from_seq: int) -> None:
-        """Tell a waiting process where the export starts (called once, at the first publish)."""
+    def begin(self, from_seq: int, *, wait: float = 0.0) -> bool:
+        """Tell a waiting process where the export starts; wait up to ``wait`` s until it reads.
+
+        True once it said it is ready; False when it did not within ``wait`` or ended
+        (:meth:`finish` then reports why).  Waiting lets the export publish its first
+        part to a reader already there: the import starts with the first part.
+        """
         proc = self._proc
         if proc is None or proc.stdin is None:
-            return
+            return False
         with contextlib.suppress(OSError):  # it died: finish() reports why
             proc.stdin.write(b"%d\n" % from_seq)
             proc.stdin.close()
         proc.stdin = None  # closed: communicate() must not flush it
+        return self._wait_ready(wait) if wait > 0 else False
+
+    def _wait_ready(self, wait: float) -> bool:
+        """Read stdout up to the ready line, byte by byte (raw: nothing stays in a buffer
+        that communicate() would not see); whatever else comes is kept for finish()."""
+        proc = self._proc
+        assert proc is not None and proc.stdout is not None
+        fd = proc.stdout.fileno()
+        deadline = time.monotonic() + wait
+        while (remaining := deadline - time.monotonic()) > 0:
+            ready, _, _ = select.select([fd], [], [], remaining)
+            if not ready:
+                break
+            byte = os.read(fd, 1)
+            if not byte:
+                return False
+            self._head += byte
+            if byte == b"\n":
+                if self._head.strip() == LANDER_READY.encode():
+                    self._head = b""
+                    return True
+                return False
+        return False
 
     def finish(self, timeout: float | None = None) -> ExportLanding:
         """Wait for the landing (to the export's summary) and return what it did.
@@ -97,7 +128,7 @@ class LanderProcess:
         except BaseException:
             self.abandon()
             raise
-        result = last_json_line(out)
+        result = last_json_line(self._head + out)
         if result is None:
             result = {"error": f"the landing process ended without a result (exit code {proc.returncode})"}
             tail = self._stderr_tail()

@@ -33,6 +33,9 @@ class TransferStats:
     raw_bytes: int = 0
     seconds: float = 0.0
     first_part_seconds: float | None = None
+    # Wall-clock (epoch) time the first part was handed to the broker or file: comparable with an
+    # importer's ``first_read_at`` in another process (bench/first_part.py).
+    first_publish_at: float | None = None
     peak_rss_mb: float = 0.0
     checksum: str = ""
     extra: dict[str, object] = field(default_factory=dict)

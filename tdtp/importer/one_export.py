@@ -16,9 +16,10 @@ JSON object on stdout::
 
 ``from_seq: null`` starts the process ahead of its export (``tdtp copy``): it connects
 to the target and the broker first, then reads the seq to land from as one line on
-stdin, so the landing begins the moment the export's first part is published
-rather than a process start later.  An empty stdin (the export failed before its
-first part) ends it with an error result and nothing landed.
+stdin and answers ``ready`` on stdout once its reader is in place, so the export publishes its first part to a
+reader already waiting for it rather than a process start ahead of it.  An empty
+stdin (the export failed before its first part) ends it with an error result and
+nothing landed.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ import sys
 from dataclasses import dataclass, field
 from typing import Any
 
-from tdtp.brokers import OnlyExport, PartLog, UntilSummary, open_broker
+from tdtp.brokers import LogView, OnlyExport, PartLog, UntilSummary, open_broker
 from tdtp.importer.engine import ParallelImporter
 from tdtp.importer.options import ImportOptions
 from tdtp.importer.outcome import COMPLETE, FINALIZED
@@ -41,6 +42,8 @@ JOB_ENV = "TDTP_LAND_JOB"
 LANDER_MODULE = "tdtp.importer.one_export"
 #: Export states in which every part is in the target (published or ready to be).
 LANDED_STATES = (COMPLETE, FINALIZED)
+#: The line a lander started with ``from_seq: null`` writes once it has its seq and reads.
+READY = "ready"
 #: The lander process stops when no message came for this long (its parent may be gone,
 #: killed without a chance to stop it); whoever lands the export next lands the rest.
 IDLE_TIMEOUT_SECONDS = 600.0
@@ -106,6 +109,18 @@ def land_export(
 
 
 
+class _SaysReady(LogView):
+    """A log whose read writes the ready line once the reader is in place: the export may publish."""
+
+    def read(self, **kwargs: Any) -> Any:
+        return self._log.read(on_open=_say_ready, **kwargs)
+
+
+def _say_ready() -> None:
+    sys.stdout.write(READY + "\n")
+    sys.stdout.flush()
+
+
 JOB_KEYS = ("target_url", "broker_url", "table", "mode", "workers", "export_id", "from_seq")
 
 
@@ -129,6 +144,7 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
             if not line:
                 raise ValueError("no seq to land from: the export ended before its first part")
             from_seq = line
+            log = _SaysReady(log)
         landing = land_export(
             importer,
             log,

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import psutil
 import psycopg
+import pytest
 
 ROWS = 20_000
 
@@ -302,3 +303,26 @@ def test_bad_copy_arguments_are_refused_in_one_line_before_anything_runs(tmp_pat
         assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr
         assert proc.stderr.strip().startswith("tdtp copy:") and needle in proc.stderr
     assert not (tmp_path / "t.db").exists()
+
+
+@pytest.mark.parametrize("broker", ["spool", "rabbitmq", "kafka"])
+def test_the_import_reads_the_first_part_as_soon_as_it_is_published(
+    tmp_path: Path, pg_url: str, pg_schema: str, broker: str, request: pytest.FixtureRequest, unique_name: str
+) -> None:
+    """The lander is reading before the export publishes: the first part is read within a
+    generous 0.5 s of its publish (bench/first_part.py prints the real figure, ~0.01-0.05 s)."""
+    source = make_sqlite_source(tmp_path / "src.db")
+    via = {
+        "spool": lambda: f"spool:///{tmp_path}/spool/{unique_name}",
+        "rabbitmq": lambda: f"{request.getfixturevalue('rabbitmq_url')}/{unique_name}?queue_type=stream",
+        "kafka": lambda: f"kafka://{request.getfixturevalue('kafka_bootstrap')}/{unique_name}",
+    }[broker]()
+    proc = run_tdtp(
+        "copy", "--source", source, "--table", "events", "--via", via, "--target", pg_url,
+        "--target-table", f"{pg_schema}.events", "--quiet",
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    result = result_of(proc)
+    published, read = result["export"]["first_publish_at"], result["import"]["first_read_at"]
+    assert 0 <= read - published < 0.5, f"first part read {read - published:.3f} s after its publish"
+    assert result["import"]["first_landed_at"] >= read
