@@ -187,6 +187,8 @@ def cmd_export(args: argparse.Namespace) -> int:
     with open_source(
         args.source, table=args.table, query=args.query, columns=columns, where=args.where
     ) as source:
+        if not args.quiet:
+            progress.set_total(source.estimated_rows())  # a bar with % and ETA when it is cheap to know
         if to_broker:
             from tdtp.brokers import open_broker
 

@@ -133,6 +133,9 @@ def cmd_copy(args: argparse.Namespace) -> int:
             # Every part of this export comes after the stream's end as it is now: the lander
             # reads from there (stepping over other writers' messages), waiting before the first part.
             lander.begin(log.seq_floor(), wait=_READY_WAIT_SECONDS)
+            progress = Progress("copy", quiet=args.quiet)
+            if not args.quiet:
+                progress.set_total(source.estimated_rows())
             try:
                 export = export_to_log(
                     source,
@@ -140,7 +143,7 @@ def cmd_copy(args: argparse.Namespace) -> int:
                     options=options,
                     export_id=export_id,
                     table=args.name,
-                    progress=Progress("copy: export", quiet=args.quiet),
+                    progress=progress,
                 )
             except BaseException:
                 lander.abandon()
