@@ -119,7 +119,8 @@ def cmd_copy(args: argparse.Namespace) -> int:
             "workers": args.workers or os.cpu_count() or 1,
             "export_id": export_id,
             "require_hashes": args.require_hashes,
-        }
+        },
+        die_with_parent=True,  # no thread runs here: a killed copy takes its landing with it
     )
     lander.start()  # imports and connects while the source opens
     exported = False

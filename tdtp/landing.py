@@ -10,8 +10,10 @@ The process is ``python -m tdtp.importer.one_export``.  Started with ``from_seq=
 it gets ready (imports, target connection, bookkeeping, broker) while the export
 opens its source, and waits for :meth:`LanderProcess.begin` to say where the
 export's first part is; then it lands the export's messages until its summary.
-Linux: it is killed with its parent (``PR_SET_PDEATHSIG``), and its worker
-processes with it, so a killed copy leaves no landing behind holding a transaction.
+For ``tdtp copy`` (Linux) it is killed with its parent (``PR_SET_PDEATHSIG``), and its
+worker processes with it, so a killed copy leaves no landing behind holding a
+transaction.  Dagster's copy runs (``tdtp_assets/copying.py``) start it too; there a
+landing outliving its run worker lands the rest and ends when its export's messages stop.
 """
 
 from __future__ import annotations
@@ -30,14 +32,19 @@ from typing import IO, Any
 from tdtp.importer import JOB_ENV, LANDER_MODULE, LANDER_READY, ExportLanding
 
 
-def _die_with_parent() -> None:  # pragma: no cover - runs in the child between fork and exec
-    """The lander gets SIGKILL when the process that started it dies (Linux; elsewhere nothing)."""
+def _death_signal() -> Any:
+    """A function for the child (between fork and exec) that has it killed with its parent, or None.
+
+    Looked up here, in the parent: the child then only calls into libc (no import, no
+    lookup), as little as may run between fork and exec.  Linux only (``PR_SET_PDEATHSIG``).
+    """
     try:
         import ctypes
 
-        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # 1 = PR_SET_PDEATHSIG
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
     except (OSError, AttributeError):
-        pass
+        return None
+    return lambda: prctl(1, signal.SIGKILL)  # 1 = PR_SET_PDEATHSIG
 
 
 class LanderProcess:
@@ -46,11 +53,16 @@ class LanderProcess:
     ``job`` is what ``tdtp.importer.one_export`` reads: ``target_url``, ``broker_url``,
     ``table``, ``mode``, ``workers``, ``export_id`` (and optionally ``require_hashes``).
     ``stderr`` is where the process's own messages go (default: a temporary file whose
-    tail is quoted when the process ends without a result).
+    tail is quoted when the process ends without a result).  ``die_with_parent``: only
+    for a caller without threads (``tdtp copy``): the death signal is set between fork
+    and exec, where a lock another thread held at the fork would stay held.
     """
 
-    def __init__(self, job: dict[str, Any], *, stderr: IO[Any] | None = None) -> None:
+    def __init__(
+        self, job: dict[str, Any], *, stderr: IO[Any] | None = None, die_with_parent: bool = False
+    ) -> None:
         self.job = dict(job)
+        self._preexec = _death_signal() if die_with_parent else None
         self._stderr_given = stderr
         self._stderr: IO[Any] | None = None
         self._proc: subprocess.Popen[bytes] | None = None
@@ -67,7 +79,7 @@ class LanderProcess:
                 stdin=subprocess.PIPE if from_seq is None else subprocess.DEVNULL,
                 stdout=subprocess.PIPE,
                 stderr=self._stderr,
-                preexec_fn=_die_with_parent,  # noqa: PLW1509 - no threads run yet in the callers
+                preexec_fn=self._preexec,  # noqa: PLW1509 - only for callers without threads (see the class doc)
             )
         except OSError as exc:
             self.error = f"the landing process could not start: {exc}"
