@@ -20,6 +20,7 @@ from tdtp.cli_args import (
     EXIT_OK,
     EXIT_USAGE,
     add_part_options,
+    add_schema_option,
     add_source_options,
     columns_of,
     int_at_least,
@@ -76,6 +77,7 @@ def _add_import(sub: argparse._SubParsersAction) -> None:
         help="PostgreSQL replace: load in parallel and swap the table/partition in (auto: where safe), or copy",
     )
     p.add_argument("--workers", type=_int_at_least(1), help="parallel workers (default: CPU count)")
+    add_schema_option(p)
     start = p.add_mutually_exclusive_group()
     start.add_argument("--from-seq", type=int, help="replay from this sequence number (inclusive)")
     start.add_argument("--after-seq", type=int, help="replay after this sequence number")
@@ -149,6 +151,7 @@ def _add_replay(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--target", required=True)
     p.add_argument("--export-id", help="only this export's dead letters")
     p.add_argument("--workers", type=_int_at_least(1))
+    add_schema_option(p)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -227,6 +230,7 @@ def cmd_import(args: argparse.Namespace) -> int:
         abandon_after_seconds=args.abandon_after,
         publish_wait_seconds=args.publish_wait,
         require_hashes=args.require_hashes,
+        schema=args.schema,
     )
     if args.workers:
         options.workers = args.workers
@@ -398,7 +402,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 def cmd_replay(args: argparse.Namespace) -> int:
     from tdtp.importer import ImportOptions, ParallelImporter
 
-    options = ImportOptions()
+    options = ImportOptions(schema=args.schema)
     if args.workers:
         options.workers = args.workers
     stats = ParallelImporter(_existing_target(args.target), options).replay_dead_letters(args.export_id)

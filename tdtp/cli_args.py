@@ -84,3 +84,14 @@ def add_source_options(p: argparse.ArgumentParser) -> None:
 def columns_of(args: argparse.Namespace) -> list[str] | None:
     """``--columns a, b`` as a list (None: every column)."""
     return [c.strip() for c in args.columns.split(",")] if args.columns else None
+
+
+def add_schema_option(p: argparse.ArgumentParser) -> None:
+    """What an import does with an export whose columns differ from the table's (import, copy)."""
+    p.add_argument(
+        "--schema",
+        choices=("evolve", "freeze", "discard_columns"),
+        default="evolve",
+        help="an export whose columns differ from the table's: evolve (add columns, widen types losslessly), "
+        "freeze (refuse any difference) or discard_columns (leave out columns the table lacks)",
+    )

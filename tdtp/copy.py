@@ -31,6 +31,7 @@ from tdtp.cli_args import (
     EXIT_FAILED,
     EXIT_OK,
     add_part_options,
+    add_schema_option,
     add_source_options,
     columns_of,
     int_at_least,
@@ -66,6 +67,7 @@ def add_copy_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--target-table", help="target table (default: the source table's name, or --name)")
     p.add_argument("--mode", choices=("replace", "upsert", "append"), default="replace")
     p.add_argument("--workers", type=int_at_least(1), help="import workers (default: CPU count)")
+    add_schema_option(p)
     p.add_argument(
         "--require-hashes", action="store_true", help="write v1.4 hashes and refuse parts without them"
     )
@@ -85,7 +87,7 @@ def _check(args: argparse.Namespace) -> None:
     if args.via is not None and not is_broker_url(args.via):
         raise TdtpError("give a broker URL: spool:///DIR/STREAM, rabbitmq://..., kafka://...", where="--via")
     refuse_reserved_table(args.target, args.target_table, "--target-table")
-    ImportOptions(mode=args.mode, table=args.target_table).validate()
+    ImportOptions(mode=args.mode, table=args.target_table, schema=args.schema).validate()
 
 
 def cmd_copy(args: argparse.Namespace) -> int:
@@ -119,6 +121,7 @@ def cmd_copy(args: argparse.Namespace) -> int:
             "workers": args.workers or os.cpu_count() or 1,
             "export_id": export_id,
             "require_hashes": args.require_hashes,
+            "schema": args.schema,
         },
         die_with_parent=True,  # no thread runs here: a killed copy takes its landing with it
     )
@@ -195,6 +198,7 @@ def _explain(args: argparse.Namespace, landing: Any, via: str, export_id: str) -
     print(
         f"tdtp copy: its parts are kept in {redact_url(via)}; once the cause is fixed, finish with: "
         f"tdtp import --from {redact_url(via)} --target {redact_url(args.target)}{table} --mode {args.mode}"
+        f"{'' if args.schema == 'evolve' else ' --schema ' + args.schema}"
         " (or run tdtp copy again)",
         file=sys.stderr,
     )

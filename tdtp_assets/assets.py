@@ -21,6 +21,7 @@ from pydantic import Field
 from tdtp.brokers import PublishedSeqs
 from tdtp.codec import export_message_id
 from tdtp.exporter import export_to_log
+from tdtp.packet import Schema
 from tdtp.parts import PartOptions
 from tdtp_assets import names
 from tdtp_assets.copying import InlineLander, run_materializes_import
@@ -29,6 +30,16 @@ from tdtp_assets.figures import transfer_metadata
 from tdtp_assets.importing import publish_export
 from tdtp_assets.jobs import run_tags
 from tdtp_assets.partitions import filter_as_dict, partition_filter_for, partitions_def_for
+from tdtp_assets.table_meta import (
+    COLUMN_SCHEMA,
+    TABLE_NAME,
+    code_version,
+    column_schema_metadata,
+    export_definition_metadata,
+    import_definition_metadata,
+    qualified_name,
+    url_value,
+)
 from tdtp_assets.tables_config import TableConfig, describe, scheme_of
 
 # Dagster shows an icon for these kind names.
@@ -108,8 +119,12 @@ def _landing_starter(context: dg.AssetExecutionContext, lander: InlineLander) ->
     return start
 
 
-def build_export_asset(table: TableConfig) -> dg.AssetsDefinition:
-    """``tdtp/export/<table>``: stream one partition of the source into the broker."""
+def build_export_asset(table: TableConfig, schema: Schema | None = None) -> dg.AssetsDefinition:
+    """``tdtp/export/<table>_export``: stream one partition of the source into the broker.
+
+    ``schema``: the source's columns when known at load time (see
+    ``table_meta.source_schema_if_cheap``), shown on the definition.
+    """
     name = table.name
     source_key, broker_key = names.source_resource(name), names.broker_resource(name)
     target_key = names.target_resource(name)
@@ -132,7 +147,8 @@ def build_export_asset(table: TableConfig) -> dg.AssetsDefinition:
         # The target is needed only by a copy run; Dagster initializes resources per
         # step, and a URL is all that is resolved (no connection is opened unused).
         required_resource_keys={source_key, broker_key, target_key},
-        metadata={"source": describe(table.source), "broker": describe(table.broker)},
+        metadata=export_definition_metadata(table, schema),
+        code_version=code_version(table),
     )
     def export_asset(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
         tag_run(context, table)
@@ -167,6 +183,7 @@ def build_export_asset(table: TableConfig) -> dg.AssetsDefinition:
             ) as src,
             broker.open() as log,
         ):
+            columns = column_schema_metadata(src.schema)
             recorder = PublishedSeqs(log, on_first=_landing_starter(context, lander) if lander else None)
             try:
                 stats = export_to_log(
@@ -210,7 +227,9 @@ def build_export_asset(table: TableConfig) -> dg.AssetsDefinition:
                 ),
                 names.META_LAST_SEQ: dg.MetadataValue.int(recorder.last if recorder.last is not None else -1),
                 "checksum": stats.get("checksum", ""),
-                "stream": describe(table.broker),
+                "stream": url_value(table.broker),
+                **columns,
+                **_table_name(table.source, table.source_table),
                 **landing,
             }
         )
@@ -253,8 +272,16 @@ def latest_export(
     return {}
 
 
-def build_import_asset(table: TableConfig) -> dg.AssetsDefinition:
-    """``tdtp/import/<table>``: the table in the target; a partition materializes when it is published."""
+def _table_name(conn: Any, table: str | None) -> dict[str, str]:
+    name = qualified_name(conn, table)
+    return {TABLE_NAME: name} if name else {}
+
+
+def build_import_asset(table: TableConfig, schema: Schema | None = None) -> dg.AssetsDefinition:
+    """``tdtp/import/<table>``: the table in the target; a partition materializes when it is published.
+
+    ``schema``: the columns the parts will carry when known at load time (definition metadata).
+    """
     name = table.name
     target_key, broker_key = names.target_resource(name), names.broker_resource(name)
     description = (table.description + "\n\n" if table.description else "") + (
@@ -275,11 +302,8 @@ def build_import_asset(table: TableConfig) -> dg.AssetsDefinition:
         description=description,
         required_resource_keys={target_key, broker_key},
         pool=names.target_pool(table.target_label),
-        metadata={
-            "target": describe(table.target.url),
-            "table": table.target_table,
-            "mode": table.target.mode,
-        },
+        metadata=import_definition_metadata(table, schema),
+        code_version=code_version(table),
         output_required=False,
     )
     def import_asset(context: dg.AssetExecutionContext, config: ImportConfig):
@@ -324,6 +348,11 @@ def build_import_asset(table: TableConfig) -> dg.AssetsDefinition:
         if config.land_failure and not getattr(published, "value", published):
             metadata[names.META_LAND_FAILURE] = config.land_failure
             metadata[names.META_LAND_ATTEMPTS] = config.land_attempts
+        # The columns the export's parts carried: what this publish put in the target.
+        for key, value in column_schema_metadata(export.get(COLUMN_SCHEMA)).items():
+            metadata.setdefault(key, value)
+        metadata.update(_table_name(table.target.url, table.target_table))
+        metadata["target"] = url_value(table.target.url)
         yield dg.MaterializeResult(metadata=metadata)
 
     return import_asset

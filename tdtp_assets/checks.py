@@ -11,6 +11,8 @@ counter that may still be catching up.
 - ``parts_complete``: parts in the ledger equal TotalParts with no gaps.
 - ``no_dead_letters``: no part of the export is waiting in the dead letters.
 - ``checksum_matches``: the sum of the ledger's part checksums equals the summary's.
+- ``schema_change`` (not blocking, severity WARN): fails when the export changed the
+  table's schema (added, dropped, widened or discarded columns, in its metadata).
 
 When the sensor gave up re-launching an export's land runs (``land_retries``), the
 import run records the partition as not published with the land runs' cause
@@ -22,7 +24,7 @@ from collections.abc import Iterator
 
 import dagster as dg
 
-from tdtp.importer import ExportStatus, ranges
+from tdtp.importer import ExportStatus, SchemaChange, ranges
 from tdtp_assets import names
 from tdtp_assets.assets import run_partition
 from tdtp_assets.failures import failure_with_cause
@@ -34,13 +36,39 @@ ROWS = "rows_match_summary"
 PARTS = "parts_complete"
 DEAD = "no_dead_letters"
 CHECKSUM = "checksum_matches"
+SCHEMA = "schema_change"
+CHECKS = (ROWS, PARTS, DEAD, CHECKSUM, SCHEMA)
 
 DESCRIPTIONS = {
     ROWS: "Rows in the target for this partition equal the export summary's TotalRows.",
     PARTS: "Every part 1..TotalParts of the export is in the ledger (no gaps).",
     DEAD: "No part of the export is in the dead letters.",
     CHECKSUM: "The ledger's checksum (sum of part XXH3 checksums) equals the summary's.",
+    SCHEMA: "The export did not change the table's schema (not blocking: a change is reported, with the "
+    "added, dropped, widened and discarded columns).",
 }
+
+
+def judge_schema(status: ExportStatus) -> tuple[bool, str, dict[str, object]]:
+    """The schema-change check: passes when the export took the table's schema as it was."""
+    change = status.schema_change or SchemaChange()
+    metadata: dict[str, object] = {
+        "policy": change.policy,
+        **{
+            what: dg.MetadataValue.json(getattr(change, what))
+            for what in ("added", "dropped", "widened", "discarded", "refused")
+        },
+    }
+    if not change.changed:
+        return True, "no schema change", metadata
+    return False, f"schema changed ({change.policy}): {change.describe()}", metadata
+
+
+def _result(name: str, passed: bool, description: str, metadata: dict | None = None) -> dg.AssetCheckResult:
+    severity = dg.AssetCheckSeverity.WARN if name == SCHEMA else dg.AssetCheckSeverity.ERROR
+    return dg.AssetCheckResult(
+        check_name=name, passed=passed, description=description, metadata=metadata or {}, severity=severity
+    )
 
 
 def judge(
@@ -136,11 +164,11 @@ def build_checks(table: TableConfig) -> dg.AssetChecksDefinition:
             dg.AssetCheckSpec(
                 name,
                 asset=key,
-                blocking=True,
+                blocking=name != SCHEMA,
                 description=DESCRIPTIONS[name],
                 partitions_def=partitions_def_for(table.partition),
             )
-            for name in (ROWS, PARTS, DEAD, CHECKSUM)
+            for name in CHECKS
         ]
 
     @dg.multi_asset_check(
@@ -161,12 +189,8 @@ def build_checks(table: TableConfig) -> dg.AssetChecksDefinition:
             else ""
         )
         if not export_id:
-            for name in (ROWS, PARTS, DEAD, CHECKSUM):
-                yield dg.AssetCheckResult(
-                    check_name=name,
-                    passed=False,
-                    description=f"partition {partition or '(all)'} was never published",
-                )
+            for name in CHECKS:
+                yield _result(name, False, f"partition {partition or '(all)'} was never published")
             return
         failed = mat.metadata.get(names.META_LAND_FAILURE) if mat else None
         land_failure = str(failed.value) if failed is not None else ""
@@ -184,26 +208,19 @@ def build_checks(table: TableConfig) -> dg.AssetChecksDefinition:
             # land runs' cause is the answer, on every check.
             counted = mat.metadata.get(names.META_LAND_ATTEMPTS) if mat else None
             attempts = counted.value if counted is not None else "?"
-            for name in (ROWS, PARTS, DEAD, CHECKSUM):
-                yield dg.AssetCheckResult(
-                    check_name=name,
-                    passed=False,
-                    description=f"not landed: {attempts} land run(s) failed: {land_failure}",
-                    metadata={
-                        **where,
-                        names.META_LAND_FAILURE: land_failure,
-                        "check_error": failure.description or "",
-                    },
+            for name in CHECKS:
+                yield _result(
+                    name,
+                    False,
+                    f"not landed: {attempts} land run(s) failed: {land_failure}",
+                    {**where, names.META_LAND_FAILURE: land_failure, "check_error": failure.description or ""},
                 )
             return
         for name, passed, description, metadata in judge(status, rows, table.target.mode):
             if land_failure and not passed:
                 description = f"{description}; the land runs failed: {land_failure}"
-            yield dg.AssetCheckResult(
-                check_name=name,
-                passed=passed,
-                description=description,
-                metadata={**where, **metadata},
-            )
+            yield _result(name, passed, description, {**where, **metadata})
+        passed, description, metadata = judge_schema(status)
+        yield _result(SCHEMA, passed, description, {**where, **metadata})
 
     return import_checks

@@ -82,6 +82,7 @@ class InlineLander:
             "table": table.target_table,
             "mode": table.target.mode,
             "require_hashes": table.target.require_hashes,
+            "schema": table.target.schema_policy,
             "workers": table.workers,
             "export_id": export_id,
         }

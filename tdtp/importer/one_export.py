@@ -35,6 +35,7 @@ from tdtp.importer.engine import ParallelImporter
 from tdtp.importer.options import ImportOptions
 from tdtp.importer.outcome import COMPLETE, FINALIZED
 from tdtp.importer.stats import ImportStats
+from tdtp.sinks.schema_change import EVOLVE
 
 #: The environment variable holding the lander process's job.
 JOB_ENV = "TDTP_LAND_JOB"
@@ -134,6 +135,7 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
         table=job["table"],
         workers=int(job["workers"]),
         require_hashes=bool(job.get("require_hashes", False)),
+        schema=str(job.get("schema", EVOLVE)),
     )
     importer = ParallelImporter(job["target_url"], options)
     with importer, open_broker(job["broker_url"]) as log:

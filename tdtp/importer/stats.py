@@ -21,6 +21,46 @@ def _percentile(sorted_values: list[float], q: float) -> float:
 
 
 @dataclass
+class ExportShare:
+    """One export's part of a run: its parts, rows and bytes, and the time its parts were in work.
+
+    ``start``/``end`` are seconds since the run began: when the first of its parts
+    went to a worker and when the last one committed.  A run that lands several
+    exports one after the other gives each its own rate this way, not the run's.
+    """
+
+    parts: int = 0
+    rows: int = 0
+    bytes: int = 0
+    start: float = 0.0
+    end: float = 0.0
+
+    @property
+    def seconds(self) -> float:
+        return max(0.0, self.end - self.start)
+
+    def as_dict(self) -> dict[str, Any]:
+        seconds = self.seconds
+        return {
+            "parts": self.parts,
+            "rows": self.rows,
+            "bytes": self.bytes,
+            "seconds": round(seconds, 3),
+            "rows_per_second": round(self.rows / seconds, 1) if seconds > 0 else 0.0,
+        }
+
+    def merge(self, other: ExportShare) -> None:
+        """Add another run's share of the same export (parallel land ops overlap: the widest window)."""
+        if not self.parts:
+            self.start, self.end = other.start, other.end
+        elif other.parts:
+            self.start, self.end = min(self.start, other.start), max(self.end, other.end)
+        self.parts += other.parts
+        self.rows += other.rows
+        self.bytes += other.bytes
+
+
+@dataclass
 class ImportStats:
     """Counters of one import run (or one replay).
 
@@ -59,6 +99,7 @@ class ImportStats:
     no_summary: list[str] = field(default_factory=list)
     publish: dict[str, str] = field(default_factory=dict)  # export id -> how it was published (and why)
     last_seq: int | None = None
+    per_export: dict[str, ExportShare] = field(default_factory=dict)  # what each export took of the run
 
     # ------------------------------------------------------------ derived figures
     @property
@@ -81,7 +122,10 @@ class ImportStats:
     def mb_per_second(self) -> float:
         return self.bytes / 1e6 / self.seconds if self.seconds > 0 else 0.0
 
-    def add_part(self, rows: int, nbytes: int, seconds: float, elapsed: float) -> None:
+    def add_part(
+        self, rows: int, nbytes: int, seconds: float, elapsed: float, *, export_id: str = "", submitted: float = 0.0
+    ) -> None:
+        """Count one landed part; ``submitted``: when it went to a worker (seconds since the run began)."""
         self.parts_imported += 1
         self.total_rows += rows
         self.bytes += nbytes
@@ -90,6 +134,16 @@ class ImportStats:
             self.first_part_seconds = elapsed
             self.first_landed_at = time.time()
         self.staged_seconds = elapsed
+        if export_id:
+            share = self.per_export.setdefault(export_id, ExportShare(start=submitted, end=elapsed))
+            share.parts += 1
+            share.rows += rows
+            share.bytes += nbytes
+            share.start, share.end = min(share.start, submitted), max(share.end, elapsed)
+
+    def export_share(self, export_id: str) -> ExportShare | None:
+        """What ``export_id`` took of this run (None: none of its parts landed here)."""
+        return self.per_export.get(export_id)
 
     def merge(self, other: ImportStats) -> None:
         """Fold a replay's figures into a run's (used when an import also replays)."""
@@ -108,6 +162,8 @@ class ImportStats:
         self.exports.update(other.exports)
         self.publish.update(other.publish)
         self.finalized.extend(x for x in other.finalized if x not in self.finalized)
+        for export_id, share in other.per_export.items():
+            self.per_export.setdefault(export_id, ExportShare()).merge(share)
 
     @classmethod
     def combined(cls, runs: list[ImportStats]) -> ImportStats:
@@ -153,6 +209,13 @@ class ImportStats:
         stats.finalized = list(data.get("finalized") or [])
         stats.no_summary = list(data.get("no_summary") or [])
         stats.publish = dict(data.get("publish") or {})
+        for export_id, share in (data.get("per_export") or {}).items():
+            stats.per_export[export_id] = ExportShare(
+                parts=int(share.get("parts") or 0),
+                rows=int(share.get("rows") or 0),
+                bytes=int(share.get("bytes") or 0),
+                end=float(share.get("seconds") or 0.0),
+            )
         if stats.parts_imported and data.get("avg_part_seconds"):
             stats.part_seconds = [float(data["avg_part_seconds"])] * int(stats.parts_imported)
         return stats
@@ -194,6 +257,7 @@ class ImportStats:
             "no_summary": list(self.no_summary),
             "publish": dict(self.publish),
             "last_seq": self.last_seq,
+            "per_export": {export_id: share.as_dict() for export_id, share in self.per_export.items()},
         }
 
     def summary_line(self) -> str:

@@ -28,6 +28,9 @@ from dagster import DagsterEventType
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
+# The instance configurations the README documents (copied to DAGSTER_HOME/dagster.yaml).
+INSTANCE_YAML = ROOT / "deploy" / "dagster.yaml"
+POSTGRES_INSTANCE_YAML = ROOT / "deploy" / "dagster.postgres.yaml"
 
 
 def free_port() -> int:

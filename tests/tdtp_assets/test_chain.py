@@ -12,6 +12,7 @@ import sqlite3
 from pathlib import Path
 
 import dagster as dg
+import pytest
 
 from tdtp.brokers import open_broker
 from tdtp.codec import export_message_id
@@ -37,7 +38,7 @@ def export(defs: dg.Definitions, instance: dg.DagsterInstance, table: str, parti
         resources=defs.resources,
     )
     assert result.success
-    mat = result.asset_materializations_for_node(f"tdtp__export__{table}")[0]
+    mat = result.asset_materializations_for_node(names.export_op_name(table))[0]
     return {k: v.value for k, v in mat.metadata.items()}
 
 
@@ -82,7 +83,7 @@ def test_backfilled_partitions_are_landed_published_and_checked(home: Path, inst
         assert day_rows(home, day) == 1500
     for result in results:
         if result.dagster_run.job_name == names.publish_job_name("events"):
-            mat = result.asset_materializations_for_node("tdtp__import__events")[0]
+            mat = result.asset_materializations_for_node(names.import_op_name("events"))[0]
             assert mat.metadata["dagster/row_count"].value == 1500
             assert mat.metadata["published"].value is True
             assert checks_of(result) == {
@@ -90,6 +91,7 @@ def test_backfilled_partitions_are_landed_published_and_checked(home: Path, inst
                 "parts_complete": checks_of(result)["parts_complete"],
                 "no_dead_letters": (True, "no dead letters"),
                 "checksum_matches": checks_of(result)["checksum_matches"],
+                "schema_change": (True, "no schema change"),
             }
             assert all(passed for passed, _ in checks_of(result).values())
 
@@ -160,7 +162,7 @@ def test_import_without_export_says_what_to_do(home: Path, instance) -> None:
     )
     assert not result.success
     failure = result.get_step_failure_events()[0].event_specific_data.error.message
-    assert "materialize tdtp/export/events first" in failure
+    assert f"materialize {names.export_key('events').to_user_string()} first" in failure
 
 
 def test_check_says_how_many_rows_are_missing(home: Path, instance) -> None:
@@ -224,7 +226,7 @@ def test_single_partition_range_run_exports_that_partition(home: Path, instance)
         instance=instance,
         tags={"dagster/asset_partition_range_start": DAYS[1], "dagster/asset_partition_range_end": DAYS[1]},
     )
-    mat = result.asset_materializations_for_node("tdtp__export__events")[0]
+    mat = result.asset_materializations_for_node(names.export_op_name("events"))[0]
     assert mat.metadata["dagster/row_count"].value == 1500
     assert mat.metadata["partition"].value == DAYS[1]
 
@@ -275,3 +277,28 @@ def test_unreachable_broker_does_not_stop_other_tables(home: Path, instance) -> 
     requests, cursor = tick(defs, instance, None)
     assert [r.job_name for r in requests] == [names.import_parts_job_name("events")]
     assert "ghost" not in json.loads(cursor)["seq"]
+
+
+def test_a_run_landing_three_partitions_reports_each_its_own_throughput(home: Path, instance) -> None:
+    """Throughput is per partition: each gets the time its own parts were in work, not the whole run's."""
+    defs = definitions_for(tables_doc(home), home)
+    for day in DAYS:
+        export(defs, instance, "events", day)
+    requests, results, _ = land_and_publish(defs, instance, None)
+    assert all(r.success for r in results)
+    land_runs = [r for r in results if r.dagster_run.job_name == names.import_parts_job_name("events")]
+    assert len(land_runs) == 1, "one run lands the three partitions"
+    record = instance.get_run_record_by_id(land_runs[0].dagster_run.run_id)
+    run_wall = record.end_time - record.start_time
+    figures = {}
+    for record in instance.fetch_materializations(names.import_key("events"), limit=10).records:
+        meta = {k: v.value for k, v in record.asset_materialization.metadata.items()}
+        figures[record.partition_key] = (meta["seconds"], meta["rows_per_second"])
+    assert set(figures) == set(DAYS)
+    seconds = [s for s, _ in figures.values()]
+    assert all(s > 0 for s in seconds)
+    assert len(set(seconds)) == 3, figures
+    # Each partition's share of the run, not the run's time three times over.
+    assert sum(seconds) <= run_wall, (figures, run_wall)
+    for s, rate in figures.values():
+        assert rate == pytest.approx(1500 / s, rel=0.02)
