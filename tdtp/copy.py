@@ -136,7 +136,11 @@ def cmd_copy(args: argparse.Namespace) -> int:
         ):
             # Every part of this export comes after the stream's end as it is now: the lander
             # reads from there (stepping over other writers' messages), waiting before the first part.
-            lander.begin(log.seq_floor(), wait=_READY_WAIT_SECONDS)
+            if not lander.begin(log.seq_floor(), wait=_READY_WAIT_SECONDS) and lander.failed_early:
+                # It could not even start reading (the target refused a connection, say):
+                # nothing would land, so nothing is exported.
+                why = " ".join(str(lander.finish().error).removeprefix("TdtpError: ").split())
+                raise TdtpError(f"the import cannot start: {why}", where="--target")
             progress = Progress("copy", quiet=args.quiet)
             if not args.quiet:
                 progress.set_total(source.estimated_rows())

@@ -68,6 +68,8 @@ class LanderProcess:
         self._proc: subprocess.Popen[bytes] | None = None
         self._head = b""  # stdout read before finish() (the ready line, or the start of a result)
         self.error: str | None = None
+        #: It answered something other than ready (its result: it failed before reading).
+        self.failed_early = False
 
     def start(self, from_seq: int | None = None) -> None:
         """Start the process; with ``from_seq=None`` it waits for :meth:`begin`."""
@@ -114,12 +116,14 @@ class LanderProcess:
                 break
             byte = os.read(fd, 1)
             if not byte:
+                self.failed_early = True
                 return False
             self._head += byte
             if byte == b"\n":
                 if self._head.strip() == LANDER_READY.encode():
                     self._head = b""
                     return True
+                self.failed_early = True
                 return False
         return False
 

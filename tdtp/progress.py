@@ -57,6 +57,7 @@ class Progress:
         self._bar: Any = None
         self._task: Any = None
         self._done = False
+        self._printed = -1  # rows of the last plain line (the last one is not printed twice)
 
     def _isatty(self) -> bool:
         try:
@@ -75,8 +76,8 @@ class Progress:
         now = time.perf_counter()
         if self._terminal:
             self._draw(rows, parts, now, final=force)
-        elif force or now - self._last >= self.every:
-            self._last = now
+        elif (force and rows != self._printed) or now - self._last >= self.every:
+            self._last, self._printed = now, rows
             self.stream.write(self.line(rows, parts, now) + "\n")
             self.stream.flush()
         if force:

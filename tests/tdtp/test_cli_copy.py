@@ -330,6 +330,7 @@ def test_the_import_reads_the_first_part_as_soon_as_it_is_published(
         gaps.append(read - published)
     assert min(gaps) < 0.5, f"first part read {min(gaps):.3f} s after its publish at best ({gaps})"
 
+
 def test_the_schema_policy_reaches_the_landing(tmp_path: Path) -> None:
     """--schema freeze: a target table without one of the export's columns refuses the copy, named."""
     source = make_sqlite_source(tmp_path / "src.db", 100)
@@ -347,3 +348,19 @@ def test_the_schema_policy_reaches_the_landing(tmp_path: Path) -> None:
     )
     assert evolved.returncode == 0, evolved.stderr
     assert sqlite_rows(target) == expected(100)
+
+
+def test_an_unreachable_target_stops_the_copy_before_it_exports(tmp_path: Path) -> None:
+    source = make_sqlite_source(tmp_path / "src.db")
+    temp = tmp_path / "tmp"
+    temp.mkdir()
+    started = time.monotonic()
+    proc = run_tdtp(
+        "copy", "--source", source, "--table", "events", "--target", "postgresql://postgres:secret@127.0.0.1:1/x",
+        env={"TMPDIR": str(temp)},
+    )  # fmt: skip
+    assert proc.returncode == 1 and time.monotonic() - started < 30
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("tdtp copy: --target: the import cannot start: ")
+    assert "127.0.0.1:1" in lines[0] and "secret" not in proc.stderr
+    assert proc.stdout == "" and list(temp.iterdir()) == []  # nothing exported, no spool left
