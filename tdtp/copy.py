@@ -144,20 +144,14 @@ def cmd_copy(args: argparse.Namespace) -> int:
             progress = Progress("copy", quiet=args.quiet)
             if not args.quiet:
                 progress.set_total(source.estimated_rows())
-            try:
-                export = export_to_log(
-                    source,
-                    log,
-                    options=options,
-                    export_id=export_id,
-                    table=args.name,
-                    progress=progress,
-                )
-            except BaseException:
-                lander.abandon()
-                raise
+            export = export_to_log(
+                source, log, options=options, export_id=export_id, table=args.name, progress=progress
+            )
         exported = True
         landing = lander.finish()
+    except BaseException:
+        lander.abandon()  # the source, the broker or the export failed: stop the landing too
+        raise
     finally:
         if temp_dir is not None and not exported:
             shutil.rmtree(temp_dir, ignore_errors=True)
