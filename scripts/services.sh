@@ -73,3 +73,10 @@ if ! wait_port 127.0.0.1 5672 1; then
   wait_port 127.0.0.1 5672 120 || { echo "services: RabbitMQ did not start" >&2; exit 1; }
 fi
 echo "services: PostgreSQL and RabbitMQ are up"
+
+# --- The UI check's browser --------------------------------------------------------------
+# tests/e2e/ui_check.py drives Debian's chromium through Playwright (which downloads
+# nothing); installed here so the page checks run on a fresh machine instead of skipping.
+if ! command -v chromium >/dev/null 2>&1 && ! command -v chromium-browser >/dev/null 2>&1; then
+  apt_install chromium
+fi

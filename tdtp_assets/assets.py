@@ -31,12 +31,12 @@ from tdtp_assets.importing import publish_export
 from tdtp_assets.jobs import run_tags
 from tdtp_assets.partitions import filter_as_dict, partition_filter_for, partitions_def_for
 from tdtp_assets.table_meta import (
-    COLUMN_SCHEMA,
     TABLE_NAME,
     code_version,
     column_schema_metadata,
     export_definition_metadata,
     import_definition_metadata,
+    import_table_metadata,
     qualified_name,
     url_value,
 )
@@ -348,11 +348,10 @@ def build_import_asset(table: TableConfig, schema: Schema | None = None) -> dg.A
         if config.land_failure and not getattr(published, "value", published):
             metadata[names.META_LAND_FAILURE] = config.land_failure
             metadata[names.META_LAND_ATTEMPTS] = config.land_attempts
-        # The columns the export's parts carried: what this publish put in the target.
-        for key, value in column_schema_metadata(export.get(COLUMN_SCHEMA)).items():
+        # Columns (the parts' schema: what this publish put in the target), table name, URL;
+        # a schema the publish recorded itself stays.
+        for key, value in import_table_metadata(table, export).items():
             metadata.setdefault(key, value)
-        metadata.update(_table_name(table.target.url, table.target_table))
-        metadata["target"] = url_value(table.target.url)
         yield dg.MaterializeResult(metadata=metadata)
 
     return import_asset

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -180,4 +181,18 @@ def import_definition_metadata(table: TableConfig, schema: Schema | None) -> dic
     }
     meta.update(column_schema_metadata(schema))
     meta.update(code_references(table))
+    return meta
+
+
+def import_table_metadata(table: TableConfig, export: Mapping[str, Any]) -> dict[str, Any]:
+    """What every import materialization says about the table, whichever run publishes it.
+
+    ``export``: the export's materialization metadata as values (``latest_export``);
+    its column schema is the parts' schema, which the publish put in the target.
+    """
+    meta: dict[str, Any] = column_schema_metadata(export.get(COLUMN_SCHEMA))
+    name = qualified_name(table.target.url, table.target_table)
+    if name:
+        meta[TABLE_NAME] = name
+    meta["target"] = url_value(table.target.url)
     return meta

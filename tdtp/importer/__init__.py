@@ -32,6 +32,7 @@ docs/architecture.md for the picture and one row's path):
 
 from tdtp.importer.engine import ParallelImporter, export_status
 from tdtp.importer.one_export import JOB_ENV, LANDER_MODULE, ExportLanding, land_export
+from tdtp.importer.one_export import READY as LANDER_READY
 from tdtp.importer.options import ImportOptions
 from tdtp.importer.outcome import (
     COMPLETE,
@@ -54,6 +55,7 @@ __all__ = [
     "IMPORTING",
     "JOB_ENV",
     "LANDER_MODULE",
+    "LANDER_READY",
     "POLICIES",
     "REFUSED",
     "SUPERSEDED",

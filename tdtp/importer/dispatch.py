@@ -254,6 +254,8 @@ class ImportRun:
         if item.kind == "summary":
             self._on_summary(item)
             return
+        if self.stats.first_read_at is None:
+            self.stats.first_read_at = time.time()
         export_id, part, table = item.export_hint, item.part_hint, self.opts.table or item.table_hint
         if not export_id or not part or not table:
             try:

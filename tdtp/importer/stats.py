@@ -7,6 +7,7 @@ Part times are kept per part (a float each) so p50/p95 are exact; an import of
 from __future__ import annotations
 
 import statistics
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -82,6 +83,10 @@ class ImportStats:
     errors: list[str] = field(default_factory=list)
     seconds: float = 0.0
     first_part_seconds: float | None = None
+    # Wall-clock (epoch) times of the first data part received and committed: comparable with
+    # the exporter's ``first_publish_at`` in another process (the pipelined latency, bench/first_part.py).
+    first_read_at: float | None = None
+    first_landed_at: float | None = None
     staged_seconds: float = 0.0  # when the last part of the run was committed to the ledger
     finalize_seconds: float = 0.0  # time spent finishing publishes (the part not overlapped with staging)
     peak_rss_mb: float = 0.0
@@ -127,6 +132,7 @@ class ImportStats:
         self.part_seconds.append(seconds)
         if self.first_part_seconds is None:
             self.first_part_seconds = elapsed
+            self.first_landed_at = time.time()
         self.staged_seconds = elapsed
         if export_id:
             share = self.per_export.setdefault(export_id, ExportShare(start=submitted, end=elapsed))
@@ -191,7 +197,8 @@ class ImportStats:
         stats = cls()
         for name in (
             "target", "executor", "workers", "parts_imported", "total_rows", "bytes", "duplicates",
-            "retries", "dead_letters", "summaries", "seconds", "first_part_seconds", "staged_seconds",
+            "retries", "dead_letters", "summaries", "seconds", "first_part_seconds", "first_read_at",
+            "first_landed_at", "staged_seconds",
             "finalize_seconds", "peak_rss_mb", "worker_peak_rss_mb", "memory_pauses", "max_in_flight",
             "last_seq",
         ):  # fmt: skip
@@ -232,6 +239,8 @@ class ImportStats:
             "first_part_seconds": None
             if self.first_part_seconds is None
             else round(self.first_part_seconds, 3),
+            "first_read_at": self.first_read_at,
+            "first_landed_at": self.first_landed_at,
             "staged_seconds": round(self.staged_seconds, 3),
             "finalize_seconds": round(self.finalize_seconds, 3),
             "avg_part_seconds": round(self.avg_part_seconds, 4),

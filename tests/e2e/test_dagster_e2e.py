@@ -163,7 +163,7 @@ def run_chain(
     with dagster_services(tmp_path / "dagster_home", env, instance_yaml=instance_yaml) as services:
         wait_for_location(services)
         instance = services.instance()
-        backfill = launch_asset_backfill(services, ["tdtp", "export", "events"], DAYS)
+        backfill = launch_asset_backfill(services, list(names.export_key("events").path), DAYS)
 
         def diagnostics() -> str:
             return describe_runs(instance) + "\n" + services.log_tail()
@@ -187,7 +187,7 @@ def run_chain(
 
         # Materialize one partition again: a new export replaces it, nothing doubles.
         before = {run.run_id for run in good_publish_runs(instance, DAYS[1])}
-        launch_asset_backfill(services, ["tdtp", "export", "events"], [DAYS[1]])
+        launch_asset_backfill(services, list(names.export_key("events").path), [DAYS[1]])
         wait_until(
             lambda: {run.run_id for run in good_publish_runs(instance, DAYS[1])} - before != set(),
             180,

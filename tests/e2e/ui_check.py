@@ -34,10 +34,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tdtp_assets import names
+
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
-EXPORT_PATH = ["tdtp", "export", "orders_export"]
-IMPORT_PATH = ["tdtp", "import", "orders"]
+EXPORT_PATH = list(names.export_key("orders").path)
+IMPORT_PATH = list(names.import_key("orders").path)
 DAY = "2026-01-07"
 # "544KB", "1.9MB": Intl.NumberFormat's compact byte unit, as the UI renders dagster/size_bytes.
 SIZE_TEXT = re.compile(r"\b\d+(\.\d+)?\s?[kKMG]B\b")
