@@ -24,6 +24,7 @@ from tdtp.exporter import export_to_log
 from tdtp.packet import Schema
 from tdtp.parts import PartOptions
 from tdtp_assets import names
+from tdtp_assets.connections import describe, scheme_of
 from tdtp_assets.copying import InlineLander, run_materializes_import
 from tdtp_assets.failures import failure_with_cause
 from tdtp_assets.figures import transfer_metadata
@@ -40,7 +41,7 @@ from tdtp_assets.table_meta import (
     qualified_name,
     url_value,
 )
-from tdtp_assets.tables_config import TableConfig, describe, scheme_of
+from tdtp_assets.tables_config import TableConfig
 
 # Dagster shows an icon for these kind names.
 _KIND = {

@@ -28,7 +28,8 @@ import dagster as dg
 from tdtp.packet import Field, Schema
 from tdtp.sources import open_source
 from tdtp.urls import redact
-from tdtp_assets.tables_config import Connection, EnvRef, TableConfig, label_of, scheme_of, sqlite_path
+from tdtp_assets.connections import Connection, EnvRef, label_of, scheme_of, sqlite_path
+from tdtp_assets.tables_config import TableConfig
 
 COLUMN_SCHEMA = "dagster/column_schema"
 TABLE_NAME = "dagster/table_name"

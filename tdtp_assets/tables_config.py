@@ -25,12 +25,25 @@ from collections.abc import Mapping
 from functools import cached_property
 from pathlib import Path
 from typing import Any, Literal
-from urllib.parse import urlsplit
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from tdtp_assets.config_checks import check_config
+from tdtp_assets.connections import (
+    Connection,
+    EnvRef,
+    label_of,
+    sqlite_path,
+)
+
 DEMO_TABLES_FILE = Path(__file__).with_name("tables.demo.yaml")
+
+
+class TablesConfigError(ValueError):
+    """The tables file cannot be used; the message names the file, the table and the key."""
+
+
 TABLES_ENV = "TDTP_TABLES"
 HOME_ENV = "TDTP_HOME"
 #: The deployment's executor for land ops when neither the table nor ``defaults`` names one.
@@ -38,77 +51,14 @@ EXECUTOR_ENV = "TDTP_EXECUTOR"
 #: ``local``: land ops on this host (in process, or multiprocess with ``fanout > 1``);
 #: ``celery``: on dagster-celery workers, any number of hosts (docs/deploy.md).
 EXECUTORS = ("local", "celery")
-_MULTI_HOST = ("celery",)
 DEFAULT_HOME = ".tdtp"
 
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-_BROKER_SCHEMES = ("spool", "rabbitmq", "kafka")
-_SOURCE_SCHEMES = ("sqlite", "postgresql", "csv", "json", "jsonl")
-_TARGET_SCHEMES = ("sqlite", "postgresql")
-_FILE_SOURCES = ("csv", "json", "jsonl")
-
-
-class TablesConfigError(ValueError):
-    """The tables file cannot be used; the message names the file, the table and the key."""
 
 
 def data_home() -> Path:
     """The directory demo data, spools and local databases live in (absolute)."""
     return Path(os.environ.get(HOME_ENV) or DEFAULT_HOME).expanduser().resolve()
-
-
-class EnvRef(BaseModel):
-    """``{env: NAME}``: the value is read from the environment when a run starts."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-    env: str
-
-    @field_validator("env")
-    @classmethod
-    def _valid_name(cls, value: str) -> str:
-        if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", value):
-            raise ValueError(f"{value!r} is not an environment variable name")
-        return value
-
-
-Connection = str | EnvRef
-
-
-def describe(conn: Connection) -> str:
-    """A label safe to show: the URL without credentials, or ``$NAME`` for an env reference."""
-    if isinstance(conn, EnvRef):
-        return f"${conn.env}"
-    parts = urlsplit(conn)
-    host = parts.hostname or ""
-    if parts.port:
-        host = f"{host}:{parts.port}"
-    return f"{parts.scheme}://{host}{parts.path}"
-
-
-def scheme_of(conn: Connection) -> str:
-    """``sqlite``/``postgresql``/``spool``/...; ``env`` when only the environment knows."""
-    if isinstance(conn, EnvRef):
-        return "env"
-    scheme = urlsplit(conn).scheme.split("+", 1)[0]
-    return "postgresql" if scheme == "postgres" else scheme
-
-
-def label_of(conn: Connection) -> str:
-    """A short identifier for a connection: database/file stem, or the env name (group and tag values)."""
-    if isinstance(conn, EnvRef):
-        raw = conn.env.lower()
-    else:
-        path = urlsplit(conn).path.rstrip("/")
-        raw = Path(path).stem if path else (urlsplit(conn).hostname or scheme_of(conn))
-    cleaned = re.sub(r"[^A-Za-z0-9_]", "_", raw).strip("_").lower()
-    return cleaned or "default"
-
-
-def sqlite_path(url: str) -> str | None:
-    """The file a ``sqlite://`` URL names, by the engine's rule (three slashes relative, four absolute)."""
-    if scheme_of(url) != "sqlite":
-        return None
-    return url.partition("://")[2][1:].split("?", 1)[0] or None
 
 
 class Partitioning(BaseModel):
@@ -396,7 +346,9 @@ class TablesFile(BaseModel):
 class TablesConfig:
     """A validated tables file, with per-table settings resolved."""
 
-    def __init__(self, raw: TablesFile, path: Path, home: Path, lines: Mapping[str, int] | None = None) -> None:
+    def __init__(
+        self, raw: TablesFile, path: Path, home: Path, lines: Mapping[str, int] | None = None
+    ) -> None:
         self.raw = raw
         self.path = path
         self.home = home
@@ -526,79 +478,10 @@ def parse_tables(
     except ValidationError as exc:
         raise TablesConfigError("\n".join(_error_lines(path, exc))) from None
     config = TablesConfig(raw, path, home or data_home(), lines)
-    _check_connections(config)
-    _check_streams(config)
-    _check_executors(config)
+    problem = check_config(config)
+    if problem:
+        raise TablesConfigError(problem)
     return config
-
-
-def _check_connections(config: TablesConfig) -> None:
-    """Source, broker and target URL schemes, and the write mode against the target, at load time.
-
-    What a run would otherwise find only after exporting parts into the broker (an
-    unknown target scheme fails the import, not the export) fails the code location
-    here, with one line naming the table and the key.  An ``{env: ..}`` value is
-    checked when the run reads it.
-    """
-    for name, table in config.tables.items():
-        where = f"{config.path}: table {name!r}"
-        for key, conn, allowed in (
-            ("source", table.source, _SOURCE_SCHEMES),
-            ("broker", table.broker, _BROKER_SCHEMES),
-            ("target.url", table.target.url, _TARGET_SCHEMES),
-        ):
-            if isinstance(conn, EnvRef):
-                continue
-            scheme = scheme_of(conn)
-            if "://" not in conn or scheme not in allowed:
-                shown = f"scheme {scheme!r}" if "://" in conn else "not a URL"
-                raise TablesConfigError(
-                    f"{where}, key {key!r}: {shown} is not one of {', '.join(s + '://' for s in allowed)}"
-                )
-        source = scheme_of(table.source)
-        if source in _FILE_SOURCES and table.query:
-            raise TablesConfigError(
-                f"{where}, key 'query': a {source}:// source is a file and takes no query "
-                "(name it with table: and filter with where:)"
-            )
-        if scheme_of(table.target.url) == "sqlite" and "." in table.target_table:
-            raise TablesConfigError(
-                f"{where}, key 'target.table': {table.target_table!r} names a schema, and a SQLite target "
-                "has none (give a plain table name)"
-            )
-
-
-def _check_streams(config: TablesConfig) -> None:
-    """Each table needs a stream of its own: an import run loads a whole seq range into one target."""
-    owners: dict[str, str] = {}
-    for name, table in config.tables.items():
-        if isinstance(table.broker, EnvRef):
-            continue
-        stream = table.broker.split("?", 1)[0]
-        if stream in owners:
-            raise TablesConfigError(
-                f"{config.path}: table {name!r}, key 'broker': stream {describe(stream)} is already used by "
-                f"table {owners[stream]!r}; give each table its own stream (e.g. end the URL with {{table}})"
-            )
-        owners[stream] = name
-
-
-def _check_executors(config: TablesConfig) -> None:
-    """A multi-host executor cannot read a spool on one host's disk: refused at load unless declared shared.
-
-    Land ops on Celery run on whichever worker host takes them; each would find its
-    own empty directory at the spool's path and land nothing (or half an export).
-    """
-    for name, table in config.tables.items():
-        broker = table.broker
-        if table.executor not in _MULTI_HOST or isinstance(broker, EnvRef) or scheme_of(broker) != "spool":
-            continue
-        if not table.shared_spool:
-            raise TablesConfigError(
-                f"{config.path}: table {name!r}, key 'executor': {table.executor} lands parts on other hosts, "
-                f"which cannot read the local spool {describe(broker)}; use a rabbitmq:// or kafka:// broker, "
-                "or set shared_spool: true if every worker mounts that directory at the same path"
-            )
 
 
 def tables_file_path() -> Path:
