@@ -87,6 +87,17 @@ def _ledger_parts(conn, export_id: str) -> int:
     ).fetchone()[0]
 
 
+def _wait_for_backends_to_end(conn, seconds: float = 10.0) -> None:
+    """Until no other backend of this database is busy: the killed importer's are gone or idle."""
+    deadline = time.monotonic() + seconds
+    while conn.execute(
+        "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+        "AND backend_type = 'client backend' AND pid <> pg_backend_pid() AND state <> 'idle'"
+    ).fetchone()[0]:
+        assert time.monotonic() < deadline, "the killed importer's server backends are still busy"
+        time.sleep(0.05)
+
+
 def _session_alive(sid: int) -> list[int]:
     alive = []
     for p in psutil.process_iter(["pid", "status"]):
@@ -128,6 +139,9 @@ def test_sigkill_mid_import_then_rerun_gives_the_source_exactly(
     finally:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGKILL)
+    # A COMMIT a worker sent just before it died still completes in its server backend,
+    # which ends only when it notices the client gone: count once those backends are.
+    _wait_for_backends_to_end(pg_conn)
     done_before = _ledger_parts(pg_conn, exp.export_id)
     assert 3 <= done_before <= cut
     assert count(pg_conn, dst) == 0  # nothing published by the killed run
