@@ -76,6 +76,9 @@ _PAGES_PER_TICK = 20
 # is launched again: its parts land as duplicates, nothing is lost).
 _PASSED_KEPT = 200
 _STUCK = ("importing", "blocked")
+# A following land run the sensor requested but cannot find in run storage after this
+# long was never created (the launch was lost): its later seqs stop waiting for it.
+_FOLLOW_LOST_SECONDS = 300.0
 
 
 @dataclass
@@ -94,6 +97,8 @@ class Cursor:
     passed: dict[str, list[str]] = field(default_factory=dict)
     # Per table: failed land ranges waiting for their next attempt (``sensors.land_retries``).
     retry: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # Per table: the following land run in flight ({"id", "until", "at"}); later seqs wait for it.
+    follow: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     @classmethod
     def parse(cls, text: str | None) -> "Cursor":
@@ -108,6 +113,7 @@ class Cursor:
             landed={k: dict(v) for k, v in doc.get("landed", {}).items()},
             passed={k: list(v) for k, v in doc.get("passed", {}).items()},
             retry={k: dict(v) for k, v in doc.get("retry", {}).items()},
+            follow={k: dict(v) for k, v in doc.get("follow", {}).items()},
         )
 
     def dump(self) -> str:
@@ -122,6 +128,8 @@ class Cursor:
             doc["passed"] = {k: v for k, v in self.passed.items() if v}
         if self.retry:
             doc["retry"] = self.retry
+        if self.follow:
+            doc["follow"] = self.follow
         return json.dumps(doc, sort_keys=True)
 
 
@@ -189,7 +197,7 @@ def high_watermarks(
 
 
 def _land_requests(
-    context: dg.SensorEvaluationContext, table: TableConfig, cursor: Cursor, hw: int | None
+    context: dg.SensorEvaluationContext, table: TableConfig, cursor: Cursor, hw: int | None, now: float
 ) -> list[dg.RunRequest]:
     if hw is None:
         return []
@@ -204,6 +212,16 @@ def _land_requests(
         last = cursor.seq[stream] = -1  # said once, even when this tick launches nothing
         cursor.landed.pop(table.name, None)  # seqs of the old stream
         cursor.passed.pop(table.name, None)
+    if table.name in cursor.follow:
+        if hw - 1 < last:
+            cursor.follow.pop(table.name)  # the stream was recreated: what it read is gone
+        else:
+            read_until = follower_end(context.instance, table, cursor.follow[table.name], now)
+            if read_until is None:
+                return []  # it lands whatever arrives until its exports end; what comes after waits for it
+            cursor.follow.pop(table.name)
+            if read_until > last:
+                last = cursor.seq[stream] = read_until
     if hw - 1 <= last:
         return []
     # A copy run lands its own parts; launching land runs for them now would only make
@@ -232,7 +250,41 @@ def _land_requests(
     cursor.landed[table.name] = still_needed(kept, end)
     passed += [e for e in kept if e not in cursor.landed[table.name] and e not in passed]
     del passed[:-_PASSED_KEPT]
-    return [land_request(table, a, b) for a, b in ranges]
+    requests = [land_request(table, a, b) for a, b in ranges[:-1]]
+    if ranges:
+        a, b = ranges[-1]
+        # The newest range follows the stream until the exports begun in it end (one
+        # hop: it publishes and checks them), unless its seqs end where a copy run's
+        # landing starts (that run lands its own export) or several ops share it.
+        if table.fanout == 1 and math.isinf(hold) and b == hw - 1:
+            follow_id = f"{a}-{b}@{now:.3f}"
+            cursor.follow[table.name] = {"id": follow_id, "until": b, "at": now}
+            requests.append(land_request(table, a, b, follow=follow_id))
+        else:
+            requests.append(land_request(table, a, b))
+    return requests
+
+
+def follower_end(
+    instance: dg.DagsterInstance, table: TableConfig, follow: dict[str, Any], now: float
+) -> int | None:
+    """The last seq the following land run read, once it is over; None while it is in flight.
+
+    A run that failed or never said where it stopped counts as having read its
+    range only (what it landed beyond is skipped by the ledger when launched again).
+    A run that never appeared (the launch was lost) is given up on after a while.
+    """
+    runs = instance.get_runs(filters=dg.RunsFilter(tags={names.TAG_FOLLOW: str(follow["id"])}), limit=1)
+    until = int(follow["until"])
+    if not runs:
+        return until if now - float(follow["at"]) > _FOLLOW_LOST_SECONDS else None
+    run = runs[0]
+    if run.status in IN_FLIGHT:
+        return None
+    read = run.tags.get(names.TAG_FOLLOWED_UNTIL) or ""
+    if run.status == dg.DagsterRunStatus.SUCCESS and read.isdigit():
+        return max(until, int(read))
+    return until
 
 
 def still_needed(kept: dict[str, list[Any]], cursor_seq: int) -> dict[str, list[Any]]:
@@ -364,6 +416,9 @@ def _publish_requests(
         partition = record.partition_key
         if not export_id or not _valid_partition(table, partition, context):
             continue
+        if meta.get(names.META_PUBLISHED_HERE):
+            waiting.pop(export_id, None)  # the land run published and checked it itself
+            continue
         if state in _PUBLISHABLE:
             waiting.pop(export_id, None)
             requests[export_id] = publish_request(table, export_id, partition, stuck=False)
@@ -458,8 +513,9 @@ def build_part_arrival_sensor(
         else dg.DefaultSensorStatus.STOPPED,
         required_resource_keys=broker_keys,
         description=(
-            "Polls each table's part stream (high watermark only) and launches import runs for the parts that "
-            "arrived, batched per run; launches the import asset's run (publish + checks) once an export is complete."
+            "Polls each table's part stream (high watermark only) and launches a land run as soon as parts "
+            "arrive; the run follows the stream until the exports begun in it end, then publishes them and "
+            "runs their checks (one hop). Exports left incomplete get the import asset's run."
         ),
     )
     def part_arrival(context: dg.SensorEvaluationContext) -> dg.SensorResult:
@@ -470,7 +526,7 @@ def build_part_arrival_sensor(
         now = time.time()
         for table in tables:
             hw = marks.get(table.name)
-            landing = _land_requests(context, table, cursor, hw)
+            landing = _land_requests(context, table, cursor, hw, now)
             requests += landing
             retries = RetryState.parse(cursor.retry.get(table.name))
             relaunched = retry_requests(context, table, retries, now)
