@@ -76,6 +76,10 @@ _PAGES_PER_TICK = 20
 # is launched again: its parts land as duplicates, nothing is lost).
 _PASSED_KEPT = 200
 _STUCK = ("importing", "blocked")
+# dagster-daemon's sensor loop floor (``MIN_INTERVAL_LOOP_TIME`` in 1.13), and how often a
+# waiting tick polls the high watermarks.
+_DAEMON_FLOOR_SECONDS = 5
+_POLL_SECONDS = 0.2
 # A following land run the sensor requested but cannot find in run storage after this
 # long was never created (the launch was lost): its later seqs stop waiting for it.
 _FOLLOW_LOST_SECONDS = 300.0
@@ -194,6 +198,41 @@ def high_watermarks(
         polled = list(pool.map(poll, tables))
     marks = {name: hw for name, hw, _ in polled if hw is not None}
     return marks, {name: why for name, _, why in polled if why}
+
+
+def arrival_wait_seconds(interval_seconds: float) -> float:
+    """How long a tick that finds no new part waits for one: the interval less a second, at most 4 s.
+
+    Why: dagster-daemon starts a sensor tick at most every 5 s (docs/architecture.md,
+    DESIGN §4), so a part that arrives just after a tick waits up to 5 s for the next
+    one, and then a run start (about 3.5 s) before anything lands.  A tick that keeps
+    polling the high watermarks (cheap: no part body is read) for about as long as the
+    daemon's interval sees a first part within a fraction of a second and requests its
+    land run right away.  With ``interval_seconds: 1`` (tests) a tick does not wait.
+    """
+    return max(0.0, min(float(interval_seconds), float(_DAEMON_FLOOR_SECONDS)) - 1.0)
+
+
+def await_arrivals(
+    context: dg.SensorEvaluationContext, tables: list[TableConfig], cursor: Cursor, wait: float
+) -> tuple[dict[str, int], dict[str, str]]:
+    """The high watermarks, polled again every ``_POLL_SECONDS`` for up to ``wait`` seconds until a part arrives.
+
+    Returns at once when a table has seqs past the cursor that no following land run
+    is taking care of, or when a stream cannot be read (the tick says so now).
+    """
+    deadline = time.monotonic() + wait
+    while True:
+        marks, unreadable = high_watermarks(context, tables)
+        arrived = any(
+            marks.get(t.name) is not None
+            and marks[t.name] - 1 != cursor.seq.get(t.stream_label, -1)
+            and t.name not in cursor.follow
+            for t in tables
+        )
+        if arrived or unreadable or time.monotonic() + _POLL_SECONDS > deadline:
+            return marks, unreadable
+        time.sleep(_POLL_SECONDS)
 
 
 def _land_requests(
@@ -503,6 +542,7 @@ def build_part_arrival_sensor(
 ) -> dg.SensorDefinition:
     tables = list(config.tables.values())
     broker_keys = {names.broker_resource(t.name) for t in tables}
+    wait = arrival_wait_seconds(config.sensor.interval_seconds)
 
     @dg.sensor(
         name=SENSOR_NAME,
@@ -522,7 +562,7 @@ def build_part_arrival_sensor(
         ensure_target_pools(context, tables)
         cursor = Cursor.parse(context.cursor)
         requests: list[dg.RunRequest] = []
-        marks, unreadable = high_watermarks(context, tables)
+        marks, unreadable = await_arrivals(context, tables, cursor, wait)
         now = time.time()
         for table in tables:
             hw = marks.get(table.name)

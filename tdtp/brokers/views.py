@@ -140,8 +140,10 @@ class UntilExportsEnd(ReadFilter):
     An export is adopted when one of its data messages is read while fewer than
     ``adopt_limit`` messages have been read (so a busy stream cannot keep one read
     going forever); later exports' messages are still yielded (the read stays one
-    contiguous range) and are finished by whoever reads on.  ``last_seq`` is the last
-    seq yielded: the range read is ``from_seq..last_seq``.
+    contiguous range) and are finished by whoever reads on.  When the adopted exports
+    have ended, the read goes on while the stream already holds more (one broker
+    call: exports launched together land in one run rather than one run each).
+    ``last_seq`` is the last seq yielded: the range read is ``from_seq..last_seq``.
     """
 
     def __init__(self, log: PartLog | LogView, until_seq: int, adopt_limit: int) -> None:
@@ -167,10 +169,15 @@ class UntilExportsEnd(ReadFilter):
                 self._ended.add(owner)
             elif owner and owner not in self._ended and read <= self._adopt_limit:
                 self.open.add(owner)
+            if read >= self._adopt_limit:
+                self._adopt_limit = 0  # adopts no more: stops as soon as the adopted ones end
             yield item
             self.last_seq = item.seq
             if self._done(item.seq):
                 return
 
     def _done(self, seq: int) -> bool:
-        return seq >= self._until and not self.open
+        if seq < self._until or self.open:
+            return False
+        # Nothing adopted is open: stop, unless more is waiting (and may still be adopted).
+        return self._adopt_limit <= 0 or self._log.high_watermark() - 1 <= seq
