@@ -143,7 +143,11 @@ def land_figures(
 
 
 def published_export(instance: dg.DagsterInstance, table: TableConfig, partition: str | None) -> str:
-    """The export id the partition's latest import materialization records ("" : none)."""
+    """The export the partition's latest import materialization records as published ("" : none).
+
+    One recorded as not published (the land runs failed, ``land_failure``) does not
+    count: once a re-launch lands it, it is materialized again, with its checks.
+    """
     records = instance.fetch_materializations(
         dg.AssetRecordsFilter(
             asset_key=names.import_key(table.name), asset_partitions=[partition] if partition else None
@@ -152,7 +156,10 @@ def published_export(instance: dg.DagsterInstance, table: TableConfig, partition
     ).records
     mat = records[0].asset_materialization if records else None
     value = mat.metadata.get(names.META_EXPORT_ID) if mat is not None else None
-    return str(value.value) if value is not None else ""
+    published = mat.metadata.get("published") if mat is not None else None
+    if value is None or published is None or published.value is not True:
+        return ""
+    return str(value.value)
 
 
 def landed_metadata(
