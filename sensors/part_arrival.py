@@ -1,20 +1,29 @@
-"""The part-arrival sensor: turns new messages in each table's stream into import runs.
+"""The part-arrival sensor: turns new messages in each table's stream into land runs, one hop per export.
 
 Each tick, per table:
 
 1. Polls the stream's high watermark (the next seq; no part body is read) and
-   launches import-parts runs for the seqs that arrived since the cursor, at most
-   ``max_parts_per_run`` per run so one run's fixed cost (a few seconds) is spread
-   over many parts.  ``run_key = "<stream>:<from>-<until>"``: a seq range is launched
-   once, also across daemon restarts (Dagster checks run keys against run storage),
-   and the cursor moves past it so the next tick never asks again (#3726: run-key
-   dedupe alone would re-check every key on every tick).
-2. Reads the import-parts runs' observations since the cursor (by storage id) and,
-   for every export that is complete, launches a run of the import asset for that
-   export's partition: it publishes (a no-op when the importer already did) and runs
-   the blocking checks.  An export whose summary is in but that still misses parts
-   waits until no import-parts run of the table is in flight, then gets the same
-   run, so its checks fail and say what is missing instead of waiting forever.
+   launches land runs (``tdtp_import_parts_<table>``) for the seqs that arrived since
+   the cursor, at most ``max_parts_per_run`` per run so one run's fixed cost (a few
+   seconds) is spread over many parts.  ``run_key = "<stream>:<from>-<until>"``: a seq
+   range is launched once, also across daemon restarts (Dagster checks run keys
+   against run storage), and the cursor moves past it so the next tick never asks
+   again (#3726: run-key dedupe alone would re-check every key on every tick).  A
+   tick that finds nothing new keeps polling for up to the interval less a second
+   (``arrival_wait_seconds``): the daemon starts a tick every 5 s at best, and an
+   export's first part should not wait for the next one.
+2. The newest range's run follows the stream (``follow`` in the cursor, the
+   ``tdtp/follow`` tag on the run): it lands on until the exports begun in its range
+   have sent their summaries, then publishes each export it completed, materializes
+   its import partition and records that partition's four blocking checks, in the
+   same run (``tdtp_assets.jobs``).  Until it is over the table's later seqs wait;
+   then the cursor moves past the last seq it read (its ``tdtp/followed_until_seq``
+   tag).  So landing overlaps exporting, and an export costs one sensor hop.
+3. Reads the land runs' observations since the cursor (by storage id).  An export a
+   land run left complete but unpublished gets a run of the import asset for its
+   partition (publish + checks).  One whose summary is in but that still misses
+   parts waits until no land run of the table is in flight, then gets the same run,
+   so its checks fail and say what is missing instead of waiting forever.
 
 Copy runs (``tdtp_copy_<table>``, or both assets selected in one run) land their
 own parts (``tdtp_assets.copying``).  While one is running, the seqs from where its
@@ -25,7 +34,7 @@ sensor reads each export materialization once and keeps the ranges ahead of its
 seq cursor in its cursor.  A range launched anyway would only be skipped as
 duplicates by the target's ledger.
 
-3. Re-launches land runs that failed, with backoff, and past ``land_retries`` fails
+4. Re-launches land runs that failed, with backoff, and past ``land_retries`` fails
    the partitions' checks with the cause (``sensors.land_retries``): the cursor moved
    past a failed range, so without this nothing would launch it again.
 
@@ -36,8 +45,10 @@ save, is skipped with that line as its skip reason.
 The cursor is JSON: ``{"seq": {stream: last launched seq}, "obs": {table: storage id},
 "waiting": {table: {export_id: partition}}, "mats": {table: storage id},
 "landed": {table: {export_id: [first, until, [other exports]]}}, "passed": {table: [export_id]},
-"retry": {table: {"pending": {range: attempt}, "seen": {run_id: time}, "after": time}}}``.
-A tick does one cheap broker call and a few small storage queries per table (at most
+"retry": {table: {"pending": {range: attempt}, "seen": {run_id: time}, "after": time}},
+"follow": {table: {"id": follow tag, "until": range end, "at": time}}}``.
+A tick polls the brokers (one cheap call each, every 0.2 s for at most 4 s while
+nothing arrives) and makes a few small storage queries per table (at most
 ``_PAGES_PER_TICK`` pages of export materializations, one query for failed land runs),
 far inside Dagster's 60 s tick limit.
 """
