@@ -332,3 +332,26 @@ def test_unreachable_broker_does_not_stop_other_tables(home: Path, instance) -> 
     requests, cursor = tick(defs, instance, None)
     assert [r.job_name for r in requests] == [names.import_parts_job_name("events")]
     assert "ghost" not in json.loads(cursor)["seq"]
+
+
+def test_a_tick_waits_for_the_first_part_and_launches_its_land_run_at_once(home: Path, instance) -> None:
+    """The daemon ticks every 5 s at best: a tick that finds nothing keeps polling, so a first part is not left waiting."""
+    doc = tables_doc(home)
+    doc["sensor"]["interval_seconds"] = 5  # a tick waits up to 4 s
+    defs = definitions_for(doc, home)
+    started = time.monotonic()
+    assert tick(defs, instance, None)[0] == []
+    assert time.monotonic() - started >= 3.8, "nothing arrived: the tick polled for the interval less a second"
+
+    def first_part() -> None:
+        time.sleep(0.5)
+        with open_broker(f"spool:///{home}/spool/events") as log:
+            log.publish(b"<DataPacket/>", {"kind": "data", "export_id": "REF-x", "partition": DAYS[0]})
+
+    producer = threading.Thread(target=first_part)
+    started = time.monotonic()
+    producer.start()
+    requests, _ = tick(defs, instance, None)
+    producer.join()
+    assert [r.run_key for r in requests] == ["events:0-0"]
+    assert time.monotonic() - started < 3.3, "the land run was requested as soon as the part arrived"
