@@ -320,7 +320,7 @@ def build_import_parts_job(table: TableConfig) -> dg.JobDefinition:
         pool=names.target_pool(table.target_label),
         description="Evaluate the four blocking checks of every partition this run published.",
     )
-    def check(context: dg.OpExecutionContext, partitions: list) -> None:
+    def check(context: dg.OpExecutionContext, partitions: list):
         target = getattr(context.resources, target_key)
         failed = []
         for partition in partitions:
@@ -330,6 +330,9 @@ def build_import_parts_job(table: TableConfig) -> dg.JobDefinition:
                 context.log_event(evaluation)
                 if not evaluation.passed:
                     failed.append(f"{partition or '(all)'} {evaluation.check_name}: {evaluation.description}")
+        # Logged events are written when the op yields: the evaluations, red ones included,
+        # must be stored before a failure ends the step.
+        yield dg.Output(None)
         if failed:
             # A blocking check that fails fails its run, here as in a publish run.
             raise dg.Failure(f"{len(failed)} check(s) failed: " + "; ".join(failed))
