@@ -449,6 +449,8 @@ def main() -> None:
             for n, (a, b) in enumerate(zip(sensor, copy, strict=True), 1):
                 print(f"| {n} | {a:.2f} s | {b:.2f} s | {a / b:.2f}x |")
             print(f"| median | {med(sensor):.2f} s | {med(copy):.2f} s | {med(ratios):.2f}x |")
+            print(f"ratio of the medians: {med(sensor) / med(copy):.2f}x")
+            results["rounds_median"]["ratio_of_medians"] = round(med(sensor) / med(copy), 2)
         if not args.skip_1m:
             run_one_million(args, work, results)
     results["load_after"] = os.getloadavg()
