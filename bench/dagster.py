@@ -64,6 +64,7 @@ from dagster import DagsterEventType  # noqa: E402
 from resources.demo import ORDERS_ROWS, ensure_demo_db  # noqa: E402
 from tdtp_assets import names  # noqa: E402
 from tests.e2e.dagster_procs import (  # noqa: E402
+    INSTANCE_YAML,
     dagster_services,
     describe_runs,
     launch_job,
@@ -261,7 +262,7 @@ def run_partition_rounds(work: Path, rounds: int, days: list[str]) -> list[dict[
     """Alternating rounds on one instance: three demo partitions as export runs (sensor chain), then as copy runs."""
     env = {"TDTP_HOME": str(work / "demo_home"), "TDTP_TABLES": ""}
     out = []
-    with dagster_services(work / "dagster_home_rounds", env, instance_yaml=ROOT / "dagster.yaml") as services:
+    with dagster_services(work / "dagster_home_rounds", env, instance_yaml=INSTANCE_YAML) as services:
         wait_for_location(services)
         instance = services.instance()
         # The demo source is generated on first use: once before timing anything.
@@ -301,7 +302,7 @@ def run_dagster(demo_db: Path, work: Path, target_template: str, workers: int, f
     tables_file.write_text(yaml.safe_dump(tables))
     env = {"TDTP_TABLES": str(tables_file), "TDTP_HOME": str(work / "data")}
     with dagster_services(
-        work / f"dagster_home_f{fanout}", env, instance_yaml=ROOT / "dagster.yaml"
+        work / f"dagster_home_f{fanout}", env, instance_yaml=INSTANCE_YAML
     ) as services:
         wait_for_location(services)
         instance = services.instance()

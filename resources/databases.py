@@ -58,9 +58,17 @@ class TargetDatabase(dg.ConfigurableResource):
     url: str = Field(description="Target URL; use an EnvVar when it has a password.")
 
     def importer(
-        self, *, table: str, mode: str = "replace", workers: int = 1, require_hashes: bool = False
+        self,
+        *,
+        table: str,
+        mode: str = "replace",
+        workers: int = 1,
+        require_hashes: bool = False,
+        schema: str = "evolve",
     ) -> ParallelImporter:
-        options = ImportOptions(workers=workers, mode=mode, table=table, require_hashes=require_hashes)
+        options = ImportOptions(
+            workers=workers, mode=mode, table=table, require_hashes=require_hashes, schema=schema
+        )
         return ParallelImporter(self.url, options)
 
     @property

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Install, then run the demo chain on embedded defaults (SQLite source generated on first use,
 # file spool, SQLite warehouse; no server), then serve the Dagster UI.
-#   bash scripts/demo.sh              # chain for one day, then `dagster dev` on http://127.0.0.1:3000
+#   bash scripts/demo.sh              # chain for one day, then `dg dev` on http://127.0.0.1:3000
 #   bash scripts/demo.sh --headless   # chain only
 #   DEMO_PARTITION=2026-01-12 bash scripts/demo.sh --headless
 set -euo pipefail
@@ -14,12 +14,12 @@ cd "$(dirname "$0")/.."
 export TDTP_HOME="${TDTP_HOME:-$PWD/.tdtp}"
 export DAGSTER_HOME="${DAGSTER_HOME:-$TDTP_HOME/dagster_home}"
 mkdir -p "$DAGSTER_HOME"
-[ -f "$DAGSTER_HOME/dagster.yaml" ] || cp dagster.yaml "$DAGSTER_HOME/dagster.yaml"
+[ -f "$DAGSTER_HOME/dagster.yaml" ] || cp deploy/dagster.yaml "$DAGSTER_HOME/dagster.yaml"
 
 partition="${DEMO_PARTITION:-2026-01-07}"
 echo "demo: exporting and importing orders for $partition (the first run generates 1M demo rows)"
-.venv/bin/dagster asset materialize -m tdtp_location.definitions \
-    --select 'tdtp/export/orders,tdtp/import/orders' --partition "$partition"
+# Both assets in one run: a copy run (export, land while exporting, publish, checks).
+.venv/bin/dg launch --assets 'tdtp/export/orders_export,tdtp/import/orders' --partition "$partition"
 
 .venv/bin/python - "$TDTP_HOME" "$partition" <<'PY'
 import sqlite3, sys
@@ -32,6 +32,6 @@ sys.exit(0 if a == b else 1)
 PY
 
 if [ "${1:-}" != "--headless" ]; then
-  echo "demo: starting dagster dev on http://127.0.0.1:3000 (Ctrl-C to stop)"
-  exec .venv/bin/dagster dev -h 127.0.0.1 -p 3000
+  echo "demo: starting dg dev on http://127.0.0.1:3000 (Ctrl-C to stop)"
+  exec .venv/bin/dg dev -h 127.0.0.1 -p 3000
 fi

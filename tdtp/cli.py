@@ -1,4 +1,4 @@
-"""The ``tdtp`` command: export, import, inspect, tail, status, replay.
+"""The ``tdtp`` command: export, import, copy, inspect, tail, status, replay, reset.
 
 Every failure the engine can name (bad input, bad configuration, a dead broker)
 becomes one line on stderr and a non-zero exit, never a traceback; progress goes to
@@ -14,33 +14,25 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+# Shared with subcommands in modules of their own (tdtp/copy.py); re-exported for callers of tdtp.cli.
+from tdtp.cli_args import (
+    EXIT_FAILED,
+    EXIT_OK,
+    EXIT_USAGE,
+    add_part_options,
+    add_schema_option,
+    add_source_options,
+    columns_of,
+    int_at_least,
+    is_broker_url,
+    refuse_reserved_table,
+)
+from tdtp.copy import add_copy_parser, cmd_copy
 from tdtp.packet import TdtpError
 
-EXIT_OK = 0
-EXIT_FAILED = 1
-EXIT_USAGE = 2
+_int_at_least = int_at_least
 
-
-def is_broker_url(text: str) -> bool:
-    """Anything shaped ``scheme://...`` is a URL, never a directory: an unknown scheme gets
-    the broker layer's "unknown scheme" error instead of a folder named ``nats:``."""
-    scheme, sep, _ = text.partition("://")
-    return bool(sep) and scheme.replace("+", "").replace("-", "").isalnum()
-
-
-def _int_at_least(low: int, high: int | None = None):  # noqa: ANN202 - an argparse type
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-        if value < low:
-            raise argparse.ArgumentTypeError(f"{value} is below the minimum of {low}")
-        if high is not None and value > high:
-            raise argparse.ArgumentTypeError(f"{value} is above the maximum of {high}")
-        return value
-
-    return parse
+__all__ = ["EXIT_FAILED", "EXIT_OK", "EXIT_USAGE", "build_parser", "is_broker_url", "main", "refuse_reserved_table"]
 
 
 def _add_export(sub: argparse._SubParsersAction) -> None:
@@ -54,35 +46,14 @@ def _add_export(sub: argparse._SubParsersAction) -> None:
             "its reader needs TotalParts."
         ),
     )
-    p.add_argument(
-        "--source", required=True, help="sqlite:///x.db, postgresql://user@host:port/db, csv:///x.csv, ..."
-    )
-    what = p.add_mutually_exclusive_group(required=True)
-    what.add_argument("--table", help="table to export (schema.table allowed)")
-    what.add_argument("--query", help="SQL query to export")
+    add_source_options(p)
     p.add_argument(
         "--to", required=True, help="output directory, or spool:///DIR/STREAM, rabbitmq://..., kafka://..."
     )
     p.add_argument(
         "--mode", choices=("batch", "stream"), help="default: batch for a directory, stream for a broker"
     )
-    p.add_argument(
-        "--part-bytes",
-        type=_int_at_least(4096),
-        default=1_900_000,
-        help="part budget in encoded bytes (default 1900000, at least 4096)",
-    )
-    p.add_argument(
-        "--part-raw-bytes",
-        type=_int_at_least(4096, 64 * 2**20),
-        default=8 * 2**20,
-        help="part budget in decoded row bytes, whatever the compression (default 8388608, 4096..67108864)",
-    )
-    p.add_argument("--compress", choices=("zstd", "none"), default="zstd")
-    p.add_argument("--level", type=int, default=1, choices=range(1, 23), metavar="1..22", help="zstd level (default 1)")
-    p.add_argument("--hashes", action="store_true", help="write TDTP v1.4 XXH3 integrity hashes")
-    p.add_argument("--columns", help="comma-separated column list")
-    p.add_argument("--where", help="SQL condition added to the table read")
+    add_part_options(p)
     p.add_argument("--name", help="table name written into the parts (default: the source's)")
     p.add_argument("--export-id", help="export id (MessageID base); generated when absent")
     p.add_argument(
@@ -106,6 +77,7 @@ def _add_import(sub: argparse._SubParsersAction) -> None:
         help="PostgreSQL replace: load in parallel and swap the table/partition in (auto: where safe), or copy",
     )
     p.add_argument("--workers", type=_int_at_least(1), help="parallel workers (default: CPU count)")
+    add_schema_option(p)
     start = p.add_mutually_exclusive_group()
     start.add_argument("--from-seq", type=int, help="replay from this sequence number (inclusive)")
     start.add_argument("--after-seq", type=int, help="replay after this sequence number")
@@ -179,6 +151,7 @@ def _add_replay(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--target", required=True)
     p.add_argument("--export-id", help="only this export's dead letters")
     p.add_argument("--workers", type=_int_at_least(1))
+    add_schema_option(p)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -187,19 +160,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="Stream tables as TDTP parts through files or brokers and import them in parallel.",
     )
     sub = parser.add_subparsers(dest="command", required=True)
-    for add in (_add_export, _add_import, _add_inspect, _add_tail, _add_status, _add_replay, _add_reset):
+    for add in (_add_export, _add_import, add_copy_parser, _add_inspect, _add_tail, _add_status, _add_replay, _add_reset):
         add(sub)
     return parser
-
-
-def refuse_reserved_table(url: str, table: str | None, option: str) -> None:
-    """``--table`` may not name the importer's bookkeeping (``tdtp.sinks.ddl.refuse_reserved``)."""
-    from tdtp.sinks.ddl import refuse_reserved
-    from tdtp.urls import parse_url
-
-    scheme = parse_url(url).scheme
-    if table is not None and scheme in ("postgresql", "sqlite"):
-        refuse_reserved(table, scheme, where=option)
 
 
 def cmd_export(args: argparse.Namespace) -> int:
@@ -221,12 +184,14 @@ def cmd_export(args: argparse.Namespace) -> int:
         hashes=args.hashes,
         batch=mode == "batch",
     )
-    columns = [c.strip() for c in args.columns.split(",")] if args.columns else None
+    columns = columns_of(args)
     refuse_reserved_table(args.source, args.table, "--table")
     progress = Progress("export", quiet=args.quiet)
     with open_source(
         args.source, table=args.table, query=args.query, columns=columns, where=args.where
     ) as source:
+        if not args.quiet:
+            progress.set_total(source.estimated_rows())  # a bar with % and ETA when it is cheap to know
         if to_broker:
             from tdtp.brokers import open_broker
 
@@ -265,6 +230,7 @@ def cmd_import(args: argparse.Namespace) -> int:
         abandon_after_seconds=args.abandon_after,
         publish_wait_seconds=args.publish_wait,
         require_hashes=args.require_hashes,
+        schema=args.schema,
     )
     if args.workers:
         options.workers = args.workers
@@ -436,7 +402,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 def cmd_replay(args: argparse.Namespace) -> int:
     from tdtp.importer import ImportOptions, ParallelImporter
 
-    options = ImportOptions()
+    options = ImportOptions(schema=args.schema)
     if args.workers:
         options.workers = args.workers
     stats = ParallelImporter(_existing_target(args.target), options).replay_dead_letters(args.export_id)
@@ -457,6 +423,7 @@ def cmd_reset(args: argparse.Namespace) -> int:
 COMMANDS = {
     "export": cmd_export,
     "import": cmd_import,
+    "copy": cmd_copy,
     "inspect": cmd_inspect,
     "tail": cmd_tail,
     "status": cmd_status,

@@ -63,6 +63,8 @@ def _run(
             stats.export_id = item.export_id
             stats.checksum = item.checksum
             break
+        if stats.first_publish_at is None:
+            stats.first_publish_at = time.time()
         deliver(item)
         if stats.first_part_seconds is None:
             stats.first_part_seconds = time.perf_counter() - started
@@ -107,13 +109,14 @@ def export_to_dir(
     directory.mkdir(parents=True, exist_ok=True)
     base = base_name or f"{_safe_file_stem(table or source.name)}.tdtp.xml"
     _clear_earlier_export(directory, base, overwrite)
-    written: list[Path] = []
+    ends: dict[str, str] = {}  # the first and the last part file's names
 
     def deliver(part: Part) -> None:
         # Batch parts know their total (a lone part keeps the plain name, as Go does).
         path = directory / part_file_name(base, part.number, part.total_parts)
         _write_atomically(path, part.body)
-        written.append(path)
+        ends.setdefault("first_file", path.name)
+        ends["last_file"] = path.name
 
     def finish(summary: Summary) -> None:
         if not options.batch:
@@ -131,7 +134,10 @@ def export_to_dir(
         partition_filter=partition_filter,
         spool_dir=directory,
     )
-    stats.extra["files"] = [str(p) for p in written]
+    # The directory and how many part files, not every path: thousands at 100M rows.
+    stats.extra.update(directory=str(directory), part_files=stats.parts, **ends)
+    if not options.batch:
+        stats.extra["summary_file"] = summary_file_name(base)
     return stats
 
 

@@ -1,4 +1,4 @@
-"""Throughput, latency and memory figures, and throttled progress lines on stderr.
+"""Throughput, latency and memory figures (progress on stderr: ``tdtp/progress.py``).
 
 Peak RSS comes from ``getrusage``: the kernel's own high-water mark for this process,
 so it catches short spikes a sampling thread would miss.  Benchmarks that compare modes
@@ -9,10 +9,9 @@ from __future__ import annotations
 
 import ctypes
 import resource
-import sys
-import time
 from dataclasses import asdict, dataclass, field
-from typing import TextIO
+
+from tdtp.progress import Progress  # noqa: F401 - re-exported: where the importer and exporter import it
 
 
 def peak_rss_mb() -> float:
@@ -33,6 +32,9 @@ class TransferStats:
     raw_bytes: int = 0
     seconds: float = 0.0
     first_part_seconds: float | None = None
+    # Wall-clock (epoch) time the first part was handed to the broker or file: comparable with an
+    # importer's ``first_read_at`` in another process (bench/first_part.py).
+    first_publish_at: float | None = None
     peak_rss_mb: float = 0.0
     checksum: str = ""
     extra: dict[str, object] = field(default_factory=dict)
@@ -50,29 +52,6 @@ class TransferStats:
         data["rows_per_second"] = round(self.rows_per_second, 1)
         data["mb_per_second"] = round(self.mb_per_second, 2)
         return data
-
-
-class Progress:
-    """Prints ``rows, parts, rows/s`` to stderr at most once a second; silent when quiet."""
-
-    def __init__(self, label: str, *, quiet: bool = False, stream: TextIO | None = None, every: float = 1.0):
-        self.label = label
-        self.quiet = quiet
-        self.stream = stream or sys.stderr
-        self.every = every
-        self.start = time.perf_counter()
-        self._last = self.start
-
-    def update(self, rows: int, parts: int, *, force: bool = False) -> None:
-        if self.quiet:
-            return
-        now = time.perf_counter()
-        if not force and now - self._last < self.every:
-            return
-        self._last = now
-        elapsed = max(now - self.start, 1e-9)
-        self.stream.write(f"{self.label}: {rows:,} rows, {parts} parts, {rows / elapsed:,.0f} rows/s\n")
-        self.stream.flush()
 
 
 # glibc's mallopt parameter number for the mmap threshold (malloc.h: M_MMAP_THRESHOLD).

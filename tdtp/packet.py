@@ -13,8 +13,9 @@ text without turning every value into a Python object.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any, cast
+from typing import Any, cast, overload
 
 
 class TdtpError(Exception):
@@ -199,11 +200,91 @@ class Header:
         return mid
 
 
+class RowText(Sequence[str]):
+    """A part's row lines kept as their LF-joined UTF-8 bytes, split a chunk at a time.
+
+    Why: as a list, every line is a Python string (~50 bytes of header each), so a
+    part of 7 MiB of rows held ~13 MiB of strings, and its checksum joined them back
+    into 7 MiB of text and 7 MiB of bytes on top.  The importer reads a part once,
+    front to back, in chunks (COPY text, SQLite rows): it needs the lines of one chunk
+    at a time, the count, and the bytes for the checksum, never the whole list.  The
+    bytes must be valid UTF-8 (the decoder checked) and hold no raw line feed inside a
+    line (row lines never do).  Indexing and slicing work, by splitting the whole text:
+    for tests and rare paths, not for the import's loop.
+    """
+
+    __slots__ = ("data", "_count")
+
+    def __init__(self, data: bytes, count: int | None = None) -> None:
+        self.data = data
+        self._count = (data.count(b"\n") + 1 if data else 0) if count is None else count
+
+    def __len__(self) -> int:
+        return self._count
+
+    def chunks(self, size: int = 256 * 1024) -> Iterator[list[str]]:
+        """Lists of consecutive lines, each from about ``size`` bytes of the text."""
+        data, end, pos, left = self.data, len(self.data), 0, self._count
+        while left > 0:
+            cut = data.rfind(b"\n", pos, pos + size) if pos + size < end else -1
+            if cut < 0:  # the rest fits, or one line is longer than size
+                cut = data.find(b"\n", pos + size) if pos + size < end else -1
+            stop = end if cut < 0 else cut
+            lines = data[pos:stop].decode("utf-8").split("\n")
+            left -= len(lines)
+            yield lines
+            pos = stop + 1
+            if cut < 0 and left > 0:  # the text ends with line feeds: empty last lines
+                yield [""] * left
+                left = 0
+
+    def __iter__(self) -> Iterator[str]:
+        for lines in self.chunks():
+            yield from lines
+
+    @overload
+    def __getitem__(self, index: int) -> str: ...
+    @overload
+    def __getitem__(self, index: slice) -> list[str]: ...
+    def __getitem__(self, index: int | slice) -> str | list[str]:
+        return list(self)[index]
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, RowText):
+            return self.data == other.data and len(self) == len(other)
+        if isinstance(other, (list, tuple)):
+            return list(self) == list(other)
+        return NotImplemented
+
+    __hash__ = None  # type: ignore[assignment]  # mutable-free, but equal to lists: no hash
+
+    def __repr__(self) -> str:
+        return f"RowText({len(self)} lines, {len(self.data)} bytes)"
+
+
+def line_chunks(lines: Sequence[str], rows: int = 4096) -> Iterator[tuple[int, list[str]]]:
+    """(index of the first line, lines) for consecutive chunks of about ``rows`` lines.
+
+    A list is sliced; a :class:`RowText` is split a chunk at a time, sized by its
+    average line, so only one chunk of strings exists at once.
+    """
+    start = 0
+    if isinstance(lines, RowText):
+        size = max(4096, len(lines.data) * rows // max(len(lines), 1))
+        for chunk in lines.chunks(size):
+            yield start, chunk
+            start += len(chunk)
+        return
+    for start in range(0, len(lines), rows):
+        yield start, list(lines[start : start + rows])
+
+
 @dataclass(slots=True)
 class Packet:
     """A whole TDTP packet.
 
-    ``rows`` are row lines (see the module docstring).  ``compression`` is ``""`` or
+    ``rows`` are row lines (see the module docstring): a list, or a :class:`RowText`
+    where the decoder was asked for ``lazy_rows``.  ``compression`` is ``""`` or
     ``"zstd"`` and says how the packet was (or will be) written; ``compact`` marks a
     v1.3.1 compact Data section (read only: the codec expands it on decode).
     ``hash_status`` is set by the decoder: ``"none"`` (no hashes), ``"ok"``.
@@ -211,7 +292,7 @@ class Packet:
 
     header: Header
     schema: Schema
-    rows: list[str] = field(default_factory=list)
+    rows: list[str] | RowText = field(default_factory=list)
     version: str = "1.0"
     compression: str = ""
     compact: bool = False

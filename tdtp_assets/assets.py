@@ -21,6 +21,7 @@ from pydantic import Field
 from tdtp.brokers import PublishedSeqs
 from tdtp.codec import export_message_id
 from tdtp.exporter import export_to_log
+from tdtp.packet import Schema
 from tdtp.parts import PartOptions
 from tdtp_assets import names
 from tdtp_assets.copying import InlineLander, run_materializes_import
@@ -29,6 +30,16 @@ from tdtp_assets.figures import transfer_metadata
 from tdtp_assets.importing import latest_export, publish_export
 from tdtp_assets.jobs import run_tags
 from tdtp_assets.partitions import filter_as_dict, partition_filter_for, partitions_def_for, run_partition
+from tdtp_assets.table_meta import (
+    TABLE_NAME,
+    code_version,
+    column_schema_metadata,
+    export_definition_metadata,
+    import_definition_metadata,
+    import_table_metadata,
+    qualified_name,
+    url_value,
+)
 from tdtp_assets.tables_config import TableConfig, describe, scheme_of
 
 # Dagster shows an icon for these kind names.
@@ -88,8 +99,12 @@ def _landing_starter(context: dg.AssetExecutionContext, lander: InlineLander) ->
     return start
 
 
-def build_export_asset(table: TableConfig) -> dg.AssetsDefinition:
-    """``tdtp/export/<table>``: stream one partition of the source into the broker."""
+def build_export_asset(table: TableConfig, schema: Schema | None = None) -> dg.AssetsDefinition:
+    """``tdtp/export/<table>_export``: stream one partition of the source into the broker.
+
+    ``schema``: the source's columns when known at load time (see
+    ``table_meta.source_schema_if_cheap``), shown on the definition.
+    """
     name = table.name
     source_key, broker_key = names.source_resource(name), names.broker_resource(name)
     target_key = names.target_resource(name)
@@ -112,7 +127,8 @@ def build_export_asset(table: TableConfig) -> dg.AssetsDefinition:
         # The target is needed only by a copy run; Dagster initializes resources per
         # step, and a URL is all that is resolved (no connection is opened unused).
         required_resource_keys={source_key, broker_key, target_key},
-        metadata={"source": describe(table.source), "broker": describe(table.broker)},
+        metadata=export_definition_metadata(table, schema),
+        code_version=code_version(table),
     )
     def export_asset(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
         tag_run(context, table)
@@ -147,6 +163,7 @@ def build_export_asset(table: TableConfig) -> dg.AssetsDefinition:
             ) as src,
             broker.open() as log,
         ):
+            columns = column_schema_metadata(src.schema)
             recorder = PublishedSeqs(log, on_first=_landing_starter(context, lander) if lander else None)
             try:
                 stats = export_to_log(
@@ -190,7 +207,9 @@ def build_export_asset(table: TableConfig) -> dg.AssetsDefinition:
                 ),
                 names.META_LAST_SEQ: dg.MetadataValue.int(recorder.last if recorder.last is not None else -1),
                 "checksum": stats.get("checksum", ""),
-                "stream": describe(table.broker),
+                "stream": url_value(table.broker),
+                **columns,
+                **_table_name(table.source, table.source_table),
                 **landing,
             }
         )
@@ -212,8 +231,16 @@ class ImportConfig(dg.Config):
     land_attempts: int = Field(default=0, ge=0, description="How many land runs failed (with land_failure).")
 
 
-def build_import_asset(table: TableConfig) -> dg.AssetsDefinition:
-    """``tdtp/import/<table>``: the table in the target; a partition materializes when it is published."""
+def _table_name(conn: Any, table: str | None) -> dict[str, str]:
+    name = qualified_name(conn, table)
+    return {TABLE_NAME: name} if name else {}
+
+
+def build_import_asset(table: TableConfig, schema: Schema | None = None) -> dg.AssetsDefinition:
+    """``tdtp/import/<table>``: the table in the target; a partition materializes when it is published.
+
+    ``schema``: the columns the parts will carry when known at load time (definition metadata).
+    """
     name = table.name
     target_key, broker_key = names.target_resource(name), names.broker_resource(name)
     description = (table.description + "\n\n" if table.description else "") + (
@@ -234,11 +261,8 @@ def build_import_asset(table: TableConfig) -> dg.AssetsDefinition:
         description=description,
         required_resource_keys={target_key, broker_key},
         pool=names.target_pool(table.target_label),
-        metadata={
-            "target": describe(table.target.url),
-            "table": table.target_table,
-            "mode": table.target.mode,
-        },
+        metadata=import_definition_metadata(table, schema),
+        code_version=code_version(table),
         output_required=False,
     )
     def import_asset(context: dg.AssetExecutionContext, config: ImportConfig):
@@ -283,6 +307,10 @@ def build_import_asset(table: TableConfig) -> dg.AssetsDefinition:
         if config.land_failure and not getattr(published, "value", published):
             metadata[names.META_LAND_FAILURE] = config.land_failure
             metadata[names.META_LAND_ATTEMPTS] = config.land_attempts
+        # Columns (the parts' schema: what this publish put in the target), table name, URL;
+        # a schema the publish recorded itself stays.
+        for key, value in import_table_metadata(table, export).items():
+            metadata.setdefault(key, value)
         yield dg.MaterializeResult(metadata=metadata)
 
     return import_asset

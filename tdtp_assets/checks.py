@@ -11,6 +11,8 @@ counter that may still be catching up.
 - ``parts_complete``: parts in the ledger equal TotalParts with no gaps.
 - ``no_dead_letters``: no part of the export is waiting in the dead letters.
 - ``checksum_matches``: the sum of the ledger's part checksums equals the summary's.
+- ``schema_change`` (not blocking, severity WARN): fails when the export changed the
+  table's schema (added, dropped, widened or discarded columns, in its metadata).
 
 When the sensor gave up re-launching an export's land runs (``land_retries``), the
 import run records the partition as not published with the land runs' cause
@@ -23,7 +25,7 @@ from typing import Any
 
 import dagster as dg
 
-from tdtp.importer import ExportStatus, ranges
+from tdtp.importer import ExportStatus, SchemaChange, ranges
 from tdtp_assets import names
 from tdtp_assets.failures import failure_with_cause
 from tdtp_assets.importing import open_importer, target_partition_rows
@@ -34,13 +36,39 @@ ROWS = "rows_match_summary"
 PARTS = "parts_complete"
 DEAD = "no_dead_letters"
 CHECKSUM = "checksum_matches"
+SCHEMA = "schema_change"
+CHECKS = (ROWS, PARTS, DEAD, CHECKSUM, SCHEMA)
 
 DESCRIPTIONS = {
     ROWS: "Rows in the target for this partition equal the export summary's TotalRows.",
     PARTS: "Every part 1..TotalParts of the export is in the ledger (no gaps).",
     DEAD: "No part of the export is in the dead letters.",
     CHECKSUM: "The ledger's checksum (sum of part XXH3 checksums) equals the summary's.",
+    SCHEMA: "The export did not change the table's schema (not blocking: a change is reported, with the "
+    "added, dropped, widened and discarded columns).",
 }
+
+
+def judge_schema(status: ExportStatus) -> tuple[bool, str, dict[str, object]]:
+    """The schema-change check: passes when the export took the table's schema as it was."""
+    change = status.schema_change or SchemaChange()
+    metadata: dict[str, object] = {
+        "policy": change.policy,
+        **{
+            what: dg.MetadataValue.json(getattr(change, what))
+            for what in ("added", "dropped", "widened", "discarded", "refused")
+        },
+    }
+    if not change.changed:
+        return True, "no schema change", metadata
+    return False, f"schema changed ({change.policy}): {change.describe()}", metadata
+
+
+def _result(name: str, passed: bool, description: str, metadata: dict | None = None) -> dg.AssetCheckResult:
+    severity = dg.AssetCheckSeverity.WARN if name == SCHEMA else dg.AssetCheckSeverity.ERROR
+    return dg.AssetCheckResult(
+        check_name=name, passed=passed, description=description, metadata=metadata or {}, severity=severity
+    )
 
 
 def judge(
@@ -128,7 +156,7 @@ Verdict = tuple[str, bool, str, dict[str, object]]
 
 
 def verdicts(instance: dg.DagsterInstance, table: TableConfig, target: Any, partition: str | None) -> list[Verdict]:
-    """The four checks of one partition of ``table``'s import asset, judged on its latest materialization.
+    """The checks of one partition of ``table``'s import asset, judged on its latest materialization.
 
     Shared by the checks' own step (publish and copy runs) and the land run that
     publishes an export it completed (``tdtp_assets.jobs``): one judgement, two callers.
@@ -143,7 +171,7 @@ def verdicts(instance: dg.DagsterInstance, table: TableConfig, target: Any, part
     )
     if not export_id:
         why = f"partition {partition or '(all)'} was never published"
-        return [(name, False, why, {}) for name in (ROWS, PARTS, DEAD, CHECKSUM)]
+        return [(name, False, why, {}) for name in CHECKS]
     failed = mat.metadata.get(names.META_LAND_FAILURE) if mat else None
     land_failure = str(failed.value) if failed is not None else ""
     where = {"export_id": export_id, "partition": partition or ""}
@@ -161,23 +189,26 @@ def verdicts(instance: dg.DagsterInstance, table: TableConfig, target: Any, part
         attempts = counted.value if counted is not None else "?"
         meta = {**where, names.META_LAND_FAILURE: land_failure, "check_error": failure.description or ""}
         why = f"not landed: {attempts} land run(s) failed: {land_failure}"
-        return [(name, False, why, meta) for name in (ROWS, PARTS, DEAD, CHECKSUM)]
+        return [(name, False, why, meta) for name in CHECKS]
     out: list[Verdict] = []
     for name, passed, description, metadata in judge(status, rows, table.target.mode):
         if land_failure and not passed:
             description = f"{description}; the land runs failed: {land_failure}"
         out.append((name, passed, description, {**where, **metadata}))
+    passed, description, metadata = judge_schema(status)
+    out.append((SCHEMA, passed, description, {**where, **metadata}))
     return out
 
 
 def evaluations(
     instance: dg.DagsterInstance, table: TableConfig, target: Any, partition: str | None
 ) -> list[dg.AssetCheckEvaluation]:
-    """The four blocking checks of one partition as a land run records them, after its materialization.
+    """The partition's checks as a land run records them, after its materialization.
 
     They judge the partition's latest materialization, the one the same run has just
     recorded, and Dagster ties a check to a materialization of its own run; so the UI
-    shows them on that materialization without a pointer to it.
+    shows them on that materialization without a pointer to it.  Blocking and
+    severity as the check specs say (``schema_change`` warns and does not block).
     """
     return [
         dg.AssetCheckEvaluation(
@@ -186,7 +217,8 @@ def evaluations(
             passed=passed,
             description=description,
             metadata=metadata,
-            blocking=True,
+            severity=dg.AssetCheckSeverity.WARN if name == SCHEMA else dg.AssetCheckSeverity.ERROR,
+            blocking=name != SCHEMA,
             partition=partition if table.partition else None,
         )
         for name, passed, description, metadata in verdicts(instance, table, target, partition)
@@ -205,11 +237,11 @@ def build_checks(table: TableConfig) -> dg.AssetChecksDefinition:
             dg.AssetCheckSpec(
                 name,
                 asset=key,
-                blocking=True,
+                blocking=name != SCHEMA,
                 description=DESCRIPTIONS[name],
                 partitions_def=partitions_def_for(table.partition),
             )
-            for name in (ROWS, PARTS, DEAD, CHECKSUM)
+            for name in CHECKS
         ]
 
     @dg.multi_asset_check(
@@ -221,6 +253,6 @@ def build_checks(table: TableConfig) -> dg.AssetChecksDefinition:
     def import_checks(context: dg.AssetCheckExecutionContext):
         target = getattr(context.resources, target_key)
         for name, passed, description, metadata in verdicts(context.instance, table, target, run_partition(context)):
-            yield dg.AssetCheckResult(check_name=name, passed=passed, description=description, metadata=metadata)
+            yield _result(name, passed, description, metadata)
 
     return import_checks

@@ -22,16 +22,12 @@ sensor to land (the ledger skips what the lander already got in).
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
-import tempfile
 from typing import Any
 
 import dagster as dg
 
-from tdtp.importer import JOB_ENV, LANDER_MODULE, ExportLanding, ImportStats
+from tdtp.importer import ImportStats
+from tdtp.landing import LanderProcess
 from tdtp_assets import names
 from tdtp_assets.tables_config import TableConfig
 
@@ -86,6 +82,7 @@ class InlineLander:
             "table": table.target_table,
             "mode": table.target.mode,
             "require_hashes": table.target.require_hashes,
+            "schema": table.target.schema_policy,
             "workers": table.workers,
             "export_id": export_id,
         }
@@ -96,72 +93,33 @@ class InlineLander:
         self.others: list[str] = []
         self.complete = False
         self.error: str | None = None
-        self._proc: subprocess.Popen[bytes] | None = None
-        self._stderr: Any = None
+        self._lander: LanderProcess | None = None
 
     def start(self, first_seq: int) -> None:
         self.from_seq = first_seq
-        # stderr to a file, not a pipe: nobody reads it until the end, and a full pipe
-        # would stall the landing on a chatty warning.
-        self._stderr = tempfile.TemporaryFile()  # noqa: SIM115 - closed in _done()
-        try:
-            self._proc = subprocess.Popen(
-                [sys.executable, "-m", LANDER_MODULE],
-                env={**os.environ, JOB_ENV: json.dumps({**self._job, "from_seq": first_seq})},
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.PIPE,
-                stderr=self._stderr,
-            )
-        except OSError as exc:  # no process (file or memory limits): the export goes on without it
-            self.error = f"the landing process could not start: {exc}"
-            self._done()
+        # The engine's lander process (tdtp.landing): stderr to a file it quotes on failure.
+        self._lander = LanderProcess(self._job)
+        self._lander.start(first_seq)
+        if self._lander.error is not None:  # no process (file or memory limits): the export goes on without it
+            self.error = self._lander.error
+            self._lander = None
 
     def abandon(self) -> None:
         """Stop the landing (the export failed, or waiting for it did): the import step or the sensor lands the rest."""
-        if self._proc is not None and self._proc.poll() is None:
-            self._proc.terminate()
-            try:
-                self._proc.communicate(timeout=30)
-            except subprocess.TimeoutExpired:
-                self._proc.kill()
-                self._proc.communicate()
-        self._done()
-
-    def _done(self) -> None:
-        """Forget the process and its stderr file; later finish()/abandon() calls do nothing."""
-        self._proc = None
-        if self._stderr is not None:
-            self._stderr.close()
-            self._stderr = None
+        if self._lander is not None:
+            self._lander.abandon()
+            self._lander = None
 
     def finish(self, export_seconds: float) -> None:
         """Wait for the landing to reach the summary; stop it if it takes far longer than the export did.
 
         Whatever interrupts the wait (the run being terminated) stops the landing too.
         """
-        proc = self._proc
-        if proc is None:
+        lander, self._lander = self._lander, None
+        if lander is None:
             return
-        try:
-            out, _ = proc.communicate(timeout=_JOIN_GRACE_SECONDS + 2 * export_seconds)
-        except subprocess.TimeoutExpired:
-            self.abandon()
-            self.error = "the landing did not reach the summary in time; stopped"
-            return
-        except BaseException:
-            self.abandon()
-            raise
-        result = _last_json_line(out)
-        if result is None:
-            self._stderr.seek(0)
-            tail = self._stderr.read().decode(errors="replace").strip()[-800:]
-            result = {
-                "error": f"the landing process ended without a result (exit code {proc.returncode})"
-                + (f": {tail}" if tail else "")
-            }
-        self._done()
-        landing = ExportLanding.from_dict(result)
-        self.stats = result.get("stats") or {}  # the figures as the lander sent them (JSON)
+        landing = lander.finish(timeout=_JOIN_GRACE_SECONDS + 2 * export_seconds)
+        self.stats = landing.stats.as_dict() if landing.error is None else {}
         self.summary_seq = landing.summary_seq
         self.others = landing.others
         self.complete = landing.complete
@@ -204,18 +162,6 @@ class InlineLander:
         if self.error is not None:
             meta["landing_error"] = self.error[:1000]
         return meta
-
-
-def _last_json_line(out: bytes) -> dict[str, Any] | None:
-    """The lander's result: the last line of its stdout that is a JSON object."""
-    for line in reversed(out.decode(errors="replace").splitlines()):
-        try:
-            value = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(value, dict):
-            return value
-    return None
 
 
 def inline_figures(export: dict[str, Any]) -> ImportStats | None:

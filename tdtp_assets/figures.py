@@ -11,6 +11,7 @@ from typing import Any
 import dagster as dg
 
 from tdtp.importer import ExportStatus
+from tdtp_assets.table_meta import SIZE_BYTES
 
 
 def _f(value: Any, digits: int = 3) -> dg.MetadataValue:
@@ -22,11 +23,12 @@ def _i(value: Any) -> dg.MetadataValue:
 
 
 def transfer_metadata(stats: dict[str, Any], *, rows: int) -> dict[str, Any]:
-    """Rows, parts, bytes, throughput, first-part latency, peak RSS, duplicates, retries, dead letters."""
+    """Rows, parts, size in bytes, throughput, first-part latency, peak RSS, duplicates, retries, dead letters."""
     return {
         "dagster/row_count": _i(rows),
         "parts": _i(stats.get("parts")),
-        "bytes": _i(stats.get("bytes")),
+        # Encoded bytes of the parts, under Dagster's size key: the UI shows "1.9MB".
+        SIZE_BYTES: _i(stats.get("bytes")),
         "rows_per_second": _f(stats.get("rows_per_second"), 1),
         "mb_per_second": _f(stats.get("mb_per_second"), 2),
         "seconds": _f(stats.get("seconds")),
@@ -35,6 +37,27 @@ def transfer_metadata(stats: dict[str, Any], *, rows: int) -> dict[str, Any]:
         "duplicates": _i(stats.get("duplicates")),
         "retries": _i(stats.get("retries")),
         "dead_letters": _i(stats.get("dead_letters")),
+    }
+
+
+def export_figures(run: dict[str, Any], export_id: str) -> dict[str, Any]:
+    """A land run's figures (``ImportStats.as_dict``) narrowed to one export's share of it.
+
+    Parts, rows, bytes and seconds become the export's own (the time its parts were in
+    work), so the throughput recorded for a partition is that partition's, not the
+    run's.  Incident counts and memory stay the run's.  Without a share (figures from
+    an engine before per-export shares) the run's figures are returned as they are.
+    """
+    share = (run.get("per_export") or {}).get(export_id)
+    if not share:
+        return run
+    return {
+        **run,
+        "parts_imported": share["parts"],
+        "total_rows": share["rows"],
+        "bytes": share["bytes"],
+        "seconds": share["seconds"],
+        "rows_per_second": share["rows_per_second"],
     }
 
 
@@ -52,7 +75,7 @@ def import_metadata(
     # exported; time is what the runs that landed them spent.
     seconds = float(figures.get("seconds") or 0.0)
     rows = status.rows_in_ledger
-    nbytes = int(export.get("bytes") or 0)
+    nbytes = int(export.get(SIZE_BYTES) or export.get("bytes") or 0)  # "bytes": before issue 13
     meta = transfer_metadata(
         {
             **figures,

@@ -18,7 +18,8 @@ import dagster as dg
 from tdtp.importer import ExportStatus, ImportOptions, ImportStats, ParallelImporter, land_export, ranges
 from tdtp_assets import names
 from tdtp_assets.copying import inline_figures
-from tdtp_assets.figures import import_metadata
+from tdtp_assets.figures import export_figures, import_metadata
+from tdtp_assets.table_meta import import_table_metadata
 from tdtp_assets.tables_config import TableConfig
 
 # Observation metadata that carries one land run's figures, summed per export later.
@@ -32,6 +33,7 @@ def open_importer(target: Any, table: TableConfig, *, workers: int = 1) -> Paral
         mode=table.target.mode,
         workers=workers,
         require_hashes=table.target.require_hashes,
+        schema=table.target.schema_policy,
     )
 
 
@@ -55,8 +57,9 @@ def observe_exports(
     and the import asset sums the figures of every land run of its export.  An export
     in ``published_here`` is materialized and checked by this run itself.
     """
-    figures = stats.as_dict()  # rounded as the CLI prints them
+    run_figures = stats.as_dict()  # rounded as the CLI prints them
     for status in statuses:
+        figures = export_figures(run_figures, status.export_id)
         partition = partition_of(table, status)
         if table.partition and not partition:
             context.log.warning(f"export {status.export_id} carries no partition key; not reported")
@@ -111,8 +114,9 @@ def land_figures(
 ) -> dict:
     """Time, memory and incident counts of the land runs that carried ``export_id`` (one observation each).
 
-    A land run carrying several partitions counts fully for each of them: its rows/s
-    for one partition is a lower bound, never an overstatement.
+    Each observation carries the export's own share of its land run (its parts, rows,
+    bytes and the time they were in work), so a run that lands three partitions gives
+    each its own rate.
     """
     records = instance.fetch_observations(
         dg.AssetRecordsFilter(
@@ -188,6 +192,9 @@ def landed_metadata(
         publish_seconds=publish_seconds,
     )
     meta["landed_in"] = "land runs"
+    # Columns, table name and target URL, as every import materialization carries them.
+    for key, value in import_table_metadata(table, export).items():
+        meta.setdefault(key, value)
     return meta
 
 
@@ -242,6 +249,8 @@ def publish_export(
     if status.state == "superseded":
         context.log.info(f"{export_id}: superseded ({status.note}); nothing to publish")
         return None
+    if status.schema_refusal and not status.finalized:  # freeze, or a change no policy may make
+        raise dg.Failure(description=status.schema_refusal, metadata={names.META_EXPORT_ID: export_id})
     if not status.finalized:
         context.log.warning(f"{export_id} is not published:\n{status.describe()}")
     partition = export.get(names.META_PARTITION) or None

@@ -318,7 +318,7 @@ def build_import_parts_job(table: TableConfig) -> dg.JobDefinition:
         name=names.land_check_op_name(name),
         required_resource_keys={target_key},
         pool=names.target_pool(table.target_label),
-        description="Evaluate the four blocking checks of every partition this run published.",
+        description="Evaluate the checks of every partition this run published (a failed blocking one fails the run).",
     )
     def check(context: dg.OpExecutionContext, partitions: list):
         target = getattr(context.resources, target_key)
@@ -328,7 +328,7 @@ def build_import_parts_job(table: TableConfig) -> dg.JobDefinition:
                 results = evaluations(context.instance, table, target, partition)
             for evaluation in results:
                 context.log_event(evaluation)
-                if not evaluation.passed:
+                if not evaluation.passed and evaluation.blocking:
                     failed.append(f"{partition or '(all)'} {evaluation.check_name}: {evaluation.description}")
         # Logged events are written when the op yields: the evaluations, red ones included,
         # must be stored before a failure ends the step.

@@ -64,12 +64,27 @@ def target_pool(target_label: str) -> str:
     return f"tdtp/target/{target_label}"
 
 
+# Asset keys.  The UI labels a node (graph, catalog list, side bar) by the key's last
+# component, so the two assets of a table must differ there: the export is
+# ``<table>_export`` and the import, the table in the target that downstream assets
+# depend on, is the table's own name.  Before issue 13 the export was
+# ``tdtp/export/<table>`` (README, "Asset keys": the migration).
+EXPORT_SUFFIX = "_export"
+
+
 def export_key(table: str) -> dg.AssetKey:
-    return dg.AssetKey(["tdtp", "export", table])
+    """``tdtp/export/<table>_export``: the parts of one partition streamed into the broker."""
+    return dg.AssetKey(["tdtp", "export", table + EXPORT_SUFFIX])
 
 
 def import_key(table: str) -> dg.AssetKey:
+    """``tdtp/import/<table>``: the table in the target (the key downstream assets depend on)."""
     return dg.AssetKey(["tdtp", "import", table])
+
+
+def export_op_name(table: str) -> str:
+    """The op name Dagster derives from the export asset key (in-process results, run config)."""
+    return "__".join(export_key(table).path)
 
 
 def source_resource(table: str) -> str:
@@ -110,4 +125,4 @@ def copy_job_name(table: str) -> str:
 
 def import_op_name(table: str) -> str:
     """The op name Dagster derives from the import asset key (used in run config)."""
-    return "tdtp__import__" + table
+    return "__".join(import_key(table).path)

@@ -37,6 +37,9 @@ DEFAULT_HOME = ".tdtp"
 
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _BROKER_SCHEMES = ("spool", "rabbitmq", "kafka")
+_SOURCE_SCHEMES = ("sqlite", "postgresql", "csv", "json", "jsonl")
+_TARGET_SCHEMES = ("sqlite", "postgresql")
+_FILE_SOURCES = ("csv", "json", "jsonl")
 
 
 class TablesConfigError(ValueError):
@@ -176,7 +179,7 @@ def _check_identifier(value: str, what: str) -> None:
 class Target(BaseModel):
     """Where the import lands: database URL, table, write mode."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
     url: Connection
     table: str | None = None
@@ -185,6 +188,12 @@ class Target(BaseModel):
     require_hashes: bool = Field(
         default=False,
         description="refuse parts without TDTP v1.4 XXH3 hashes (they catch corruption, not a forger)",
+    )
+    schema_policy: Literal["evolve", "freeze", "discard_columns"] = Field(
+        default="evolve",
+        alias="schema",
+        description="an export whose columns differ from the table's: evolve (add columns, widen types "
+        "losslessly), freeze (refuse any difference) or discard_columns (leave out columns the table lacks)",
     )
 
     @field_validator("table")
@@ -330,6 +339,9 @@ class TableConfig(BaseModel):
     description: str | None
     schedule: Schedule | None
     demo_db: str | None = None
+    # Where the table is defined (the asset's code reference): the file and its line.
+    tables_file: str | None = None
+    tables_line: int | None = None
 
     @property
     def target_label(self) -> str:
@@ -363,10 +375,11 @@ class TablesFile(BaseModel):
 class TablesConfig:
     """A validated tables file, with per-table settings resolved."""
 
-    def __init__(self, raw: TablesFile, path: Path, home: Path) -> None:
+    def __init__(self, raw: TablesFile, path: Path, home: Path, lines: Mapping[str, int] | None = None) -> None:
         self.raw = raw
         self.path = path
         self.home = home
+        self.lines = dict(lines or {})  # table name -> line of its entry in the file (1-based)
 
     @property
     def sensor(self) -> SensorSettings:
@@ -403,7 +416,13 @@ class TablesConfig:
             where=spec.where,
             partition=spec.partition,
             broker=self._fill(spec.broker or d.broker, name),
-            target=spec.target.model_copy(update={"url": self._fill(spec.target.url, name)}),
+            target=spec.target.model_copy(
+                update={
+                    "url": self._fill(spec.target.url, name),
+                    # defaults.mode applies unless the table's target says otherwise
+                    "mode": spec.target.mode if "mode" in spec.target.model_fields_set else d.mode,
+                }
+            ),
             target_table=spec.target.table or spec.table or name,
             part_bytes=spec.part_bytes or d.part_bytes,
             part_raw_bytes=spec.part_raw_bytes or d.part_raw_bytes,
@@ -419,6 +438,8 @@ class TablesConfig:
             description=spec.description,
             schedule=spec.schedule,
             demo_db=demo if uses_demo else None,
+            tables_file=str(self.path),
+            tables_line=self.lines.get(name),
         )
 
     def _fill(self, conn: Connection, table: str) -> Connection:
@@ -454,7 +475,9 @@ def _is_union_tag(piece: Any) -> bool:
     return piece in ("str", "EnvRef", "date", "datetime", "function-after[_one_kind(), Partitioning]")
 
 
-def parse_tables(data: Any, path: Path, home: Path | None = None) -> TablesConfig:
+def parse_tables(
+    data: Any, path: Path, home: Path | None = None, lines: Mapping[str, int] | None = None
+) -> TablesConfig:
     """Validate already-loaded YAML; raise TablesConfigError with one line per problem."""
     if not isinstance(data, Mapping):
         raise TablesConfigError(f"{path}: expected a mapping with 'tables:' at the top")
@@ -467,9 +490,46 @@ def parse_tables(data: Any, path: Path, home: Path | None = None) -> TablesConfi
         raw = TablesFile.model_validate(data)
     except ValidationError as exc:
         raise TablesConfigError("\n".join(_error_lines(path, exc))) from None
-    config = TablesConfig(raw, path, home or data_home())
+    config = TablesConfig(raw, path, home or data_home(), lines)
+    _check_connections(config)
     _check_streams(config)
     return config
+
+
+def _check_connections(config: TablesConfig) -> None:
+    """Source, broker and target URL schemes, and the write mode against the target, at load time.
+
+    What a run would otherwise find only after exporting parts into the broker (an
+    unknown target scheme fails the import, not the export) fails the code location
+    here, with one line naming the table and the key.  An ``{env: ..}`` value is
+    checked when the run reads it.
+    """
+    for name, table in config.tables.items():
+        where = f"{config.path}: table {name!r}"
+        for key, conn, allowed in (
+            ("source", table.source, _SOURCE_SCHEMES),
+            ("broker", table.broker, _BROKER_SCHEMES),
+            ("target.url", table.target.url, _TARGET_SCHEMES),
+        ):
+            if isinstance(conn, EnvRef):
+                continue
+            scheme = scheme_of(conn)
+            if "://" not in conn or scheme not in allowed:
+                shown = f"scheme {scheme!r}" if "://" in conn else "not a URL"
+                raise TablesConfigError(
+                    f"{where}, key {key!r}: {shown} is not one of {', '.join(s + '://' for s in allowed)}"
+                )
+        source = scheme_of(table.source)
+        if source in _FILE_SOURCES and table.query:
+            raise TablesConfigError(
+                f"{where}, key 'query': a {source}:// source is a file and takes no query "
+                "(name it with table: and filter with where:)"
+            )
+        if scheme_of(table.target.url) == "sqlite" and "." in table.target_table:
+            raise TablesConfigError(
+                f"{where}, key 'target.table': {table.target_table!r} names a schema, and a SQLite target "
+                "has none (give a plain table name)"
+            )
 
 
 def _check_streams(config: TablesConfig) -> None:
@@ -478,12 +538,6 @@ def _check_streams(config: TablesConfig) -> None:
     for name, table in config.tables.items():
         if isinstance(table.broker, EnvRef):
             continue
-        scheme = scheme_of(table.broker)
-        if scheme not in _BROKER_SCHEMES:
-            raise TablesConfigError(
-                f"{config.path}: table {name!r}, key 'broker': scheme {scheme!r} is not one of "
-                f"{', '.join(s + '://' for s in _BROKER_SCHEMES)}"
-            )
         stream = table.broker.split("?", 1)[0]
         if stream in owners:
             raise TablesConfigError(
@@ -512,4 +566,18 @@ def load_tables(path: str | Path | None = None, home: Path | None = None) -> Tab
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         raise TablesConfigError(f"{file}: not valid YAML: {exc}") from None
-    return parse_tables(data, file, home)
+    return parse_tables(data, file, home, _table_lines(text))
+
+
+def _table_lines(text: str) -> dict[str, int]:
+    """Line (1-based) of each entry under ``tables:``, for the assets' code references."""
+    try:
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.YAMLError:
+        return {}
+    if not isinstance(root, yaml.MappingNode):
+        return {}
+    for key, value in root.value:
+        if getattr(key, "value", None) == "tables" and isinstance(value, yaml.MappingNode):
+            return {str(k.value): k.start_mark.line + 1 for k, _ in value.value}
+    return {}

@@ -33,6 +33,7 @@ from tdtp_assets.jobs import (
     build_publish_job,
 )
 from tdtp_assets.schedules import build_schedule
+from tdtp_assets.table_meta import source_schema_if_cheap
 from tdtp_assets.tables_config import Connection, EnvRef, TablesConfig, load_tables
 
 # Dagster copies a sensor with owners=None when it resolves the repository and warns
@@ -82,7 +83,8 @@ def _build(config: TablesConfig) -> dg.Definitions:
     schedules: list[dg.ScheduleDefinition] = []
     sensor_jobs: list[dg.JobDefinition | AssetJob] = []
     for table in config.tables.values():
-        assets += [build_export_asset(table), build_import_asset(table)]
+        schema = source_schema_if_cheap(table)  # the Columns section before the first run
+        assets += [build_export_asset(table, schema), build_import_asset(table, schema)]
         checks.append(build_checks(table))
         export_job = build_export_job(table)
         import_parts = build_import_parts_job(table)

@@ -22,7 +22,7 @@ from tdtp.brokers.base import (
     looks_like_tdtp,
     redact_url,
 )
-from tdtp.brokers.views import OnlyExport, PublishedSeqs, UntilExportsEnd, UntilSummary
+from tdtp.brokers.views import LogView, OnlyExport, PublishedSeqs, UntilExportsEnd, UntilSummary
 
 #: URL scheme -> "module:class".
 SCHEMES = {
@@ -74,6 +74,7 @@ __all__ = [
     "CaughtUp",
     "Cursor",
     "DeadLetter",
+    "LogView",
     "Message",
     "PartLog",
     "OnlyExport",

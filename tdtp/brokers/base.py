@@ -145,11 +145,24 @@ class Cursor(ABC):
     """A broker's reading position, driven by :meth:`PartLog.read`.
 
     ``start_hw`` is the high watermark seen when the cursor opened (where the
-    ``CaughtUp`` marker goes).  Cursors are used from one thread: the thread
-    iterating the generator, which is also the one that closes it.
+    ``CaughtUp`` marker goes).  A cursor may open before it knows it (``settled``
+    False: a RabbitMQ stream probes its end while it already consumes); meanwhile
+    ``hw_floor`` is a seq below which every message is surely history, so those are
+    yielded at once and only later ones wait for the marker's place.  Cursors are
+    used from one thread: the thread iterating the generator, which also closes it.
     """
 
     start_hw: int = 0
+
+    @property
+    def settled(self) -> bool:
+        """True once ``start_hw`` is known (always, except while a cursor still probes)."""
+        return True
+
+    @property
+    def hw_floor(self) -> int:
+        """Every message below this seq is history (``start_hw`` once settled)."""
+        return self.start_hw
 
     @abstractmethod
     def fetch(self, wait: float) -> list[Message]:
@@ -284,6 +297,7 @@ class PartLog(ABC):
         online: bool = False,
         follow: bool = False,
         timeout: float | None = None,
+        on_open: Callable[[], None] | None = None,
     ) -> Iterator[Message | CaughtUp]:
         """Replay, mark the catch-up point, then (with ``follow``) keep yielding live messages.
 
@@ -295,7 +309,9 @@ class PartLog(ABC):
         (``None``: never), when :meth:`close` is called (from any thread), or on
         KeyboardInterrupt while waiting (the generator then just ends, resources
         released).  A message that is not a TDTP packet is dead-lettered with the
-        reason ``"not a TDTP packet"`` and reading goes on.
+        reason ``"not a TDTP packet"`` and reading goes on.  ``on_open`` is called once
+        the reader is in place (what is published from then on reaches it without a
+        connection or a probe to wait for), from the thread iterating the read.
         """
         given = [x is not None for x in (from_seq, after_seq)].count(True) + int(online)
         if given > 1:
@@ -305,18 +321,24 @@ class PartLog(ABC):
             raise self.error(f"read(): seq must be >= 0, got {start}")
         if self._closed.is_set():
             raise self.error("read() on a closed broker")
-        return self._read_loop(start, online, follow, timeout)
+        return self._read_loop(start, online, follow, timeout, on_open)
 
     def _read_loop(
-        self, start: int | None, online: bool, follow: bool, timeout: float | None
+        self,
+        start: int | None,
+        online: bool,
+        follow: bool,
+        timeout: float | None,
+        on_open: Callable[[], None] | None = None,
     ) -> Iterator[Message | CaughtUp]:
         cursor = self.open_cursor(start, online)
+        if on_open is not None:
+            on_open()
         pending: deque[Message] = deque()  # fetched, not yet yielded
         try:
-            hw = cursor.start_hw
             caught_up = False
-            if cursor.reached():
-                yield CaughtUp(hw)
+            if cursor.settled and cursor.reached():
+                yield CaughtUp(cursor.start_hw)
                 caught_up = True
                 if not follow:
                     return
@@ -335,29 +357,31 @@ class PartLog(ABC):
                 if batch:
                     last_activity = time.monotonic()
                 pending.extend(batch)
-                while pending:
-                    if not caught_up and pending[0].seq >= hw:
-                        yield CaughtUp(hw)
-                        caught_up = True
-                        if not follow:
-                            return
+                while True:
+                    if not caught_up and cursor.settled:
+                        hw = cursor.start_hw
+                        if (pending[0].seq >= hw) if pending else cursor.reached():
+                            yield CaughtUp(hw)
+                            caught_up = True
+                            last_activity = time.monotonic()
+                            if not follow:
+                                return
+                    if not pending or (not caught_up and pending[0].seq >= cursor.hw_floor):
+                        break  # nothing left, or its place beside the marker is not known yet
                     msg = pending.popleft()
                     if looks_like_tdtp(msg.body):
                         yield msg
                     else:
                         self.dead_letter(msg, NOT_TDTP)
-                if not caught_up:
-                    if cursor.reached():
-                        yield CaughtUp(hw)
-                        caught_up = True
-                        last_activity = time.monotonic()
-                        if not follow:
-                            return
-                    elif time.monotonic() - last_activity > self.stall_timeout:
-                        raise self.error(
-                            f"reading history stalled at seq {cursor.position} "
-                            f"(high watermark {hw}) for {self.stall_timeout:.0f} s"
-                        )
+                if (
+                    not caught_up
+                    and cursor.settled
+                    and time.monotonic() - last_activity > self.stall_timeout
+                ):
+                    raise self.error(
+                        f"reading history stalled at seq {cursor.position} "
+                        f"(high watermark {cursor.start_hw}) for {self.stall_timeout:.0f} s"
+                    )
         finally:
             if pending:
                 cursor.release(list(pending))
@@ -371,6 +395,11 @@ class PartLog(ABC):
     @abstractmethod
     def high_watermark(self) -> int:
         """The seq the next message will get; cheap (no bodies read where the broker allows)."""
+
+    def seq_floor(self) -> int:
+        """A seq at or below :meth:`high_watermark`, maybe cheaper: where a reader of
+        messages published from now on may start (it steps over others' messages)."""
+        return self.high_watermark()
 
     def ack(self, message: Message) -> None:  # noqa: B027 - a no-op is the right default for logs
         """Confirm a message is imported.  A log keeps messages anyway, so the default does nothing."""

@@ -60,7 +60,7 @@ class PublishedSeqs(LogView):
     def __init__(self, log: PartLog | LogView, on_first: Callable[[int], None] | None = None) -> None:
         super().__init__(log)
         self._on_first = on_first
-        self._floor: int | None = None if log.publish_seqs_exact else log.high_watermark()
+        self._floor: int | None = None if log.publish_seqs_exact else log.seq_floor()
         self.first: int | None = None
         self.last: int | None = None
 

@@ -9,10 +9,12 @@ it up so an importer can tell that every row of an export arrived.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import xxhash
 from lxml import etree
 
-from tdtp.packet import IntegrityError
+from tdtp.packet import IntegrityError, RowText
 
 
 def _xxh128(data: bytes) -> str:
@@ -21,7 +23,12 @@ def _xxh128(data: bytes) -> str:
 
 def _data_hash(salt: bytes, joined: bytes, nrows: int) -> str:
     """v1.4 data hash: salt, then every row line followed by LF (``joined`` has LF between rows)."""
-    return _xxh128(salt + joined + b"\n" if nrows else salt)
+    if not nrows:
+        return _xxh128(salt)
+    h = xxhash.xxh3_128()  # fed in pieces: no copy of the part's rows
+    for piece in (salt, joined, b"\n"):
+        h.update(piece)
+    return h.hexdigest()
 
 
 def v14_hashes(message_id: str, schema_xml: str, rows_data: bytes, nrows: int) -> tuple[str, str, str]:
@@ -38,7 +45,7 @@ def verify_hashes(
     elements: tuple[etree._Element, etree._Element, etree._Element],
     message_id: str,
     schema_xml: str,
-    rows: list[str],
+    rows: Sequence[str],
     where: str,
 ) -> str:
     """Recompute the three v1.4 hashes (root, Schema, Data elements) and compare; "ok" or "none"."""
@@ -49,9 +56,7 @@ def verify_hashes(
     missing = [n for n, s in zip(names, stored, strict=True) if not s]
     if missing:
         raise IntegrityError(f"xxh3 hashes incomplete: no {', '.join(missing)} hash", where=where)
-    packet_hex, schema_hex, data_hex = v14_hashes(
-        message_id, schema_xml, "\n".join(rows).encode("utf-8"), len(rows)
-    )
+    packet_hex, schema_hex, data_hex = v14_hashes(message_id, schema_xml, rows_utf8(rows), len(rows))
     checks = (
         ("schema", stored[1], schema_hex),
         ("data", stored[2], data_hex),
@@ -65,6 +70,11 @@ def verify_hashes(
     return "ok"
 
 
-def part_checksum(rows: list[str]) -> int:
+def part_checksum(rows: Sequence[str]) -> int:
     """XXH3-64 of the row lines joined by LF: the per-part figure summaries add up."""
-    return xxhash.xxh3_64_intdigest("\n".join(rows).encode("utf-8"))
+    return xxhash.xxh3_64_intdigest(rows_utf8(rows))
+
+
+def rows_utf8(rows: Sequence[str]) -> bytes:
+    """The row lines joined by LF, as UTF-8: a RowText already holds them so."""
+    return rows.data if isinstance(rows, RowText) else "\n".join(rows).encode("utf-8")

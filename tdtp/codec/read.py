@@ -43,6 +43,7 @@ def decode_packet(
     limits: DecodeLimits = DEFAULT_LIMITS,
     require_hashes: bool = False,
     max_bytes: int | None = None,
+    lazy_rows: bool = False,
 ) -> Packet:
     """Parse and verify one packet; rows come back as row lines (never holding a raw LF).
 
@@ -52,7 +53,9 @@ def decode_packet(
     PartNumber/TotalParts, compact tail.  ``require_hashes`` refuses a part without
     v1.4 hashes (with them, a part altered by accident cannot pass; XXH3 takes no
     key, so hashes do not stop a forger).  ``max_bytes``, the single cap of old,
-    sets both ``max_xml_bytes`` and ``max_decoded_bytes``.
+    sets both ``max_xml_bytes`` and ``max_decoded_bytes``.  ``lazy_rows`` returns a
+    compressed part's rows as a :class:`~tdtp.packet.RowText` (its bytes, split as
+    read) instead of a list: what a part costs the importer's memory.
     """
     if max_bytes is not None:
         limits = replace(limits, max_xml_bytes=max_bytes, max_decoded_bytes=max_bytes)
@@ -101,7 +104,9 @@ def decode_packet(
         raise PacketFormatError(f"unsupported compression {compression[:40]!r}", where=dwhere)
     texts = collect_rows(data_el, dwhere, limits.max_depth)
     if compression:
-        rows, nbytes = decompressed_rows(texts, data_el, header.records_in_part, limits, dwhere)
+        rows, nbytes = decompressed_rows(
+            texts, data_el, header.records_in_part, limits, dwhere, lazy=lazy_rows
+        )
     else:
         rows, nbytes = texts, len(data)
         _check_plain_rows(rows, nbytes, limits, dwhere)
@@ -124,7 +129,7 @@ def decode_packet(
         carry = data_el.get("carry") or ""
         if len(carry) > limits.max_value_bytes:
             raise exceeded("the carry attribute", "max_value_bytes", limits.max_value_bytes, dwhere)
-        rows = expand_compact(rows, schema, carry, tail, dwhere, limits.max_decoded_bytes)
+        rows = expand_compact(list(rows), schema, carry, tail, dwhere, limits.max_decoded_bytes)
     return Packet(
         header=header,
         schema=schema,

@@ -14,7 +14,7 @@ from lxml import etree
 from tdtp.codec.limits import DecodeLimits, exceeded
 from tdtp.codec.xmlread import deeper_than
 from tdtp.codec.zstd import unpack_rows
-from tdtp.packet import IntegrityError, Packet, PacketFormatError, RowError, Schema
+from tdtp.packet import IntegrityError, Packet, PacketFormatError, RowError, RowText, Schema
 from tdtp.values import XML_ILLEGAL_RE, split_raw, unescape_value
 
 # Bytes XML 1.0 cannot carry (UTF-8 encoded rows; U+FFFE/U+FFFF checked separately).
@@ -106,14 +106,21 @@ def collect_rows(data_el: etree._Element, where: str, max_depth: int) -> list[st
 
 
 def decompressed_rows(
-    texts: list[str], data_el: etree._Element, records: int, limits: DecodeLimits, where: str
-) -> tuple[list[str], int]:
+    texts: list[str],
+    data_el: etree._Element,
+    records: int,
+    limits: DecodeLimits,
+    where: str,
+    *,
+    lazy: bool = False,
+) -> tuple[list[str] | RowText, int]:
     """The row lines of a compressed Data section (its one ``<R>`` text in ``texts``), and
     the length of their text.
 
     Decompression stops past ``max_decoded_bytes``; the split stops past ``max_rows``
     (``maxsplit``: a part of 32 MiB of line feeds must not become 32 million strings
-    first), whatever RecordsInPart says.
+    first), whatever RecordsInPart says.  ``lazy`` keeps the decompressed bytes as a
+    :class:`RowText` (counted, UTF-8 checked, not split): the importer's form.
     """
     if not texts:
         return [], 0
@@ -121,6 +128,8 @@ def decompressed_rows(
         raise PacketFormatError(f"compressed Data must hold exactly one <R>, found {len(texts)}", where=where)
     checksum = (data_el.get("checksum") or "").strip().lower()
     raw = unpack_rows(texts[0].strip(), checksum, limits.max_decoded_bytes, where)
+    if lazy:
+        return _row_text(raw, records, limits, where), len(raw)
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -135,6 +144,23 @@ def decompressed_rows(
     if len(rows) > limits.max_rows:
         raise exceeded("row count", "max_rows", limits.max_rows, where)
     return rows, len(text)
+
+
+def _row_text(raw: bytes, records: int, limits: DecodeLimits, where: str) -> RowText:
+    """Decompressed rows as a RowText, checked as ``decompressed_rows`` checks the split."""
+    if not raw.isascii():
+        try:
+            raw.decode("utf-8")  # checked once here; chunks decode again as they are read
+        except UnicodeDecodeError as exc:
+            raise PacketFormatError(
+                f"decompressed rows are not UTF-8 ({exc}): only UTF-8 packets are accepted", where=where
+            ) from exc
+    if not raw:
+        return RowText(b"", 1 if records == 1 else 0)
+    count = raw.count(b"\n") + 1
+    if count > limits.max_rows:
+        raise exceeded("row count", "max_rows", limits.max_rows, where)
+    return RowText(raw, count)
 
 
 def expand_compact(

@@ -20,6 +20,7 @@ docs/architecture.md for the picture and one row's path):
   swap_plan     at an export's first part: which strategy, and the load table it needs
   pg_copy       the one COPY FROM STDIN path into PostgreSQL
   writemode     the write modes' SQL and the one partition-filter reader
+  evolve        schema evolution: an export's schema against its table, refused or applied at publish
   ledger        exports and part ledger rows, per target table
   dead_letters  failed parts kept with their reason
   catalog       PostgreSQL catalog queries (relations, columns, keys, indexes, partitions)
@@ -31,6 +32,7 @@ docs/architecture.md for the picture and one row's path):
 
 from tdtp.importer.engine import ParallelImporter, export_status
 from tdtp.importer.one_export import JOB_ENV, LANDER_MODULE, ExportLanding, land_export
+from tdtp.importer.one_export import READY as LANDER_READY
 from tdtp.importer.options import ImportOptions
 from tdtp.importer.outcome import (
     COMPLETE,
@@ -42,13 +44,20 @@ from tdtp.importer.outcome import (
 )
 from tdtp.importer.stats import ImportStats
 from tdtp.importer.status import ExportStatus
+from tdtp.sinks.schema_change import DISCARD_COLUMNS, EVOLVE, FREEZE, POLICIES, REFUSED, SchemaChange
 
 __all__ = [
     "COMPLETE",
+    "DISCARD_COLUMNS",
+    "EVOLVE",
+    "FREEZE",
     "FINALIZED",
     "IMPORTING",
     "JOB_ENV",
     "LANDER_MODULE",
+    "LANDER_READY",
+    "POLICIES",
+    "REFUSED",
     "SUPERSEDED",
     "ExportLanding",
     "ExportStatus",
@@ -56,6 +65,7 @@ __all__ = [
     "ImportOptions",
     "ImportStats",
     "ParallelImporter",
+    "SchemaChange",
     "export_status",
     "land_export",
     "ranges",

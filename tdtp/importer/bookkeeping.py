@@ -54,6 +54,7 @@ def _table_ddl(target: Target, name: str) -> str:
             load_table text NOT NULL DEFAULT '',
             publish_note text NOT NULL DEFAULT '',
             produced_at text NOT NULL DEFAULT '',
+            schema_change text NOT NULL DEFAULT '',
             created_at {ts} NOT NULL DEFAULT {now},
             updated_at {ts} NOT NULL DEFAULT {now},
             finalized_at {ts},
@@ -121,6 +122,7 @@ _ADDED_COLUMNS = {
         ("load_table", "text NOT NULL DEFAULT ''"),
         ("publish_note", "text NOT NULL DEFAULT ''"),
         ("produced_at", "text NOT NULL DEFAULT ''"),
+        ("schema_change", "text NOT NULL DEFAULT ''"),
     ),
     LEDGER: (
         ("body_hash", "text NOT NULL DEFAULT ''"),

@@ -14,6 +14,7 @@ from typing import Any
 
 from tdtp.importer.target import Target
 from tdtp.sinks.ddl import quote_ident, split_qualified
+from tdtp.sinks.schema_change import Column
 
 MAX_IDENT = 63  # PostgreSQL's identifier limit, in bytes
 
@@ -165,6 +166,23 @@ def table_columns(target: Target, conn: Any, table: str) -> list[tuple[str, str]
         return None if rel is None else columns_of(conn, rel.oid)
     rows = conn.execute(f"PRAGMA table_info({target.table(table)})").fetchall()
     return [(r[1], r[2] or "") for r in rows] or None
+
+
+def column_facts(target: Target, conn: Any, table: str) -> list[Column] | None:
+    """A table's columns with their NOT NULL and default facts (what schema evolution compares), or None."""
+    if target.is_pg:
+        rel = relation(conn, target.table(table))
+        if rel is None:
+            return None
+        rows = conn.execute(
+            "SELECT attname, format_type(atttypid, atttypmod), attnotnull, "
+            "atthasdef OR attidentity <> '' OR attgenerated <> '' FROM pg_attribute "
+            "WHERE attrelid = %s AND attnum > 0 AND NOT attisdropped ORDER BY attnum",
+            (rel.oid,),
+        ).fetchall()
+        return [Column(r[0], r[1], bool(r[2]), bool(r[3])) for r in rows]
+    rows = conn.execute(f"PRAGMA table_info({target.table(table)})").fetchall()
+    return [Column(r[1], r[2] or "", bool(r[3]), r[4] is not None) for r in rows] or None
 
 
 def primary_key(target: Target, conn: Any, table: str) -> list[str]:

@@ -16,7 +16,10 @@ again, in the run's worker pool when there is one.
 
 Write modes: ``replace`` deletes the partition (or the whole table) first, then
 COPYs into the target; ``append`` COPYs into the target; ``upsert`` COPYs each
-part into a temporary table and merges it with ``INSERT ... ON CONFLICT``.  The
+part into a temporary table and merges it with ``INSERT ... ON CONFLICT``.  An
+export whose schema differs from the table's changes the table first, in the same
+transaction (:mod:`tdtp.importer.evolve`); columns it carries that the table leaves
+out (``discard_columns``) go through the temporary table too.  The
 transaction runs with ``TimeZone = UTC``: partition bounds and naive timestamps
 that TDTP marks as UTC are read as UTC.
 """
@@ -36,12 +39,14 @@ import psycopg
 
 from tdtp.codec import decode_packet
 from tdtp.importer.errors import PublishError, describe_pg_error
+from tdtp.importer.evolve import evolve_target
 from tdtp.importer.ledger import ExportRecord, mark_published, pending_parts
 from tdtp.importer.outcome import REPLACE, UPSERT
 from tdtp.importer.pg_copy import CopyRefused, copy_in
 from tdtp.importer.target import STAGE_PARTS, Target
 from tdtp.importer.writemode import delete_replaced, on_conflict, partition_predicate, upsert_keys
 from tdtp.sinks.copy_text import lines_to_copy
+from tdtp.sinks.schema_change import SchemaChange
 
 _UPSERT_TEMP = "_tdtp_upsert"
 
@@ -69,30 +74,36 @@ class PgPublish:
         self.conn = conn
         self.rec = rec
         self.converter = converter
-        self.columns = [name for name, _ in rec.columns]
+        self.columns = [name for name, _ in rec.columns]  # what the COPY text holds
         self.published: dict[int, int] = {}
         self.predicate: tuple[str, tuple] | None = None
         self._merge_sql = ""
-        self._dest = _UPSERT_TEMP if rec.mode == UPSERT else target.table(rec.table_name)
-        self._cols = ", ".join(target.ident(n) for n in self.columns)
+        self._dest = target.table(rec.table_name)
+        self.change: SchemaChange | None = None  # what prepare() made of the export's schema
 
     def prepare(self) -> None:
-        """Delete what ``replace`` replaces; set up the merge table for ``upsert``."""
+        """Take the export's schema change (:mod:`tdtp.importer.evolve`), delete what ``replace``
+        replaces; set up the merge table for ``upsert`` or for columns the target leaves out."""
         self.conn.execute("SET LOCAL TimeZone = 'UTC'")
         table = self.target.table(self.rec.table_name)
+        self.change = evolve_target(self.target, self.conn, self.rec)
+        discarded = self.change.discarded_names
         if self.rec.mode == REPLACE:
             self.predicate = partition_predicate(self.target, self.rec.summary)
             delete_replaced(self.target, self.conn, table, self.predicate)
-        elif self.rec.mode == UPSERT:
-            keys = upsert_keys(self.target, self.conn, self.rec)
+        if self.rec.mode == UPSERT or discarded:
+            kept = [n for n in self.columns if n not in discarded]
+            cols = ", ".join(self.target.ident(n) for n in kept)
             self.conn.execute(
                 f"CREATE TEMP TABLE IF NOT EXISTS {_UPSERT_TEMP} ON COMMIT DROP AS "
-                f"SELECT {self._cols} FROM {table} WITH NO DATA"
+                f"SELECT {cols} FROM {table} WITH NO DATA"
             )
-            self._merge_sql = (
-                f"INSERT INTO {table} ({self._cols}) SELECT {self._cols} FROM {_UPSERT_TEMP} "
-                + on_conflict(self.target, keys, list(self.columns))
-            )
+            for name in discarded:  # in the COPY text, not in the target: read as text, then left out
+                self.conn.execute(f"ALTER TABLE {_UPSERT_TEMP} ADD COLUMN IF NOT EXISTS {self.target.ident(name)} text")
+            self._merge_sql = f"INSERT INTO {table} ({cols}) SELECT {cols} FROM {_UPSERT_TEMP}"
+            if self.rec.mode == UPSERT:
+                self._merge_sql += " " + on_conflict(self.target, upsert_keys(self.target, self.conn, self.rec), kept)
+            self._dest = _UPSERT_TEMP
 
     def add(self, part: int, rows: int, data: bytes | None) -> None:
         """Load one part's COPY text (``None`` for an empty part)."""

@@ -80,6 +80,9 @@ DEFAULT_EXPANSION = 12.0
 # Each live publisher holds a connection and an open transaction; more exports at
 # once than this are published when complete instead.
 MAX_LIVE_PUBLISHERS = 4
+# Items the receiving thread reads ahead of dispatch.  One overlaps reading with
+# dispatching; more only holds more parts' bytes (``queue_parts`` bounds the pool).
+RECEIVE_AHEAD = 1
 
 
 @dataclass
@@ -96,18 +99,28 @@ def _receive_into(
     room: threading.Semaphore,
     stop: threading.Event,
 ) -> None:
-    """The receiving thread: items into ``events`` in order, at most ``room`` ahead of dispatch."""
+    """The receiving thread: items into ``events`` in order, at most ``room`` ahead of dispatch.
+
+    Room is taken before the next item is read, not after: a part read while waiting
+    for room is one more part's bytes held for nothing (bench/memory.py).
+    """
     try:
-        for item in items:
-            if isinstance(item, CaughtUp):
-                events.put(("caught_up", item))
-                continue
+        it = iter(items)
+        while True:
             while not room.acquire(timeout=0.2):
                 if stop.is_set():
                     return
             if stop.is_set():
                 return
+            item = next(it, None)
+            if item is None:
+                return
+            if isinstance(item, CaughtUp):
+                room.release()
+                events.put(("caught_up", item))
+                continue
             events.put(("item", item))
+            del item
     except BaseException as exc:  # noqa: BLE001 - handed to the dispatching thread, which raises it
         events.put(("error", exc))
     finally:
@@ -151,6 +164,7 @@ class ImportRun:
             publish=self.opts.publish,
             swap_indexes=self.opts.swap_indexes,
             require_hashes=self.opts.require_hashes,
+            schema=self.opts.schema,
         )
         # SQLite has one writer: workers decode, this process writes.
         self.local_writer = None if self.target.is_pg else PartWriter(self.config)
@@ -163,9 +177,9 @@ class ImportRun:
     def run(self, items: Iterable[Incoming | CaughtUp], *, files: bool) -> ImportStats:
         """Receive on a thread of its own; dispatch, collect and finalize on this one.
 
-        Receiving runs ahead by at most ``queue_parts`` items, so a broker reader
-        waiting for the next message never delays acknowledging or publishing
-        what the workers have finished.
+        Receiving runs ahead by ``RECEIVE_AHEAD`` item, so a broker reader waiting
+        for the next message never delays acknowledging or publishing what the
+        workers have finished, and a part is read while the previous one is dispatched.
         """
         self.files = files
         self.started = time.perf_counter()
@@ -173,7 +187,7 @@ class ImportRun:
         self.pool = pool
         self.converter = StagedConverter(pool, convert_staged_job)
         self.events: queue.Queue[tuple[str, Any]] = queue.Queue()
-        room = threading.Semaphore(self.opts.resolved_queue_parts())
+        room = threading.Semaphore(RECEIVE_AHEAD)
         stop = threading.Event()
         receiver = threading.Thread(
             target=_receive_into, args=(items, self.events, room, stop), name="tdtp-receive", daemon=True
@@ -183,8 +197,9 @@ class ImportRun:
             while True:
                 kind, payload = self.events.get()
                 if kind == "item":
-                    room.release()
                     self._receive(pool, payload)
+                    del payload
+                    room.release()  # after the part is in the pool: not one more part waiting beside it
                 elif kind == "caught_up":
                     self.stats.last_seq = payload.seq - 1 if payload.seq else self.stats.last_seq
                     self._drain(pool)
@@ -230,6 +245,8 @@ class ImportRun:
         if item.kind == "summary":
             self._on_summary(item)
             return
+        if self.stats.first_read_at is None:
+            self.stats.first_read_at = time.time()
         export_id, part, table = item.export_hint, item.part_hint, self.opts.table or item.table_hint
         if not export_id or not part or not table:
             try:
@@ -355,7 +372,12 @@ class ImportRun:
                 settle_dead_letter(self.target, self.conn, item.dead_letter_id, "duplicate")
         else:
             self.stats.add_part(
-                outcome.rows, outcome.nbytes, outcome.seconds, time.perf_counter() - self.started
+                outcome.rows,
+                outcome.nbytes,
+                outcome.seconds,
+                time.perf_counter() - self.started,
+                export_id=outcome.export_id,
+                submitted=flight.started - self.started,
             )
             self.progress.update(self.stats.total_rows, self.stats.parts_imported)
             self._publish_live(st, item, outcome)

@@ -36,6 +36,7 @@ from tdtp.importer.bookkeeping import publish_lock
 from tdtp.importer.copy_publish import PgPublish, StagedConverter
 from tdtp.importer.dead_letters import add_dead_letter, settle_export_dead_letters
 from tdtp.importer.errors import PublishError, first_line, is_db_error, is_transient_db_error
+from tdtp.importer.evolve import evolve_target, record_applied
 from tdtp.importer.ledger import (
     ExportRecord,
     forget_landing,
@@ -65,6 +66,7 @@ from tdtp.importer.swap_publish import drop_load_table, lock_load, publish_expor
 from tdtp.importer.target import EXPORTS, LEDGER, STAGE_PARTS, Target
 from tdtp.importer.writemode import delete_replaced, on_conflict, partition_predicate, upsert_keys
 from tdtp.packet import TdtpError
+from tdtp.sinks.schema_change import SchemaChange
 
 #: How long a second importer waits for another one publishing the same export (seconds).
 PUBLISH_WAIT_SECONDS = 300.0
@@ -122,8 +124,10 @@ def _published(
     *,
     strategy: str = "",
     note: str | None = None,
+    change: SchemaChange | None = None,
 ) -> FinalizeResult:
     strategy = strategy or (rec.publish or COPY if target.is_pg else "")
+    record_applied(target, conn, rec, change)
     note = rec.publish_note if note is None else note
     if partial:
         set_state(target, conn, rec, status=IMPORTING, note=NO_SUMMARY, add_rows=moved)
@@ -224,9 +228,9 @@ def _finalize_once(
             if target.is_pg:
                 pub = PgPublish(target, conn, rec, converter)
                 pub.prepare()
-                return _published(target, conn, rec, pub.publish_pending(), verdict.partial)
-            moved = _publish_sqlite(target, conn, rec, complete=not verdict.partial)
-            return _published(target, conn, rec, moved, verdict.partial)
+                return _published(target, conn, rec, pub.publish_pending(), verdict.partial, change=pub.change)
+            moved, change = _publish_sqlite(target, conn, rec, complete=not verdict.partial)
+            return _published(target, conn, rec, moved, verdict.partial, change=change)
     except PublishError as exc:
         return dead_letter_staged(target, conn, export_id, table, exc)
 
@@ -285,7 +289,9 @@ def finish_live(target: Target, conn: Any, live: Any, pub: Any, *, allow_partial
                 abandon_after=live.abandon_after,
             )
         else:
-            result = _published(target, conn, verdict.rec, pub.publish_pending(), verdict.partial)
+            result = _published(
+                target, conn, verdict.rec, pub.publish_pending(), verdict.partial, change=pub.change
+            )
             conn.commit()
     except PublishError as exc:
         conn.rollback()
@@ -391,8 +397,11 @@ def _sqlite_stage_exists(conn: Any, stage: str) -> bool:
     )
 
 
-def _publish_sqlite(target: Target, conn: Any, rec: ExportRecord, *, complete: bool) -> int:
-    """Move the staged rows into the target (inside the caller's transaction); return the row count."""
+def _publish_sqlite(
+    target: Target, conn: Any, rec: ExportRecord, *, complete: bool
+) -> tuple[int, SchemaChange]:
+    """Move the staged rows into the target (inside the caller's transaction); return the row count
+    and the schema change it took."""
     pending = pending_parts(target, conn, rec.export_id, rec.table_name)
     expected = sum(r for _, r, _ in pending)
     stage = target.book(rec.stage_table)
@@ -404,19 +413,22 @@ def _publish_sqlite(target: Target, conn: Any, rec: ExportRecord, *, complete: b
     if staged != expected:
         raise TdtpError(f"staging holds {staged} rows, the ledger's unpublished parts {expected}")
     table = target.table(rec.table_name)
+    change = evolve_target(target, conn, rec)  # the table changes first, if it must
+    discarded = change.discarded_names
     if rec.mode == REPLACE:
         delete_replaced(target, conn, table, partition_predicate(target, rec.summary))
     if staged:
-        cols = ", ".join(target.ident(n) for n, _ in rec.columns)
+        kept = [n for n, _ in rec.columns if n not in discarded]
+        cols = ", ".join(target.ident(n) for n in kept)
         sql = f"INSERT INTO {table} ({cols}) SELECT {cols} FROM {stage}"
         if rec.mode == UPSERT:
             keys = upsert_keys(target, conn, rec)
             # WHERE true: SQLite's parser needs it before an upsert clause after a SELECT
-            sql += " WHERE true " + on_conflict(target, keys, [n for n, _ in rec.columns])
+            sql += " WHERE true " + on_conflict(target, keys, kept)
         conn.execute(sql)
     mark_published(target, conn, rec.export_id, rec.table_name, [p for p, _, _ in pending])
     if complete:
         conn.execute(f"DROP TABLE IF EXISTS {stage}")
     elif staged:
         conn.execute(f"DELETE FROM {stage}")
-    return staged
+    return staged, change

@@ -45,12 +45,13 @@ class ExportRecord:
     publish_note: str = ""  # why this export publishes the way it does (e.g. why not by swap)
     produced_at: str = ""  # the first part's header Timestamp: when the producer made it
     updated_at: Any = None
+    schema_change: str = ""  # JSON: the export's fields, its schema policy and how it differs from the table
 
 
 _EXPORT_COLS = (
     'export_id, table_name, "partition", mode, stage_table, columns, key_fields, total_parts, total_rows, '
     "checksum, summary, producer, status, note, published_rows, finalized_at, publish, load_table, "
-    "publish_note, produced_at, updated_at"
+    "publish_note, produced_at, updated_at, schema_change"
 )
 
 
@@ -77,6 +78,7 @@ def _record(row: tuple) -> ExportRecord:
         publish_note=row[18],
         produced_at=row[19],
         updated_at=row[20],
+        schema_change=row[21],
     )
 
 
@@ -124,6 +126,15 @@ def set_publish(target: Target, conn: Any, rec: ExportRecord, publish: str, load
         f"UPDATE {target.book(EXPORTS)} SET publish = %s, load_table = %s, publish_note = %s, "
         f"updated_at = {now_sql(target)} WHERE export_id = %s AND table_name = %s",
         (publish, load_table, note, rec.export_id, rec.table_name),
+    )
+
+
+def set_schema_change(target: Target, conn: Any, export_id: str, table: str, doc: str) -> None:
+    """Record how an export's schema compares with its table (see :mod:`tdtp.importer.evolve`)."""
+    target.execute(
+        conn,
+        f"UPDATE {target.book(EXPORTS)} SET schema_change = %s WHERE export_id = %s AND table_name = %s",
+        (doc, export_id, table),
     )
 
 

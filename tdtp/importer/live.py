@@ -24,6 +24,7 @@ import psycopg
 from tdtp.importer.bookkeeping import publish_lock
 from tdtp.importer.copy_publish import PgPublish, StagedConverter
 from tdtp.importer.errors import PublishError, describe_pg_error
+from tdtp.importer.evolve import stored_change
 from tdtp.importer.finalize import finish_live
 from tdtp.importer.ledger import load_export
 from tdtp.importer.outcome import CLOSED_STATES, ERROR, LOAD_TABLE_STRATEGIES, FinalizeResult
@@ -136,6 +137,12 @@ class LivePublisher:
         rec = load_export(self.target, conn, self.export_id, self.table)
         if rec is None or rec.status in CLOSED_STATES or not rec.columns:
             self.reason = "nothing to publish"
+            conn.rollback()
+            return None
+        change = stored_change(rec)
+        if change is not None and change.needs_ddl:
+            # ALTER TABLE would lock readers out for as long as the parts keep arriving.
+            self.reason = f"the export changes the table's columns ({change.describe()}): published at the end"
             conn.rollback()
             return None
         if rec.publish in LOAD_TABLE_STRATEGIES:

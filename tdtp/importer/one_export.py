@@ -13,6 +13,13 @@ JSON object on stdout::
 
     {"target_url", "broker_url", "table", "mode", "workers", "export_id", "from_seq"}
     -> {"stats": {...}, "summary_seq", "others": [...], "state", "complete"} or {"error": "..."}
+
+``from_seq: null`` starts the process ahead of its export (``tdtp copy``): it connects
+to the target and the broker first, then reads the seq to land from as one line on
+stdin and answers ``ready`` on stdout once its reader is in place, so the export publishes its first part to a
+reader already waiting for it rather than a process start ahead of it.  An empty
+stdin (the export failed before its first part) ends it with an error result and
+nothing landed.
 """
 
 from __future__ import annotations
@@ -23,11 +30,12 @@ import sys
 from dataclasses import dataclass, field
 from typing import Any
 
-from tdtp.brokers import OnlyExport, PartLog, UntilSummary, open_broker
+from tdtp.brokers import LogView, OnlyExport, PartLog, UntilSummary, open_broker
 from tdtp.importer.engine import ParallelImporter
 from tdtp.importer.options import ImportOptions
 from tdtp.importer.outcome import COMPLETE, FINALIZED
 from tdtp.importer.stats import ImportStats
+from tdtp.sinks.schema_change import EVOLVE
 
 #: The environment variable holding the lander process's job.
 JOB_ENV = "TDTP_LAND_JOB"
@@ -35,6 +43,8 @@ JOB_ENV = "TDTP_LAND_JOB"
 LANDER_MODULE = "tdtp.importer.one_export"
 #: Export states in which every part is in the target (published or ready to be).
 LANDED_STATES = (COMPLETE, FINALIZED)
+#: The line a lander started with ``from_seq: null`` writes once it has its seq and reads.
+READY = "ready"
 #: The lander process stops when no message came for this long (its parent may be gone,
 #: killed without a chance to stop it); whoever lands the export next lands the rest.
 IDLE_TIMEOUT_SECONDS = 600.0
@@ -100,6 +110,18 @@ def land_export(
 
 
 
+class _SaysReady(LogView):
+    """A log whose read writes the ready line once the reader is in place: the export may publish."""
+
+    def read(self, **kwargs: Any) -> Any:
+        return self._log.read(on_open=_say_ready, **kwargs)
+
+
+def _say_ready() -> None:
+    sys.stdout.write(READY + "\n")
+    sys.stdout.flush()
+
+
 JOB_KEYS = ("target_url", "broker_url", "table", "mode", "workers", "export_id", "from_seq")
 
 
@@ -113,14 +135,23 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
         table=job["table"],
         workers=int(job["workers"]),
         require_hashes=bool(job.get("require_hashes", False)),
+        schema=str(job.get("schema", EVOLVE)),
     )
     importer = ParallelImporter(job["target_url"], options)
     with importer, open_broker(job["broker_url"]) as log:
+        from_seq = job["from_seq"]
+        if from_seq is None:
+            importer.conn  # noqa: B018 - connect and create the bookkeeping now, before the first part
+            line = sys.stdin.readline().strip()
+            if not line:
+                raise ValueError("no seq to land from: the export ended before its first part")
+            from_seq = line
+            log = _SaysReady(log)
         landing = land_export(
             importer,
             log,
             job["export_id"],
-            from_seq=int(job["from_seq"]),
+            from_seq=int(from_seq),
             follow=True,
             timeout=IDLE_TIMEOUT_SECONDS,
         )

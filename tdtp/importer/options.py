@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 from tdtp.importer.outcome import AUTO, COPY, MODES, REPLACE, SWAP
 from tdtp.packet import TdtpError
+from tdtp.sinks.schema_change import EVOLVE, POLICIES
 
 EXECUTORS = ("process", "thread")
 PUBLISH = (AUTO, SWAP, COPY)
@@ -19,7 +20,7 @@ class ImportOptions:
 
     ``workers`` defaults to the CPU count because decoding is CPU-bound; on
     PostgreSQL every worker also has its own connection, so COPY work spreads
-    over server backends too.  ``queue_parts`` (default ``2 * workers``) bounds
+    over server backends too.  ``queue_parts`` (default ``workers``: a part per worker) bounds
     the parts received but not yet committed, and ``memory_limit_mb`` pauses
     receiving while the parts in flight would need more than that (their bodies
     times the expansion measured on finished parts).  ``executor`` is
@@ -51,6 +52,10 @@ class ImportOptions:
     table was dropped or emptied since it was published (replace mode does it anyway).
     ``require_hashes``: refuse (dead-letter) any part without TDTP v1.4 XXH3 hashes.
     XXH3 is not keyed: hashes catch corruption on the way, not a forger.
+    ``schema``: what an export whose schema differs from its table's does (see
+    :mod:`tdtp.sinks.schema_change`): ``"evolve"`` (default: add columns, widen types
+    losslessly), ``"freeze"`` (refuse any difference) or ``"discard_columns"`` (leave
+    out the columns the table lacks; never change the table).
     """
 
     workers: int = os.cpu_count() or 1
@@ -72,9 +77,10 @@ class ImportOptions:
     abandon_after_seconds: float | None = 86400.0
     reland: bool = False
     require_hashes: bool = False
+    schema: str = EVOLVE
 
     def resolved_queue_parts(self) -> int:
-        return self.queue_parts if self.queue_parts and self.queue_parts > 0 else 2 * self.resolved_workers()
+        return self.queue_parts if self.queue_parts and self.queue_parts > 0 else self.resolved_workers()
 
     def resolved_workers(self) -> int:
         return max(1, int(self.workers or 1))
@@ -106,5 +112,9 @@ class ImportOptions:
             raise TdtpError("publish_wait_seconds must be >= 0", where="publish_wait_seconds")
         if self.abandon_after_seconds is not None and self.abandon_after_seconds < 0:
             raise TdtpError("abandon_after_seconds must be >= 0", where="abandon_after_seconds")
+        if self.schema not in POLICIES:
+            raise TdtpError(
+                f"unknown schema policy {self.schema!r}; use one of {', '.join(POLICIES)}", where="schema"
+            )
         if self.memory_limit_mb <= 0:
             raise TdtpError("memory_limit_mb must be > 0", where="memory_limit_mb")

@@ -26,13 +26,22 @@ from typing import Any
 from tdtp.importer.bookkeeping import ddl_lock
 from tdtp.importer.catalog import table_columns
 from tdtp.importer.dead_letters import resolve_dead_letters
-from tdtp.importer.ledger import check_same_part, claim_part, landed_part, load_export, upsert_export
-from tdtp.importer.outcome import CLOSED_STATES, COPY, FINALIZED, IMPORTED, LOAD_TABLE_STRATEGIES
+from tdtp.importer.evolve import SchemaRefused, change_doc, plan_change
+from tdtp.importer.ledger import (
+    check_same_part,
+    claim_part,
+    landed_part,
+    load_export,
+    set_schema_change,
+    upsert_export,
+)
+from tdtp.importer.outcome import CLOSED_STATES, COPY, FINALIZED, IMPORTED, LOAD_TABLE_STRATEGIES, REPLACE
 from tdtp.importer.pg_copy import CopyRefused, copy_in
 from tdtp.importer.swap_plan import prepare_export, relax_load
 from tdtp.importer.target import BOOK_SCHEMA, STAGE_PARTS, Target, stage_name
 from tdtp.packet import IntegrityError, Schema, SchemaError, TdtpError
 from tdtp.sinks.ddl import create_table_sql, split_qualified
+from tdtp.sinks.schema_change import EVOLVE, SchemaChange
 from tdtp.sinks.sqlite import write_rows
 
 
@@ -60,10 +69,16 @@ def stage_ref(target: Target, stage: str) -> str:
     return f"{BOOK_SCHEMA}.{stage}" if target.is_pg else stage
 
 
-def _create_stage(target: Target, conn: Any, table: str, stage: str, schema: Schema) -> None:
+def _create_stage(
+    target: Target, conn: Any, table: str, stage: str, schema: Schema, change: SchemaChange | None
+) -> None:
     """SQLite only: CREATE TABLE AS keeps just an affinity, so keep the target's declared types
-    (a wide DECIMAL declared as text must stay text, not become REAL)."""
+    (a wide DECIMAL declared as text must stay text, not become REAL), or the types the
+    export's schema change gives its columns."""
     declared = dict(table_columns(target, conn, table) or [])
+    if change is not None:
+        declared.update({n: t for n, t in change.added + change.discarded})
+        declared.update({n: new for n, _, new in change.widened})
     body = ", ".join(f"{target.ident(n)} {declared.get(n, '')}".rstrip() for n in schema.names)
     conn.execute(f"CREATE TABLE IF NOT EXISTS {target.book(stage)} ({body})")
 
@@ -84,6 +99,7 @@ def stage_export(
     swap_indexes: str = "after",
     whole_hint: bool = False,
     produced_at: str = "",
+    schema_policy: str = EVOLVE,
 ) -> StagedExport:
     """Make sure the target table, the staging table and the export record exist; check the columns.
 
@@ -93,6 +109,8 @@ def stage_export(
     On PostgreSQL the first writer to get here also decides how the export is
     published (``publish``; see :func:`tdtp.importer.swap_plan.prepare_export`);
     ``whole_hint`` says the part came from our own producer with no partition.
+    ``schema_policy``: how a schema that differs from the table's is taken
+    (:mod:`tdtp.importer.evolve`); a refusal raises before anything of the part is staged.
     """
     stage = stage_name(export_id, table)
     signature = [list(pair) for pair in schema.signature()]
@@ -120,55 +138,26 @@ def stage_export(
         )
     if record is not None and record.columns and record.columns != signature:
         raise SchemaError(
-            f"fields {_names(signature)} differ from the export's first part {_names(record.columns)}",
+            f"fields {signature_text(signature)} differ from the export's first part "
+            f"{signature_text(record.columns)}",
             where=f"export {export_id}",
         )
     strategy, load_table = COPY, ""
     with target.transaction(conn):
         ddl_lock(target, conn, table)
-        if target.is_pg:
-            record = load_export(target, conn, export_id, table)  # again, under the lock
-            assert record is not None
-            if not record.publish:
-                plan = prepare_export(
-                    target,
-                    conn,
-                    record,
-                    schema,
-                    publish=publish,
-                    create_table=create_table,
-                    whole_hint=whole_hint,
-                    index_build=swap_indexes,
-                )
-                strategy, load_table = plan.strategy, plan.load_table
-            else:
-                strategy, load_table = record.publish, record.load_table
-                if strategy in LOAD_TABLE_STRATEGIES:
-                    relax_load(target, conn, table, load_table)
-        columns = table_columns(target, conn, table)
-        if columns is None and strategy in LOAD_TABLE_STRATEGIES:
-            # The target is made at publish (a partition export whose filter comes with the summary).
-            columns = table_columns(target, conn, load_table)
-            if columns is None:
-                raise TdtpError(f"the load table {load_table} of export {export_id} is missing")
-        if columns is None:
-            if not create_table:
-                raise TdtpError(f"target table {table!r} does not exist (table creation is off)")
-            if target.is_pg:
-                schema_name, _ = split_qualified(table)
-                if schema_name:
-                    conn.execute(f"CREATE SCHEMA IF NOT EXISTS {target.ident(schema_name)}")
-            conn.execute(create_table_sql(target.dialect, schema, table))
-            columns = table_columns(target, conn, table) or []
-        have = {name for name, _ in columns}
-        missing = [n for n in schema.names if n not in have]
-        if missing:
-            raise SchemaError(
-                f"target table {table!r} has no column(s) {', '.join(map(repr, missing))} "
-                f"(it has {', '.join(n for n, _ in columns)})"
+        change = plan_change(
+            target, conn, table, schema, policy=schema_policy, mode=mode or (record.mode if record else REPLACE)
+        )
+        refusal = change.refusal(table) if change is not None else ""
+        if not refusal:
+            strategy, load_table = _prepare(
+                target, conn, export_id, table, schema, change, publish, create_table, whole_hint, swap_indexes
             )
-        if not target.is_pg:
-            _create_stage(target, conn, table, stage, schema)
+    with target.transaction(conn):
+        doc = change_doc(schema, change or SchemaChange(policy=schema_policy))
+        set_schema_change(target, conn, export_id, table, doc)
+    if refusal:
+        raise SchemaRefused(refusal, where=f"export {export_id}")
     return StagedExport(
         export_id=export_id,
         table=table,
@@ -180,8 +169,65 @@ def stage_export(
     )
 
 
-def _names(signature: list[list[str]]) -> str:
-    return json.dumps([f"{n} {t}" for n, t in signature])
+def _prepare(
+    target: Target,
+    conn: Any,
+    export_id: str,
+    table: str,
+    schema: Schema,
+    change: SchemaChange | None,
+    publish: str,
+    create_table: bool,
+    whole_hint: bool,
+    swap_indexes: str,
+) -> tuple[str, str]:
+    """Inside the DDL-locked transaction: the target (created if missing), the publish strategy
+    and its load table (PostgreSQL), the stage table (SQLite)."""
+    strategy, load_table = COPY, ""
+    if target.is_pg:
+        record = load_export(target, conn, export_id, table)  # again, under the lock
+        assert record is not None
+        if not record.publish:
+            # Rows of an export that changes the table's columns go in by the copy publish,
+            # which changes the table in the same transaction.
+            reshapes = change is not None and (change.needs_ddl or change.discarded)
+            plan = prepare_export(
+                target,
+                conn,
+                record,
+                schema,
+                publish=publish,
+                create_table=create_table,
+                whole_hint=whole_hint,
+                index_build=swap_indexes,
+                blocker=f"the export changes the table's columns ({change.describe()})" if reshapes else "",
+            )
+            strategy, load_table = plan.strategy, plan.load_table
+        else:
+            strategy, load_table = record.publish, record.load_table
+            if strategy in LOAD_TABLE_STRATEGIES:
+                relax_load(target, conn, table, load_table)
+    columns = table_columns(target, conn, table)
+    if columns is None and strategy in LOAD_TABLE_STRATEGIES:
+        # The target is made at publish (a partition export whose filter comes with the summary).
+        if table_columns(target, conn, load_table) is None:
+            raise TdtpError(f"the load table {load_table} of export {export_id} is missing")
+    elif columns is None:
+        if not create_table:
+            raise TdtpError(f"target table {table!r} does not exist (table creation is off)")
+        if target.is_pg:
+            schema_name, _ = split_qualified(table)
+            if schema_name:
+                conn.execute(f"CREATE SCHEMA IF NOT EXISTS {target.ident(schema_name)}")
+        conn.execute(create_table_sql(target.dialect, schema, table))
+    if not target.is_pg:
+        _create_stage(target, conn, table, stage_name(export_id, table), schema, change)
+    return strategy, load_table
+
+
+def signature_text(signature: Iterable[Iterable[str]]) -> str:
+    """``["id INTEGER", "a TEXT"]``: a part's fields as a dead letter names them."""
+    return json.dumps([" ".join(pair) for pair in signature])
 
 
 def in_ledger(

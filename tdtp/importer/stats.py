@@ -7,6 +7,7 @@ Part times are kept per part (a float each) so p50/p95 are exact; an import of
 from __future__ import annotations
 
 import statistics
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -17,6 +18,46 @@ def _percentile(sorted_values: list[float], q: float) -> float:
         return 0.0
     rank = max(1, min(len(sorted_values), round(q * len(sorted_values) + 0.5)))
     return sorted_values[rank - 1]
+
+
+@dataclass
+class ExportShare:
+    """One export's part of a run: its parts, rows and bytes, and the time its parts were in work.
+
+    ``start``/``end`` are seconds since the run began: when the first of its parts
+    went to a worker and when the last one committed.  A run that lands several
+    exports one after the other gives each its own rate this way, not the run's.
+    """
+
+    parts: int = 0
+    rows: int = 0
+    bytes: int = 0
+    start: float = 0.0
+    end: float = 0.0
+
+    @property
+    def seconds(self) -> float:
+        return max(0.0, self.end - self.start)
+
+    def as_dict(self) -> dict[str, Any]:
+        seconds = self.seconds
+        return {
+            "parts": self.parts,
+            "rows": self.rows,
+            "bytes": self.bytes,
+            "seconds": round(seconds, 3),
+            "rows_per_second": round(self.rows / seconds, 1) if seconds > 0 else 0.0,
+        }
+
+    def merge(self, other: ExportShare) -> None:
+        """Add another run's share of the same export (parallel land ops overlap: the widest window)."""
+        if not self.parts:
+            self.start, self.end = other.start, other.end
+        elif other.parts:
+            self.start, self.end = min(self.start, other.start), max(self.end, other.end)
+        self.parts += other.parts
+        self.rows += other.rows
+        self.bytes += other.bytes
 
 
 @dataclass
@@ -42,6 +83,10 @@ class ImportStats:
     errors: list[str] = field(default_factory=list)
     seconds: float = 0.0
     first_part_seconds: float | None = None
+    # Wall-clock (epoch) times of the first data part received and committed: comparable with
+    # the exporter's ``first_publish_at`` in another process (the pipelined latency, bench/first_part.py).
+    first_read_at: float | None = None
+    first_landed_at: float | None = None
     staged_seconds: float = 0.0  # when the last part of the run was committed to the ledger
     finalize_seconds: float = 0.0  # time spent finishing publishes (the part not overlapped with staging)
     peak_rss_mb: float = 0.0
@@ -54,6 +99,7 @@ class ImportStats:
     no_summary: list[str] = field(default_factory=list)
     publish: dict[str, str] = field(default_factory=dict)  # export id -> how it was published (and why)
     last_seq: int | None = None
+    per_export: dict[str, ExportShare] = field(default_factory=dict)  # what each export took of the run
 
     # ------------------------------------------------------------ derived figures
     @property
@@ -76,14 +122,28 @@ class ImportStats:
     def mb_per_second(self) -> float:
         return self.bytes / 1e6 / self.seconds if self.seconds > 0 else 0.0
 
-    def add_part(self, rows: int, nbytes: int, seconds: float, elapsed: float) -> None:
+    def add_part(
+        self, rows: int, nbytes: int, seconds: float, elapsed: float, *, export_id: str = "", submitted: float = 0.0
+    ) -> None:
+        """Count one landed part; ``submitted``: when it went to a worker (seconds since the run began)."""
         self.parts_imported += 1
         self.total_rows += rows
         self.bytes += nbytes
         self.part_seconds.append(seconds)
         if self.first_part_seconds is None:
             self.first_part_seconds = elapsed
+            self.first_landed_at = time.time()
         self.staged_seconds = elapsed
+        if export_id:
+            share = self.per_export.setdefault(export_id, ExportShare(start=submitted, end=elapsed))
+            share.parts += 1
+            share.rows += rows
+            share.bytes += nbytes
+            share.start, share.end = min(share.start, submitted), max(share.end, elapsed)
+
+    def export_share(self, export_id: str) -> ExportShare | None:
+        """What ``export_id`` took of this run (None: none of its parts landed here)."""
+        return self.per_export.get(export_id)
 
     def merge(self, other: ImportStats) -> None:
         """Fold a replay's figures into a run's (used when an import also replays)."""
@@ -102,6 +162,8 @@ class ImportStats:
         self.exports.update(other.exports)
         self.publish.update(other.publish)
         self.finalized.extend(x for x in other.finalized if x not in self.finalized)
+        for export_id, share in other.per_export.items():
+            self.per_export.setdefault(export_id, ExportShare()).merge(share)
 
     @classmethod
     def combined(cls, runs: list[ImportStats]) -> ImportStats:
@@ -135,7 +197,8 @@ class ImportStats:
         stats = cls()
         for name in (
             "target", "executor", "workers", "parts_imported", "total_rows", "bytes", "duplicates",
-            "retries", "dead_letters", "summaries", "seconds", "first_part_seconds", "staged_seconds",
+            "retries", "dead_letters", "summaries", "seconds", "first_part_seconds", "first_read_at",
+            "first_landed_at", "staged_seconds",
             "finalize_seconds", "peak_rss_mb", "worker_peak_rss_mb", "memory_pauses", "max_in_flight",
             "last_seq",
         ):  # fmt: skip
@@ -146,6 +209,13 @@ class ImportStats:
         stats.finalized = list(data.get("finalized") or [])
         stats.no_summary = list(data.get("no_summary") or [])
         stats.publish = dict(data.get("publish") or {})
+        for export_id, share in (data.get("per_export") or {}).items():
+            stats.per_export[export_id] = ExportShare(
+                parts=int(share.get("parts") or 0),
+                rows=int(share.get("rows") or 0),
+                bytes=int(share.get("bytes") or 0),
+                end=float(share.get("seconds") or 0.0),
+            )
         if stats.parts_imported and data.get("avg_part_seconds"):
             stats.part_seconds = [float(data["avg_part_seconds"])] * int(stats.parts_imported)
         return stats
@@ -169,6 +239,8 @@ class ImportStats:
             "first_part_seconds": None
             if self.first_part_seconds is None
             else round(self.first_part_seconds, 3),
+            "first_read_at": self.first_read_at,
+            "first_landed_at": self.first_landed_at,
             "staged_seconds": round(self.staged_seconds, 3),
             "finalize_seconds": round(self.finalize_seconds, 3),
             "avg_part_seconds": round(self.avg_part_seconds, 4),
@@ -185,6 +257,7 @@ class ImportStats:
             "no_summary": list(self.no_summary),
             "publish": dict(self.publish),
             "last_seq": self.last_seq,
+            "per_export": {export_id: share.as_dict() for export_id, share in self.per_export.items()},
         }
 
     def summary_line(self) -> str:

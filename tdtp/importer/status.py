@@ -12,6 +12,7 @@ from typing import Any
 
 from tdtp.importer.dead_letters import open_dead_letters
 from tdtp.importer.errors import is_db_error
+from tdtp.importer.evolve import stored_change
 from tdtp.importer.ledger import checksum_sum, ledger_parts, load_export
 from tdtp.importer.outcome import (
     BLOCKED,
@@ -30,6 +31,7 @@ from tdtp.importer.outcome import (
 from tdtp.importer.readiness import lost_reason
 from tdtp.importer.target import Target
 from tdtp.importer.writemode import partition_query
+from tdtp.sinks.schema_change import REFUSED, SchemaChange
 
 
 @dataclass
@@ -66,6 +68,18 @@ class ExportStatus:
     publish: str = ""  # PostgreSQL: "copy", "swap" or "attach" (chosen at the first part)
     publish_note: str = ""  # why not by swap, or how it was published
     load_table: str = ""  # swap/attach: where the parts' rows wait until published
+    #: How the export's schema differs from its table (planned at its first part, as applied once
+    #: published): added, dropped, widened and discarded columns, and what was refused.
+    schema_change: SchemaChange | None = None
+
+    @property
+    def schema_refusal(self) -> str:
+        """The one line saying why the export's schema may not land ("" when it may)."""
+        for reason in [d["reason"] for d in self.dead_letters] + [self.note]:
+            at = reason.find(REFUSED)
+            if at >= 0:
+                return reason[at:]
+        return ""
 
     @property
     def complete(self) -> bool:
@@ -101,6 +115,7 @@ class ExportStatus:
             "publish": self.publish,
             "publish_note": self.publish_note,
             "load_table": self.load_table,
+            "schema_change": None if self.schema_change is None else self.schema_change.as_dict(),
         }
 
     def describe(self) -> str:
@@ -120,6 +135,8 @@ class ExportStatus:
             lines.append(f"  dead letter #{d['id']}: part {d['part_number']}: {d['reason']}")
         if self.note:
             lines.append(f"  note: {self.note}")
+        if self.schema_change is not None and self.schema_change.changed:
+            lines.append(f"  schema ({self.schema_change.policy}): {self.schema_change.describe()}")
         if self.publish:
             how = f"  publish: {self.publish}" + (f" ({self.publish_note})" if self.publish_note else "")
             if self.load_table and not self.finalized and self.publish != COPY:
@@ -155,6 +172,7 @@ def read_status(target: Target, conn: Any, export_id: str, table: str) -> Export
     status.publish = rec.publish
     status.publish_note = rec.publish_note
     status.load_table = rec.load_table
+    status.schema_change = stored_change(rec)
     status.finalized = rec.status == FINALIZED
     status.finalized_at = None if rec.finalized_at is None else str(rec.finalized_at)
     upper = rec.total_parts or (max(present) if present else 0)

@@ -399,8 +399,12 @@ def plan_export(
     publish: str,
     create_table: bool,
     whole_hint: bool,
+    blocker: str = "",
 ) -> Plan:
-    """Choose how an export is published (inside the DDL-locked transaction of its first part)."""
+    """Choose how an export is published (inside the DDL-locked transaction of its first part).
+
+    ``blocker``: a reason of the caller's why the export must not swap (it changes the table's columns).
+    """
     if publish == COPY:
         return Plan(COPY, note="publish=copy")
     if rec.mode != REPLACE:
@@ -418,6 +422,8 @@ def plan_export(
             )
         return Plan(COPY, note=f"not swapped: {text}", reasons=reasons, **kw)
 
+    if blocker:
+        return refuse([blocker])
     scope, pf = export_scope(rec, whole_hint)
     rel = relation(conn, target.table(rec.table_name))
     if scope == NOT_KNOWN:
@@ -467,10 +473,12 @@ def prepare_export(
     create_table: bool,
     whole_hint: bool,
     index_build: str,
+    blocker: str = "",
 ) -> Plan:
     """Decide, create what the decision needs (target, load table), and record it on the export."""
     plan = plan_export(
-        target, conn, rec, schema, publish=publish, create_table=create_table, whole_hint=whole_hint
+        target, conn, rec, schema, publish=publish, create_table=create_table, whole_hint=whole_hint,
+        blocker=blocker,
     )
     table_sql = target.table(rec.table_name)
     schema_name, _ = split_qualified(rec.table_name)

@@ -21,7 +21,7 @@ import resource
 import signal
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -29,12 +29,12 @@ from tdtp.codec import decode_packet, part_checksum
 from tdtp.importer.copy_publish import convert_staged
 from tdtp.importer.errors import TargetUnavailable, error_text, is_retryable
 from tdtp.importer.outcome import ABANDONED, AUTO, COPY, DUPLICATE, FAILED, IMPORTED
-from tdtp.importer.staging import StagedExport, in_ledger, stage_export, write_part
+from tdtp.importer.staging import StagedExport, in_ledger, signature_text, stage_export, write_part
 from tdtp.importer.target import Target
-from tdtp.packet import IntegrityError, Schema, TdtpError
+from tdtp.packet import IntegrityError, Schema, TdtpError, line_chunks
 from tdtp.sinks.copy_text import lines_to_copy
 from tdtp.sinks.ddl import refuse_reserved
-from tdtp.sinks.sqlite import stored_values
+from tdtp.sinks.sqlite import StoredChunks, stored_chunks
 
 
 @dataclass
@@ -53,6 +53,7 @@ class WorkerConfig:
     publish: str = AUTO  # see ImportOptions.publish
     swap_indexes: str = "after"
     require_hashes: bool = False  # see ImportOptions.require_hashes
+    schema: str = "evolve"  # see ImportOptions.schema
 
 
 @dataclass
@@ -80,10 +81,10 @@ class DecodedPart:
     total_parts: int
     table: str
     schema: Schema
-    lines: list[str]
+    lines: Sequence[str]  # a RowText for compressed parts: split a chunk at a time
     rows: int
     checksum: int
-    values: list[tuple] | None = None
+    values: StoredChunks | None = None
     copy: bytes | None = None  # PostgreSQL copy strategy: the rows as COPY text, for the live publisher
     timestamp: str = ""  # the header's Timestamp: when the producer made the part
 
@@ -114,12 +115,14 @@ def decode_part(
 ) -> DecodedPart:
     """Parse and verify a part: hashes (codec), RecordsInPart (codec), and the sender's headers.
 
-    ``want_values`` decodes the values SQLite stores (str/int/float/bytes: cheap to
+    ``want_values`` decodes the values SQLite stores (marshalled chunks: cheap to
     send to the writing process).  PostgreSQL keeps the row lines:
     the writer converts them to COPY text (:meth:`PartWriter.write`), still in the
-    worker, so a value the conversion refuses dead-letters this part.
+    worker, so a value the conversion refuses dead-letters this part.  Rows stay
+    bytes (``lazy_rows``) and are split a chunk at a time: a part's memory is its
+    row text, not a string per line (bench/memory.py).
     """
-    packet = decode_packet(job.body, where=job.source, require_hashes=require_hashes)
+    packet = decode_packet(job.body, where=job.source, require_hashes=require_hashes, lazy_rows=True)
     h = packet.header
     export_id = h.batch_id
     where = f"{job.source}: part {h.part_number}" if h.part_number else job.source
@@ -141,7 +144,7 @@ def decode_part(
     values = None
     if want_values:
         try:
-            values = stored_values(packet)
+            values = stored_chunks(packet)
         except TdtpError as exc:
             raise exc.at(job.source) from None
     return DecodedPart(
@@ -212,11 +215,14 @@ class PartWriter:
                 swap_indexes=self.config.swap_indexes,
                 whole_hint=job.whole_table,
                 produced_at=part.timestamp,
+                schema_policy=self.config.schema,
             )
             self._staged[part.export_id] = staged
         elif [list(p) for p in part.schema.signature()] != staged.signature:
             raise IntegrityError(
-                "fields differ from the export's first part", where=f"{job.source}: part {part.part_number}"
+                f"fields {signature_text(part.schema.signature())} differ from the export's first part "
+                f"{signature_text(staged.signature)}",
+                where=f"{job.source}: part {part.part_number}",
             )
         self.strategy = staged.strategy
         if staged.closed:
@@ -235,8 +241,7 @@ class PartWriter:
             copy = copy_chunks(part, job.source)  # converted while the server loads the previous chunk
         elif self.target.is_pg:
             if part.copy is None and part.lines:  # a value COPY would refuse dead-letters the part now
-                where = f"{job.source}: part {part.part_number}"
-                part.copy = lines_to_copy(part.schema, part.lines, where=where).encode()
+                part.copy = b"".join(copy_chunks(part, job.source))
             copy = part.copy
         done = write_part(
             self.target,
@@ -267,10 +272,9 @@ def copy_chunks(part: DecodedPart, source: str) -> Iterator[bytes]:
     (the server idle) and waiting for COPY (the worker idle); in chunks the server
     parses and inserts one chunk while the worker converts the next.
     """
-    lines = part.lines
-    for start in range(0, len(lines), COPY_CHUNK_ROWS):
+    for start, lines in line_chunks(part.lines, COPY_CHUNK_ROWS):
         where = f"{source}: part {part.part_number} (from row {start + 1})"
-        yield lines_to_copy(part.schema, lines[start : start + COPY_CHUNK_ROWS], where=where).encode()
+        yield lines_to_copy(part.schema, lines, where=where).encode()
 
 
 def write_with_retries(

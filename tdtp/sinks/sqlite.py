@@ -9,11 +9,15 @@ SQLite cannot store NaN (it becomes NULL) — a limitation of SQLite, not of the
 
 from __future__ import annotations
 
+import marshal
 import math
 import sqlite3
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence, Sized
+from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
+
+import zstandard
 
 from tdtp.packet import (
     BOOLEAN,
@@ -28,6 +32,7 @@ from tdtp.packet import (
     RowError,
     Schema,
     TdtpError,
+    line_chunks,
 )
 from tdtp.sinks.ddl import SQLITE, column_list, qualified
 from tdtp.values import (
@@ -101,15 +106,15 @@ def write_rows(
         f"VALUES ({placeholders})"
     )
     if stored:
-        batch = rows if isinstance(rows, list) else list(rows)
         before = conn.total_changes
         try:
-            conn.executemany(stmt, batch)
+            conn.executemany(stmt, rows)
         except (sqlite3.Error, ValueError) as exc:
             # executemany stops at the failing row; the rows before it were inserted.
             at = conn.total_changes - before + 1
-            raise TdtpError(f"writing table {table!r} failed at row {at} of {len(batch)}: {exc}") from exc
-        return len(batch)
+            of = f" of {len(rows)}" if isinstance(rows, Sized) else ""
+            raise TdtpError(f"writing table {table!r} failed at row {at}{of}: {exc}") from exc
+        return conn.total_changes - before
     adapters = [_adapter(f) for f in schema.fields]
     count = 0
 
@@ -185,18 +190,57 @@ def stored_values(packet: Packet) -> list[tuple[Any, ...]]:
     return stored_rows(packet.schema, packet.rows, where=part)
 
 
-def stored_rows(schema: Schema, lines: list[str], *, where: str = "") -> list[tuple[Any, ...]]:
-    """Row lines -> rows of what SQLite stores; ``where`` prefixes error locations.
+@dataclass(slots=True)
+class StoredChunks:
+    """A part's rows as what SQLite stores, marshalled and zstd-packed a chunk of rows at a time.
+
+    Why: the importer's workers convert, the one writing process inserts.  As Python
+    tuples, a part of 7 MiB of rows was ~40 MB of objects in the worker, again in
+    the pickle between them and again in the writer; marshalled chunks of 4096 rows
+    are bytes (about half the row text; zstd level 1 packs that ~3x more for a few ms
+    of the worker's time), and the writer turns one chunk at a time back into tuples
+    while ``executemany`` consumes them.  Only processes of one interpreter exchange
+    them (marshal's format is the interpreter's own).
+    """
+
+    blobs: list[bytes]
+    rows: int
+
+    def __iter__(self) -> Iterator[tuple[Any, ...]]:
+        unpack = zstandard.ZstdDecompressor().decompress
+        for blob in self.blobs:
+            yield from marshal.loads(unpack(blob))
+
+    def __len__(self) -> int:
+        return self.rows
+
+
+def stored_chunks(packet: Packet, *, chunk_rows: int = 4096) -> StoredChunks:
+    """``stored_values`` of a packet, marshalled in chunks (see :class:`StoredChunks`)."""
+    part = f"part {packet.header.part_number}: " if packet.header.part_number else ""
+    pack = zstandard.ZstdCompressor(level=1).compress
+    blobs = [
+        pack(marshal.dumps(stored_rows(packet.schema, lines, where=part, first=start + 1)))
+        for start, lines in line_chunks(packet.rows, chunk_rows)
+    ]
+    return StoredChunks(blobs, len(packet.rows))
+
+
+def stored_rows(
+    schema: Schema, lines: Sequence[str], *, where: str = "", first: int = 1
+) -> list[tuple[Any, ...]]:
+    """Row lines -> rows of what SQLite stores; ``where`` prefixes error locations,
+    which number rows from ``first``.
 
     Stores the same as adapting ``RowDecoder(schema).decode(line)`` value by value
     (the tests hold them together); errors name row and field the same way.
     """
     if schema.dictionary:  # v1.4 tokens expand before parsing: the general decoder knows how
-        return _stored_rows_via_values(schema, lines, where)
+        return _stored_rows_via_values(schema, lines, where, first)
     convs = [_stored_converter(f) for f in schema.fields]
     n = len(convs)
     out: list[tuple[Any, ...]] = []
-    for i, line in enumerate(lines, start=1):
+    for i, line in enumerate(lines, start=first):
         try:
             texts = line.split("|") if "\\" not in line else _raw_texts(line)
             if len(texts) != n:
@@ -212,11 +256,13 @@ def _raw_texts(line: str) -> list[str | None]:
     return [None if s == NULL_SENTINEL else unescape_value(s) for s in split_raw(line)]
 
 
-def _stored_rows_via_values(schema: Schema, lines: list[str], where: str) -> list[tuple[Any, ...]]:
+def _stored_rows_via_values(
+    schema: Schema, lines: Sequence[str], where: str, first: int
+) -> list[tuple[Any, ...]]:
     adapters = [_adapter(f) or _generic for f in schema.fields]
     decoder = RowDecoder(schema)
     out: list[tuple[Any, ...]] = []
-    for i, line in enumerate(lines, start=1):
+    for i, line in enumerate(lines, start=first):
         try:
             values = decoder.decode(line)
         except RowError as exc:

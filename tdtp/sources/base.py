@@ -114,6 +114,11 @@ class SourceBase(ABC):
         builder consumes.  PostgreSQL overrides this to hand over COPY's bytes as they are."""
         return lines_to_blocks(self.lines())
 
+    def estimated_rows(self) -> int | None:
+        """How many rows this source will give, if a cheap estimate exists (a progress bar's
+        total: never a count that reads the data; None when there is none)."""
+        return None
+
     def __enter__(self) -> SourceBase:
         return self
 

@@ -40,7 +40,7 @@ from tdtp.packet import (
     SchemaError,
 )
 from tdtp.sources.base import PartitionFilter, SourceBase, SourceError, where_of
-from tdtp.urls import CSV, JSON, ParsedUrl
+from tdtp.urls import CSV, JSON, JSONL, ParsedUrl
 from tdtp.values import NULL_SENTINEL, XML_ILLEGAL_RE, escape_value, schema_for_export, value_to_text
 
 SAMPLE_ROWS = 10_000
@@ -89,6 +89,23 @@ class FileSource(SourceBase):
             for c in self._columns
         ]
         self.schema = schema_for_export(Schema(tuple(fields)))
+
+    def estimated_rows(self) -> int | None:
+        """CSV / JSONL: the file's size over the mean line length of its first MiB (one line a
+        row; a CSV header line is taken off).  None for gzip and JSON, and with a filter."""
+        if self._url.gzip or self._url.scheme not in (CSV, JSONL) or self._filter is not None:
+            return None
+        try:
+            size = self._path.stat().st_size
+            with open(self._path, "rb") as fh:
+                sample = fh.read(2**20)
+        except OSError:
+            return None
+        lines = sample.count(b"\n") + (0 if not sample or sample.endswith(b"\n") else 1)
+        if not lines:
+            return None
+        rows = round(size * lines / len(sample)) if len(sample) < size else lines
+        return max(0, rows - (1 if self._url.scheme == CSV else 0))
 
     # ----------------------------------------------------------------- schema
 

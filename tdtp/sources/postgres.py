@@ -272,6 +272,22 @@ class PostgresSource(SourceBase):
     def _select(self, exprs: list[sql.Composable]) -> sql.Composed:
         return sql.SQL("SELECT {} FROM {}{}").format(sql.SQL(", ").join(exprs), self._rel, self._where)
 
+    def estimated_rows(self) -> int | None:
+        """The planner's row estimate for the export's SELECT (from ``reltuples`` and the
+        statistics: a table, a filter or a query alike; no row is read)."""
+        stmt = sql.SQL("EXPLAIN (FORMAT JSON) ") + self._select([sql.SQL("1")])
+        try:
+            with self._conn.cursor() as cur:
+                cur.execute(stmt)
+                (plan,) = cur.fetchone() or (None,)
+        except psycopg.Error:
+            return None
+        try:
+            rows = int(plan[0]["Plan"]["Plan Rows"])
+        except (TypeError, KeyError, IndexError, ValueError):
+            return None
+        return rows if rows > 1 else None  # 1: the planner's floor, e.g. an empty estimate
+
     def copy_sql(self) -> str:
         """The fast path's COPY statement (public so benchmarks and tests can show it)."""
         exprs = [_fast_expr(c) for c in self._columns]

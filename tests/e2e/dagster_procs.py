@@ -28,6 +28,9 @@ from dagster import DagsterEventType
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
+# The instance configurations the README documents (copied to DAGSTER_HOME/dagster.yaml).
+INSTANCE_YAML = ROOT / "deploy" / "dagster.yaml"
+POSTGRES_INSTANCE_YAML = ROOT / "deploy" / "dagster.postgres.yaml"
 
 
 def free_port() -> int:
@@ -257,8 +260,12 @@ def check_results(instance: dg.DagsterInstance, run_id: str) -> dict[str, bool]:
     return out
 
 
+#: The checks of every import asset (``tdtp_assets.checks``): four blocking ones and the schema warning.
+CHECK_NAMES = ("rows_match_summary", "parts_complete", "no_dead_letters", "checksum_matches", "schema_change")
+
+
 def green_runs(instance: dg.DagsterInstance, table: str, partition: str | None) -> list[dg.DagsterRun]:
-    """Successful runs that evaluated the partition's four checks, all passed (land, publish or copy runs)."""
+    """Successful runs that evaluated the partition's checks, all passed (land, publish or copy runs)."""
     out = []
     for run in instance.get_runs(filters=dg.RunsFilter(tags={"tdtp/table": table})):
         if run.status != dg.DagsterRunStatus.SUCCESS:
@@ -268,7 +275,7 @@ def green_runs(instance: dg.DagsterInstance, table: str, partition: str | None) 
             evaluation = entry.dagster_event.event_specific_data
             if evaluation.partition == partition:
                 results[evaluation.check_name] = evaluation.passed
-        if len(results) == 4 and all(results.values()):
+        if len(results) == len(CHECK_NAMES) and all(results.values()):
             out.append(run)
     return out
 

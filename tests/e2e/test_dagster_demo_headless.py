@@ -1,11 +1,10 @@
-"""The demo from the shell, no configuration: one `dagster asset materialize` runs the whole chain."""
+"""The demo from the shell, no configuration: `scripts/demo.sh --headless` runs the whole chain with `dg launch`."""
 
 from __future__ import annotations
 
 import os
 import sqlite3
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -14,23 +13,24 @@ import pytest
 from resources.demo import expected_orders_on
 
 ROOT = Path(__file__).resolve().parents[2]
-DAGSTER = str(Path(sys.executable).parent / "dagster")
 
 
 @pytest.mark.slow
 def test_headless_demo_exports_imports_and_checks_one_day(tmp_path: Path) -> None:
-    env = {k: v for k, v in os.environ.items() if k not in ("TDTP_TABLES", "DAGSTER_HOME")}
-    env.update({"TDTP_HOME": str(tmp_path / ".tdtp"), "PYTHONPATH": str(ROOT)})
+    """What the README's first command runs: no deprecation noise, four checks passed, the rows in."""
+    env = {k: v for k, v in os.environ.items() if k not in ("TDTP_TABLES", "DAGSTER_HOME", "VIRTUAL_ENV")}
+    env.update({"TDTP_HOME": str(tmp_path / ".tdtp"), "DAGSTER_HOME": str(tmp_path / "dagster_home")})
     day = "2026-01-07"
     proc = subprocess.run(
-        [DAGSTER, "asset", "materialize", "-m", "tdtp_location.definitions",
-         "--select", "tdtp/export/orders,tdtp/import/orders", "--partition", day],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=300,
+        ["bash", "scripts/demo.sh", "--headless"],
+        cwd=ROOT, env={**env, "DEMO_PARTITION": day}, capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     output = proc.stdout + proc.stderr
     assert proc.returncode == 0, output[-3000:]
     for check in ("rows_match_summary", "parts_complete", "no_dead_letters", "checksum_matches"):
         assert f"Asset check '{check}' on 'tdtp/import/orders' passed" in output
+    assert "SupersessionWarning" not in output
+    assert "will not be used" not in output
     assert (tmp_path / ".tdtp" / "demo.db").exists(), "the demo source is generated on first use"
     conn = sqlite3.connect(tmp_path / ".tdtp" / "warehouse.db")
     rows = conn.execute("SELECT count(*), count(DISTINCT id) FROM orders").fetchone()
@@ -46,6 +46,7 @@ def test_demo_backfill_under_the_daemon(tmp_path: Path) -> None:
 
     from tdtp_assets import names
     from tests.e2e.dagster_procs import (
+        INSTANCE_YAML,
         dagster_services,
         describe_runs,
         green_runs,
@@ -56,11 +57,11 @@ def test_demo_backfill_under_the_daemon(tmp_path: Path) -> None:
 
     days = ["2026-01-10", "2026-01-11", "2026-01-12"]
     env = {"TDTP_HOME": str(tmp_path / ".tdtp"), "TDTP_TABLES": ""}
-    with dagster_services(tmp_path / "dagster_home", env, instance_yaml=ROOT / "dagster.yaml") as services:
+    with dagster_services(tmp_path / "dagster_home", env, instance_yaml=INSTANCE_YAML) as services:
         wait_for_location(services)
         instance = services.instance()
-        launch_asset_backfill(services, ["tdtp", "export", "orders"], days)
-        launch_asset_backfill(services, ["tdtp", "export", "customers"], ["eu", "us", "apac"])
+        launch_asset_backfill(services, list(names.export_key("orders").path), days)
+        launch_asset_backfill(services, list(names.export_key("customers").path), ["eu", "us", "apac"])
 
         def checked(table: str, partition: str) -> bool:
             """Published and checked green by a land run of the sensor (one hop, no publish run)."""
@@ -99,6 +100,7 @@ def test_demo_backfill_of_both_assets_copies_each_partition_in_one_run(tmp_path:
 
     from tdtp_assets import names
     from tests.e2e.dagster_procs import (
+        INSTANCE_YAML,
         check_results,
         dagster_services,
         describe_runs,
@@ -109,7 +111,7 @@ def test_demo_backfill_of_both_assets_copies_each_partition_in_one_run(tmp_path:
 
     days = ["2026-01-10", "2026-01-11", "2026-01-12"]
     env = {"TDTP_HOME": str(tmp_path / ".tdtp"), "TDTP_TABLES": ""}
-    with dagster_services(tmp_path / "dagster_home", env, instance_yaml=ROOT / "dagster.yaml") as services:
+    with dagster_services(tmp_path / "dagster_home", env, instance_yaml=INSTANCE_YAML) as services:
         wait_for_location(services)
         instance = services.instance()
         pool = names.target_pool("warehouse")
@@ -121,7 +123,7 @@ def test_demo_backfill_of_both_assets_copies_each_partition_in_one_run(tmp_path:
         )
         assert instance.event_log_storage.get_concurrency_info(pool).slot_count == 2
         launch_asset_backfill(
-            services, ["tdtp", "export", "orders"], days, with_assets=[["tdtp", "import", "orders"]]
+            services, list(names.export_key("orders").path), days, with_assets=[list(names.import_key("orders").path)]
         )
 
         def finished() -> list[dg.DagsterRun]:
@@ -138,7 +140,7 @@ def test_demo_backfill_of_both_assets_copies_each_partition_in_one_run(tmp_path:
         for run in runs:
             assert run.asset_selection == {names.export_key("orders"), names.import_key("orders")}
             checks = check_results(instance, run.run_id)
-            assert len(checks) == 4 and all(checks.values()), checks
+            assert len(checks) == 5 and all(checks.values()), checks
         landed = {
             rec.partition_key: rec.asset_materialization.metadata["landed_in"].value
             for rec in instance.fetch_materializations(names.import_key("orders"), limit=10).records

@@ -27,7 +27,8 @@ import yaml
 from tdtp.brokers import open_broker
 from tdtp_assets import names
 from tests.e2e.dagster_procs import (
-    ROOT,
+    INSTANCE_YAML,
+    POSTGRES_INSTANCE_YAML,
     backfill_status,
     check_results,
     dagster_services,
@@ -43,7 +44,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 
 DAYS = ["2026-02-01", "2026-02-02", "2026-02-03"]
 ROWS_PER_DAY = 20_000
-CHECKS = {"rows_match_summary", "parts_complete", "no_dead_letters", "checksum_matches"}
+CHECKS = {"rows_match_summary", "parts_complete", "no_dead_letters", "checksum_matches", "schema_change"}
 
 
 def make_source(conn: psycopg.Connection, schema: str) -> None:
@@ -160,7 +161,7 @@ def run_chain(
     with dagster_services(tmp_path / "dagster_home", env, instance_yaml=instance_yaml) as services:
         wait_for_location(services)
         instance = services.instance()
-        backfill = launch_asset_backfill(services, ["tdtp", "export", "events"], DAYS)
+        backfill = launch_asset_backfill(services, list(names.export_key("events").path), DAYS)
 
         def diagnostics() -> str:
             return describe_runs(instance) + "\n" + services.log_tail()
@@ -189,7 +190,7 @@ def run_chain(
 
         # Materialize one partition again: a new export replaces it, nothing doubles.
         before = {run.run_id for run in land_runs_green(instance, DAYS[1])}
-        launch_asset_backfill(services, ["tdtp", "export", "events"], [DAYS[1]])
+        launch_asset_backfill(services, list(names.export_key("events").path), [DAYS[1]])
         wait_until(
             lambda: {run.run_id for run in land_runs_green(instance, DAYS[1])} - before != set(),
             180,
@@ -233,12 +234,12 @@ def rabbitmq_stream(rabbitmq_url: str):
 
 def test_backfill_over_rabbitmq_stream(tmp_path: Path, pg_url: str, rabbitmq_stream: str) -> None:
     """The sensor chain, then one partition through the copy job (one run, no land runs)."""
-    run_chain(tmp_path, pg_url, rabbitmq_stream, ROOT / "dagster.yaml", {}, copy=True)
+    run_chain(tmp_path, pg_url, rabbitmq_stream, INSTANCE_YAML, {}, copy=True)
 
 
 def test_backfill_over_kafka(tmp_path: Path, pg_url: str, kafka_bootstrap: str) -> None:
     topic = f"e2e_{uuid.uuid4().hex[:10]}"
-    run_chain(tmp_path, pg_url, f"kafka://{kafka_bootstrap}/{topic}", ROOT / "dagster.yaml", {})
+    run_chain(tmp_path, pg_url, f"kafka://{kafka_bootstrap}/{topic}", INSTANCE_YAML, {})
 
 
 @pytest.fixture()
@@ -262,6 +263,6 @@ def test_backfill_with_postgres_instance_storage(
         tmp_path,
         pg_url,
         rabbitmq_stream,
-        ROOT / "dagster.postgres.yaml",
+        POSTGRES_INSTANCE_YAML,
         {"DAGSTER_PG_URL": dagster_storage_url.replace("postgresql://", "postgresql+psycopg2://", 1)},
     )

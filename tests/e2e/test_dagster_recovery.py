@@ -27,7 +27,7 @@ import yaml
 
 from tdtp_assets import names
 from tests.e2e.dagster_procs import (
-    ROOT,
+    INSTANCE_YAML,
     dagster_services,
     describe_runs,
     green_runs,
@@ -128,14 +128,14 @@ def test_failed_land_runs_relaunch_fail_the_checks_then_recover(tmp_path: Path, 
     }
     land_job, publish_job = names.import_parts_job_name("events"), names.publish_job_name("events")
     try:
-        with dagster_services(tmp_path / "dagster_home", env, instance_yaml=ROOT / "dagster.yaml") as services:
+        with dagster_services(tmp_path / "dagster_home", env, instance_yaml=INSTANCE_YAML) as services:
             wait_for_location(services)
             instance = services.instance()
 
             def diagnostics() -> str:
                 return describe_runs(instance) + "\n" + services.log_tail()
 
-            backfill = launch_asset_backfill(services, ["tdtp", "export", "events"], [DAY])
+            backfill = launch_asset_backfill(services, list(names.export_key("events").path), [DAY])
 
             # 5: the land run fails, the sensor launches it again with new run keys, and past
             # land_retries (1) the partition's import run fails its checks naming the cause.

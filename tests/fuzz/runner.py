@@ -1,7 +1,7 @@
 """Run fuzz cases against the decoder in worker processes and count the outcomes.
 
 A case is a mutated part (``make_case``: seed and index decide it alone, so any case
-can be replayed).  Workers decode it as the importer would (``decode_packet`` with
+can be replayed).  Workers decode it as the importer would (``decode_packet`` with ``lazy_rows`` and
 ``require_hashes`` for parts written with hashes, then every row's values) and
 report one outcome:
 
@@ -40,7 +40,7 @@ from multiprocessing.connection import Connection, wait
 from typing import TextIO
 
 from tdtp.codec import DecodeLimits, decode_packet, decode_values
-from tdtp.packet import Packet, TdtpError
+from tdtp.packet import Packet, TdtpError, line_chunks
 from tests.fuzz import mutate_bytes as mb
 from tests.fuzz import mutate_xml as mx
 from tests.fuzz.bases import Base, build_bases
@@ -121,9 +121,9 @@ def _same(a: Packet, b: Packet) -> tuple[bool, bool]:
 def decode_case(data: bytes, ref: Packet, require_hashes: bool) -> tuple[str, str, bool]:
     """(outcome, detail, changed under valid hashes) of decoding ``data`` as the importer does."""
     try:
-        packet = decode_packet(data, where="case", limits=LIMITS, require_hashes=require_hashes)
-        for i in range(0, len(packet.rows), 10_000):  # every value, never all of them at once
-            decode_values(replace(packet, rows=packet.rows[i : i + 10_000]))
+        packet = decode_packet(data, where="case", limits=LIMITS, require_hashes=require_hashes, lazy_rows=True)
+        for _start, lines in line_chunks(packet.rows, 10_000):  # every value, never all of them at once
+            decode_values(replace(packet, rows=lines))
     except TdtpError as exc:
         return "typed", f"{type(exc).__name__}: {str(exc)[:160]}", False
     except MemoryError:

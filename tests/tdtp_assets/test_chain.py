@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 import dagster as dg
+import pytest
 
 from tdtp.brokers import open_broker
 from tdtp.codec import export_message_id
@@ -39,7 +40,7 @@ def export(defs: dg.Definitions, instance: dg.DagsterInstance, table: str, parti
         resources=defs.resources,
     )
     assert result.success
-    mat = result.asset_materializations_for_node(f"tdtp__export__{table}")[0]
+    mat = result.asset_materializations_for_node(names.export_op_name(table))[0]
     return {k: v.value for k, v in mat.metadata.items()}
 
 
@@ -91,12 +92,13 @@ def test_backfilled_partitions_are_landed_published_and_checked_in_one_land_run(
         assert mats[day]["published"] is True
         assert mats[day]["landed_in"] == "land runs"
     evaluations = land.get_asset_check_evaluations()
-    assert len(evaluations) == 12
+    assert len(evaluations) == 15
     assert {(e.partition, e.check_name) for e in evaluations} == {
         (day, check) for day in DAYS for check in ("rows_match_summary", "parts_complete", "no_dead_letters",
-                                                   "checksum_matches")
+                                                   "checksum_matches", "schema_change")
     }  # fmt: skip
-    assert all(e.passed and e.blocking for e in evaluations), [e.description for e in evaluations]
+    assert all(e.passed for e in evaluations), [e.description for e in evaluations]
+    assert {e.check_name for e in evaluations if not e.blocking} == {"schema_change"}, "four blocking, as specified"
     rows = [e for e in evaluations if e.check_name == "rows_match_summary"]
     assert {e.description for e in rows} == {"1,500 rows in the target partition == TotalRows 1,500"}
     # What the asset's page shows: each partition's latest materialization came from the land run.
@@ -144,7 +146,9 @@ def test_land_run_follows_an_export_still_running_and_publishes_it(home: Path, i
     assert mat.partition == DAYS[0]
     assert mat.metadata["export_id"].value == export_id
     checks = {e.check_name: e.passed for e in result.get_asset_check_evaluations()}
-    assert checks == dict.fromkeys(("rows_match_summary", "parts_complete", "no_dead_letters", "checksum_matches"), True)
+    assert checks == dict.fromkeys(
+        ("rows_match_summary", "parts_complete", "no_dead_letters", "checksum_matches", "schema_change"), True
+    )
     last_seq = len(items) - 1
     assert instance.get_run_by_id(result.run_id).tags[names.TAG_FOLLOWED_UNTIL] == str(last_seq)
     # The seqs it read after its range are not launched again, and no publish run follows.
@@ -217,7 +221,7 @@ def test_import_without_export_says_what_to_do(home: Path, instance) -> None:
     )
     assert not result.success
     failure = result.get_step_failure_events()[0].event_specific_data.error.message
-    assert "materialize tdtp/export/events first" in failure
+    assert f"materialize {names.export_key('events').to_user_string()} first" in failure
 
 
 def test_check_says_how_many_rows_are_missing(home: Path, instance) -> None:
@@ -281,7 +285,7 @@ def test_single_partition_range_run_exports_that_partition(home: Path, instance)
         instance=instance,
         tags={"dagster/asset_partition_range_start": DAYS[1], "dagster/asset_partition_range_end": DAYS[1]},
     )
-    mat = result.asset_materializations_for_node("tdtp__export__events")[0]
+    mat = result.asset_materializations_for_node(names.export_op_name("events"))[0]
     assert mat.metadata["dagster/row_count"].value == 1500
     assert mat.metadata["partition"].value == DAYS[1]
 
@@ -355,3 +359,28 @@ def test_a_tick_waits_for_the_first_part_and_launches_its_land_run_at_once(home:
     producer.join()
     assert [r.run_key for r in requests] == ["events:0-0"]
     assert time.monotonic() - started < 3.3, "the land run was requested as soon as the part arrived"
+
+
+def test_a_run_landing_three_partitions_reports_each_its_own_throughput(home: Path, instance) -> None:
+    """Throughput is per partition: each gets the time its own parts were in work, not the whole run's."""
+    defs = definitions_for(tables_doc(home), home)
+    for day in DAYS:
+        export(defs, instance, "events", day)
+    requests, results, _ = land_and_publish(defs, instance, None)
+    assert all(r.success for r in results)
+    land_runs = [r for r in results if r.dagster_run.job_name == names.import_parts_job_name("events")]
+    assert len(land_runs) == 1, "one run lands the three partitions"
+    record = instance.get_run_record_by_id(land_runs[0].dagster_run.run_id)
+    run_wall = record.end_time - record.start_time
+    figures = {}
+    for record in instance.fetch_materializations(names.import_key("events"), limit=10).records:
+        meta = {k: v.value for k, v in record.asset_materialization.metadata.items()}
+        figures[record.partition_key] = (meta["seconds"], meta["rows_per_second"])
+    assert set(figures) == set(DAYS)
+    seconds = [s for s, _ in figures.values()]
+    assert all(s > 0 for s in seconds)
+    assert len(set(seconds)) == 3, figures
+    # Each partition's share of the run, not the run's time three times over.
+    assert sum(seconds) <= run_wall, (figures, run_wall)
+    for s, rate in figures.values():
+        assert rate == pytest.approx(1500 / s, rel=0.02)

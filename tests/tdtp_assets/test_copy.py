@@ -17,7 +17,7 @@ from tdtp_assets import names
 from tests.e2e.support import DAYS, definitions_for, sqlite_count, tables_doc, tick
 from tests.tdtp_assets.test_chain import checks_of, day_rows, export, land_and_publish
 
-CHECKS = {"rows_match_summary", "parts_complete", "no_dead_letters", "checksum_matches"}
+CHECKS = {"rows_match_summary", "parts_complete", "no_dead_letters", "checksum_matches", "schema_change"}
 
 
 def copy_assets(defs: dg.Definitions, table: str = "events") -> list:
@@ -50,8 +50,8 @@ def test_export_and_import_in_one_run_land_in_the_export_step(home: Path, instan
     defs = definitions_for(tables_doc(home), home)
     result = materialize_copy(defs, instance, DAYS[0])
     assert result.success
-    exported = metadata(result, "tdtp__export__events")
-    imported = metadata(result, "tdtp__import__events")
+    exported = metadata(result, names.export_op_name("events"))
+    imported = metadata(result, names.import_op_name("events"))
     assert exported["parts"] > 1
     assert exported[names.META_LANDED_INLINE] is True
     assert exported["landed_parts"] == exported["parts"]
@@ -73,7 +73,7 @@ def test_export_and_import_in_one_run_land_in_the_export_step(home: Path, instan
     # Again: a new export replaces the partition; nothing doubles.
     again = materialize_copy(defs, instance, DAYS[0])
     assert again.success
-    assert metadata(again, "tdtp__import__events")["export_id"] != imported["export_id"]
+    assert metadata(again, names.import_op_name("events"))["export_id"] != imported["export_id"]
     assert day_rows(home, DAYS[0]) == 1500
     assert sqlite_count(home / "target.db", "SELECT count(*) - count(DISTINCT id) FROM events") == 0
 
@@ -81,7 +81,7 @@ def test_export_and_import_in_one_run_land_in_the_export_step(home: Path, instan
     requests, cursor = tick(defs, instance, None)
     assert requests == []
     assert json.loads(cursor)["seq"] == {
-        "events": metadata(again, "tdtp__export__events")[names.META_LAST_SEQ]
+        "events": metadata(again, names.export_op_name("events"))[names.META_LAST_SEQ]
     }
 
 
@@ -90,11 +90,11 @@ def test_copy_job_is_one_run_with_the_checks(home: Path, instance) -> None:
     job = defs.resolve_job_def(names.copy_job_name("events"))
     result = job.execute_in_process(instance=instance, partition_key=DAYS[1])
     assert result.success
-    assert metadata(result, "tdtp__import__events")["landed_in"] == "export run"
+    assert metadata(result, names.import_op_name("events"))["landed_in"] == "export run"
     assert {e.check_name for e in result.get_asset_check_evaluations() if e.passed} == CHECKS
     assert result.dagster_run.tags[names.TAG_LANDING] == "events"
     tags = instance.get_run_by_id(result.run_id).tags
-    assert tags[names.TAG_LANDING_FROM] == str(metadata(result, "tdtp__export__events")[names.META_FIRST_SEQ])
+    assert tags[names.TAG_LANDING_FROM] == str(metadata(result, names.export_op_name("events"))[names.META_FIRST_SEQ])
     assert day_rows(home, DAYS[1]) == 1500
 
 
@@ -131,7 +131,7 @@ def test_sensor_skips_what_a_copy_run_landed_and_launches_the_rest(home: Path, i
     plain_before = export(defs, instance, "events", DAYS[1])
     copied = materialize_copy(defs, instance, DAYS[0])
     assert copied.success
-    copied_meta = metadata(copied, "tdtp__export__events")
+    copied_meta = metadata(copied, names.export_op_name("events"))
     plain_after = export(defs, instance, "events", DAYS[2])
     assert copied_meta[names.META_LANDED_FROM] == plain_before[names.META_LAST_SEQ] + 1
 
@@ -158,7 +158,7 @@ def test_failed_inline_landing_leaves_the_export_for_the_sensor(home: Path, inst
     defs = definitions_for(doc, home)
     result = materialize_copy(defs, instance, DAYS[0])
     assert not result.success, "the import step cannot reach the target either"
-    exported = metadata(result, "tdtp__export__events")
+    exported = metadata(result, names.export_op_name("events"))
     assert exported[names.META_LANDED_INLINE] is False
     assert "unable to open database file" in exported["landing_error"]
     assert names.META_LANDED_UNTIL not in exported
@@ -172,7 +172,7 @@ def test_failed_inline_landing_leaves_the_export_for_the_sensor(home: Path, inst
     assert all(r.success for r in results)
     (published,) = results
     assert metadata(published, names.land_publish_op_name("events"))["landed_in"] == "land runs"
-    assert len(checks_of(published)) == 4 and all(p for p, _ in checks_of(published).values())
+    assert len(checks_of(published)) == 5 and all(p for p, _ in checks_of(published).values())
     assert sqlite_count(home / "later" / "target.db", "SELECT count(*) FROM events") == 1500
 
 
@@ -256,7 +256,7 @@ def test_sensor_skips_every_range_a_long_run_of_copies_landed(home: Path, instan
     monkeypatch.setattr(part_arrival, "_PAGE", 2)
     monkeypatch.setattr(part_arrival, "_PAGES_PER_TICK", 1)
     defs = definitions_for(tables_doc(home), home)
-    copies = [metadata(materialize_copy(defs, instance, day), "tdtp__export__events") for day in DAYS]
+    copies = [metadata(materialize_copy(defs, instance, day), names.export_op_name("events")) for day in DAYS]
     plain = export(defs, instance, "events", DAYS[0])  # a re-export of a copied day, for the sensor
     cursor = None
     for _ in range(2):  # one page per tick: two full pages, then the short one

@@ -21,7 +21,7 @@ from tdtp_assets import names
 from tests.e2e.support import DAYS, definitions_for, execute_request, sqlite_count, tables_doc, tick
 from tests.tdtp_assets.test_chain import checks_of, export
 
-CHECKS = {"rows_match_summary", "parts_complete", "no_dead_letters", "checksum_matches"}
+CHECKS = {"rows_match_summary", "parts_complete", "no_dead_letters", "checksum_matches", "schema_change"}
 
 
 def failing_doc(home: Path, *, retries: bool = True) -> dict:

@@ -101,6 +101,31 @@ tables:
             "tables.yaml: table 'orders', key 'workers': Input should be greater than or equal to 1",
         ),
         ("tables: {}\n", "tables.yaml: key 'tables': list at least one table"),
+        (
+            MINIMAL.replace('url: "sqlite:///{home}/dw.db"', 'url: "mysql://u:pw@db/dw"'),
+            "tables.yaml: table 'orders', key 'target.url': scheme 'mysql' is not one of sqlite://, postgresql://",
+        ),
+        (
+            MINIMAL.replace('url: "sqlite:///{home}/dw.db"', 'url: "dw.db"'),
+            "tables.yaml: table 'orders', key 'target.url': not a URL is not one of sqlite://, postgresql://",
+        ),
+        (
+            MINIMAL.replace("source: sqlite:///{home}/src.db", "source: ftp://host/orders.csv"),
+            "tables.yaml: table 'orders', key 'source': scheme 'ftp' is not one of sqlite://",
+        ),
+        (
+            MINIMAL + "    broker: redis://127.0.0.1:6379/orders\n",
+            "tables.yaml: table 'orders', key 'broker': scheme 'redis' is not one of spool://, rabbitmq://, kafka://",
+        ),
+        (
+            MINIMAL.replace("source: sqlite:///{home}/src.db", "source: csv:///orders.csv")
+            .replace("table: orders", "query: select 1"),
+            "tables.yaml: table 'orders', key 'query': a csv:// source is a file and takes no query",
+        ),
+        (
+            MINIMAL.replace('dw.db"}', 'dw.db", table: dw.orders}'),
+            "tables.yaml: table 'orders', key 'target.table': 'dw.orders' names a schema, and a SQLite target has none",
+        ),
     ],
 )
 def test_each_mistake_is_one_line_naming_table_and_key(text: str, message: str) -> None:
@@ -159,29 +184,43 @@ def test_demo_file_is_valid_and_uses_the_data_home(tmp_path: Path) -> None:
     assert len(partitions_def_for(orders.partition).get_partition_keys()) == 30
 
 
-def test_validate_command_shows_the_error(tmp_path: Path) -> None:
-    """``dagster definitions validate`` on a broken tables file: fails, naming the table and key."""
+def dg_check_defs(tables: Path, home: Path) -> subprocess.CompletedProcess:
+    """``dg check defs`` from the repository root, as the README runs it."""
+    env = {
+        "TDTP_TABLES": str(tables),
+        "TDTP_HOME": str(home),
+        "PATH": f"{Path(sys.executable).parent}:/usr/bin:/bin",
+        "HOME": str(home),
+    }
+    return subprocess.run(
+        [str(Path(sys.executable).parent / "dg"), "check", "defs"],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=180,
+    )  # fmt: skip
+
+
+def test_check_defs_shows_the_error(tmp_path: Path) -> None:
+    """``dg check defs`` on a broken tables file: fails, naming the table and key."""
     bad = tmp_path / "tables.yaml"
     bad.write_text(MINIMAL.replace("daily: created_at", "daily: created_at, every: 2"))
-    env = {
-        "TDTP_TABLES": str(bad),
-        "TDTP_HOME": str(tmp_path),
-        "PATH": "/usr/bin:/bin",
-        "HOME": str(tmp_path),
-    }
-    proc = subprocess.run(
-        [sys.executable, "-m", "dagster", "definitions", "validate", "-m", "tdtp_location.definitions"],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    proc = dg_check_defs(bad, tmp_path)
     assert proc.returncode != 0
     assert (
         f"TablesConfigError: {bad}: table 'orders', key 'partition.every': unknown key"
         in proc.stdout + proc.stderr
     )
+
+
+def test_a_mysql_target_fails_check_defs_in_one_line(tmp_path: Path) -> None:
+    """Found when the code location loads, not after the export filled the broker."""
+    bad = tmp_path / "tables.yaml"
+    bad.write_text(MINIMAL.replace('url: "sqlite:///{home}/dw.db"', 'url: "mysql://app:pw@db:3306/dw"'))
+    proc = dg_check_defs(bad, tmp_path)
+    output = proc.stdout + proc.stderr
+    assert proc.returncode != 0
+    line = f"{bad}: table 'orders', key 'target.url': scheme 'mysql' is not one of sqlite://, postgresql://"
+    assert [x for x in output.splitlines() if "mysql" in x] == [f"tdtp_assets.tables_config.TablesConfigError: {line}"]
+    assert "pw@" not in output
+    assert "SupersessionWarning" not in output
 
 
 def test_require_hashes_reaches_every_importer_of_the_table() -> None:
@@ -195,3 +234,14 @@ def test_require_hashes_reaches_every_importer_of_the_table() -> None:
     target = TargetDatabase(url="sqlite:////tmp/never-opened.db")
     assert open_importer(target, strict).options.require_hashes is True
     assert open_importer(target, plain, workers=3).options.workers == 3
+
+
+def test_defaults_mode_applies_unless_the_target_sets_one() -> None:
+    config = parse(
+        "defaults: {mode: upsert}\n"
+        + MINIMAL
+        + "  other:\n    source: sqlite:///{home}/src.db\n    table: other\n"
+        + '    target: {url: "sqlite:///{home}/dw.db", mode: append}\n'
+    )
+    assert config.table("orders").target.mode == "upsert"
+    assert config.table("other").target.mode == "append"

@@ -35,7 +35,7 @@ def test_asset_graph_per_table(tmp_path: Path) -> None:
     assert graph.get(names.import_key("people")).partitions_def.get_partition_keys() == ["eu", "us"]
 
 
-def test_four_blocking_partitioned_checks_on_each_import_asset(tmp_path: Path) -> None:
+def test_four_blocking_and_one_warning_partitioned_checks_on_each_import_asset(tmp_path: Path) -> None:
     defs = definitions_for(tables_doc(tmp_path), tmp_path)
     graph = defs.resolve_asset_graph()
     checks = {
@@ -43,8 +43,9 @@ def test_four_blocking_partitioned_checks_on_each_import_asset(tmp_path: Path) -
         for key in graph.asset_check_keys
         if key.asset_key == names.import_key("events")
     }
-    assert set(checks) == {"rows_match_summary", "parts_complete", "no_dead_letters", "checksum_matches"}
-    assert all(spec.blocking for spec in checks.values())
+    blocking = {"rows_match_summary", "parts_complete", "no_dead_letters", "checksum_matches"}
+    assert set(checks) == blocking | {"schema_change"}
+    assert {name for name, spec in checks.items() if spec.blocking} == blocking
     assert all(spec.partitions_def is not None for spec in checks.values())
 
 

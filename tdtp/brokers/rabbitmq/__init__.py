@@ -45,7 +45,13 @@ confirms) and about ``hw_probe_quiet`` (0.1 s); an empty stream costs
 
 Online reads of a stream start at the probed high watermark (an integer offset)
 rather than ``"next"``: the CaughtUp marker then names exactly the first live seq,
-and nothing published between the probe and the consumer's start is skipped.
+and nothing published between the probe and the consumer's start is skipped.  Every
+other read starts consuming at once and probes the end beside it, on a channel of
+its own connection (``consumers.EndProbe``): messages below the highest offset the
+probe has seen are history and pass at once, so a reader never waits 0.1-1 s for the
+probe before its first message.  ``seq_floor()`` (where an export's reader may start,
+taken before its first publish) answers at the probe's first delivery, or after
+0.25 s on an empty stream: a floor may be low, never high.
 
 Reconnects: publish and read reopen a lost connection with backoff until
 ``reconnect_timeout`` (a broker restart takes a few seconds); a stream reader

@@ -78,6 +78,7 @@ class Consumer:
         self.channel: BlockingChannel | None = None
         self.buffer: deque[tuple[int, Any, bytes]] = deque()
         self.generation = 0
+        self.woken = False  # set by another consumer of this connection (EndProbe) to end a pump early
 
     def _on_message(self, _ch: BlockingChannel, method: Any, props: Any, body: bytes) -> None:
         self.buffer.append((method.delivery_tag, props, body))
@@ -109,7 +110,8 @@ class Consumer:
         """Wait up to ``wait`` s for deliveries (returns early once some arrived)."""
         assert self.conn is not None
         end = time.monotonic() + wait
-        while not self.buffer:
+        self.woken = False
+        while not self.buffer and not self.woken:
             remaining = end - time.monotonic()
             if remaining <= 0:
                 return
@@ -129,39 +131,116 @@ class Consumer:
                     conn.close()
 
 
+class EndProbe:
+    """The stream's end, probed on a channel of the reader's own connection while it reads.
+
+    What :class:`tdtp.brokers.rabbitmq.probes.StreamProbe` does before a read, done
+    beside it instead: consume from ``x-stream-offset: "last"`` and take the highest
+    offset delivered until ``quiet`` s pass with nothing new (``wait`` s when nothing
+    comes: an empty stream).  Meanwhile ``floor`` (the highest offset seen + 1, at
+    least ``known``) already says which messages are history, so a reader never waits
+    for the probe before its first message (docs: README, first part fast).
+    """
+
+    def __init__(self, consumer: Consumer, queue: str, wait: float, quiet: float, known: int) -> None:
+        assert consumer.conn is not None
+        self.consumer = consumer
+        self.wait, self.quiet = wait, quiet
+        self.floor = known
+        self.done = False
+        self._started = time.monotonic()
+        self._last_at = 0.0
+        self.channel = consumer.conn.channel()
+        self.channel.basic_qos(prefetch_count=64)
+        self._tag = self.channel.basic_consume(queue, self._on_message, arguments={STREAM_OFFSET: "last"})
+
+    def _on_message(self, ch: BlockingChannel, method: Any, props: Any, _body: bytes) -> None:
+        offset = (props.headers or {}).get(STREAM_OFFSET)
+        if offset is not None and int(offset) + 1 > self.floor:
+            self.floor = int(offset) + 1
+            self.consumer.woken = True  # a message held back for the marker may go now
+        self._last_at = time.monotonic()
+        ch.basic_ack(method.delivery_tag)
+
+    def deadline(self) -> float:
+        """When the probe is over if nothing more is delivered."""
+        return self._last_at + self.quiet if self._last_at else self._started + self.wait
+
+    def check(self) -> bool:
+        """True (and the probe channel closed) once the end is known."""
+        if not self.done and time.monotonic() >= self.deadline():
+            self.done = True
+            self.close()
+        return self.done
+
+    def close(self) -> None:
+        with suppress():
+            if self.channel.is_open:
+                self.channel.basic_cancel(self._tag)
+                self.channel.close()
+
+
 class StreamCursor(Cursor):
     """Consumes a stream from an offset; seq = the delivery's ``x-stream-offset``.
 
-    ``start_hw`` is the stream's high watermark taken by the log just before; an
-    ``online`` read starts there (an integer offset, not ``"next"``, so that nothing
-    published between the probe and the consumer's start is skipped).
+    ``start_hw`` is the stream's high watermark taken by the log just before, or None:
+    then an :class:`EndProbe` finds it while the cursor already consumes (not for
+    ``online``, which starts there).  An ``online`` read starts at the high watermark
+    (an integer offset, not ``"next"``, so that nothing published between the probe
+    and the consumer's start is skipped).
     """
 
     def __init__(
         self,
         endpoint: Endpoint,
-        start_hw: int,
+        start_hw: int | None,
         start: int | None,
         online: bool,
         *,
         prefetch: int,
         reconnect_timeout: float,
+        probe_wait: float = 1.0,
+        probe_quiet: float = 0.1,
+        known_hw: int = 0,
     ) -> None:
         self.endpoint = endpoint
         self.reconnect_timeout = reconnect_timeout
-        self.start_hw = start_hw
+        self.probe: EndProbe | None = None
+        self._probe_args = (probe_wait, probe_quiet, known_hw)
+        if start_hw is not None:
+            self.start_hw = start_hw
         if online:
+            assert start_hw is not None, "an online read starts at a known high watermark"
             start = self.start_hw
         self.explicit = start is not None
         self.want = start or 0
         self.next = self.want
         self.checked_retention = False
         self.consumer = Consumer(endpoint, prefetch)
+        self._unsettled = start_hw is None
         self._consume(time.monotonic() + reconnect_timeout)
 
     def _consume(self, deadline: float) -> None:
         offset: int | str = self.next if (self.explicit or self.next > 0) else "first"
         self.consumer.open({STREAM_OFFSET: offset}, deadline)
+        if self._unsettled and self.consumer.conn is not None:
+            if self.probe is not None:
+                self._probe_args = (*self._probe_args[:2], self.probe.floor)
+            self.probe = EndProbe(self.consumer, self.endpoint.stream, *self._probe_args)
+
+    @property
+    def settled(self) -> bool:
+        if self._unsettled and self.probe is not None and self.probe.check():
+            self.start_hw = self.probe.floor
+            self._unsettled = False
+            self.probe = None
+        return not self._unsettled
+
+    @property
+    def hw_floor(self) -> int:
+        if self._unsettled and self.probe is not None:
+            return self.probe.floor
+        return self.start_hw
 
     @property
     def position(self) -> int:
@@ -169,12 +248,17 @@ class StreamCursor(Cursor):
 
     def fetch(self, wait: float) -> list[Message]:
         consumer = self.consumer
+        if self.probe is not None and not self.settled:
+            # Come back when the probe is due, so the marker is placed without waiting a whole slice.
+            wait = max(0.0, min(wait, self.probe.deadline() - time.monotonic()))
         try:
             consumer.pump(wait)
         except (pex.AMQPError, OSError) as exc:
             if not is_transient(exc):
                 raise self.endpoint.error(f"reading failed: {exc!r}") from exc
-            LOG.warning("%s: reader lost the connection (%r); resuming at seq %d", self.endpoint.where, exc, self.next)
+            LOG.warning(
+                "%s: reader lost the connection (%r); resuming at seq %d", self.endpoint.where, exc, self.next
+            )
             self._consume(time.monotonic() + self.reconnect_timeout)
             return []
         out: list[Message] = []
@@ -202,6 +286,8 @@ class StreamCursor(Cursor):
         return out
 
     def close(self) -> None:
+        if self.probe is not None:
+            self.probe.close()
         self.consumer.close()
 
 
@@ -261,7 +347,9 @@ class QueueCursor(Cursor):
             return True
         if self.idle and self.consumer.channel is not None and not self.consumer.buffer:
             try:
-                self.drained = self.endpoint.declare(self.consumer.channel, self.endpoint.stream, passive=True) == 0
+                self.drained = (
+                    self.endpoint.declare(self.consumer.channel, self.endpoint.stream, passive=True) == 0
+                )
             except (pex.AMQPError, OSError):
                 return False
         return self.drained
@@ -273,8 +361,11 @@ class QueueCursor(Cursor):
         except (pex.AMQPError, OSError) as exc:
             if not is_transient(exc):
                 raise self.endpoint.error(f"reading failed: {exc!r}") from exc
-            LOG.warning("%s: reader lost the connection (%r); unacked messages will be redelivered",
-                        self.endpoint.where, exc)
+            LOG.warning(
+                "%s: reader lost the connection (%r); unacked messages will be redelivered",
+                self.endpoint.where,
+                exc,
+            )
             with self.lock:
                 self.unacked.clear()
             consumer.open(None, time.monotonic() + self.reconnect_timeout)
@@ -296,8 +387,10 @@ class QueueCursor(Cursor):
             consumer = self.consumer
             conn, channel = consumer.conn, consumer.channel
             if generation != consumer.generation or conn is None or channel is None or not channel.is_open:
-                LOG.warning("%s: ack after the reader's connection closed; the message will be redelivered",
-                            self.endpoint.where)
+                LOG.warning(
+                    "%s: ack after the reader's connection closed; the message will be redelivered",
+                    self.endpoint.where,
+                )
                 return
             if delivery_tag not in self.unacked:
                 return  # acked twice (an ack of an unknown tag would make RabbitMQ close the channel)
@@ -323,7 +416,13 @@ class QueueCursor(Cursor):
         consumer = self.consumer
         with self.lock:
             conn, channel = consumer.conn, consumer.channel
-            if conn is not None and channel is not None and channel.is_open and self.unacked and not self.endpoint.closed:
+            if (
+                conn is not None
+                and channel is not None
+                and channel.is_open
+                and self.unacked
+                and not self.endpoint.closed
+            ):
                 try:
                     for tag in list(channel.consumer_tags):
                         channel.basic_cancel(tag)  # pika requeues deliveries it still holds

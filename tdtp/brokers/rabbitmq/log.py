@@ -177,16 +177,36 @@ class RabbitLog(PartLog):
                 except (pex.AMQPError, OSError) as exc:
                     self._shared.retry_or_raise(exc, deadline, "high_watermark")
 
+    def seq_floor(self) -> int:
+        """Stream: a seq at or below the end, at the first delivery of the last chunk (a few ms;
+        ``min(hw_probe_wait, 0.25)`` s on an empty stream).  Queue: :meth:`high_watermark`."""
+        if not self.is_stream:
+            return self.high_watermark()
+        deadline = time.monotonic() + self.reconnect_timeout
+        with self._shared.lock:
+            while True:
+                try:
+                    conn = self._shared.get(deadline)
+                    floor = self._probe.next_offset(conn, self.stream, floor_wait=min(self.hw_probe_wait, 0.25))
+                    return max(floor, self._publisher.known_hw)
+                except (pex.AMQPError, OSError) as exc:
+                    self._shared.retry_or_raise(exc, deadline, "seq_floor")
+
     # ---------------------------------------------------------------- read
     def open_cursor(self, start: int | None, online: bool) -> Cursor:
         if self.is_stream:
+            # Only an online read needs the end before it consumes (it starts there); any
+            # other read probes it beside consuming, so its first message is not held up.
             return StreamCursor(
                 self._endpoint,
-                self.high_watermark(),
+                self.high_watermark() if online else None,
                 start,
                 online,
                 prefetch=self.prefetch,
                 reconnect_timeout=self.reconnect_timeout,
+                probe_wait=self.hw_probe_wait,
+                probe_quiet=self.hw_probe_quiet,
+                known_hw=self._publisher.known_hw,
             )
         if online or start not in (None, 0):
             raise self.error(

@@ -29,10 +29,16 @@ class StreamProbe:
     wait: float
     quiet: float
 
-    def next_offset(self, conn: BlockingConnection, queue: str) -> int:
-        """Next offset of the stream ``queue`` (0 if it is empty), on a channel of its own."""
+    def next_offset(self, conn: BlockingConnection, queue: str, *, floor_wait: float | None = None) -> int:
+        """Next offset of the stream ``queue`` (0 if it is empty), on a channel of its own.
+
+        With ``floor_wait`` a lower bound is enough: the first delivery answers (its
+        offset + 1: the start of the last chunk, at most the end), and an empty answer
+        comes after ``floor_wait`` s instead of ``wait`` (0 is always a safe floor).
+        """
         channel = conn.channel()
         state = {"last": -1, "at": 0.0}
+        wait, quiet = (self.wait, self.quiet) if floor_wait is None else (floor_wait, 0.0)
 
         def on_message(ch: BlockingChannel, method: Any, props: Any, _body: bytes) -> None:
             offset = (props.headers or {}).get(STREAM_OFFSET)
@@ -44,10 +50,10 @@ class StreamProbe:
         try:
             channel.basic_qos(prefetch_count=64)
             tag = channel.basic_consume(queue, on_message, arguments={STREAM_OFFSET: "last"})
-            first_deadline = time.monotonic() + self.wait
+            first_deadline = time.monotonic() + wait
             while True:
                 now = time.monotonic()
-                end = first_deadline if state["at"] == 0.0 else state["at"] + self.quiet
+                end = first_deadline if state["at"] == 0.0 else state["at"] + quiet
                 if now >= end:
                     break
                 conn.process_data_events(time_limit=end - now)

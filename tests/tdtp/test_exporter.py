@@ -1,0 +1,81 @@
+"""Export to a directory: batch parts byte-identical to the writer's before this change, and a
+JSON result that names the directory and the part count instead of every file."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import tdtp.parts as parts_module
+from tdtp.exporter import export_to_dir
+from tdtp.parts import PartOptions
+from tdtp.sources import open_source
+
+
+def make_source(path: Path, rows: int = 20_000) -> str:
+    with sqlite3.connect(path) as conn:
+        conn.execute("CREATE TABLE events (id INTEGER PRIMARY KEY, kind TEXT, amount REAL)")
+        conn.executemany(
+            "INSERT INTO events VALUES (?, ?, ?)",
+            [(i, None if i % 10 == 0 else f"kind|{i % 7} ü", i * 0.5) for i in range(rows)],
+        )
+    return f"sqlite:///{path}"
+
+
+# sha256 over (file name, bytes) of every part file, written by export_to_dir in batch mode
+# at commit 3d7bdd4 with the timestamp fixed.
+BATCH_BEFORE = {
+    "zstd": ({"part_bytes": 20_000}, 8, "fec39409267e265c04c3b891b8eb3c985dce39cf80b9aa40039c18dfa773e38b"),
+    "plain, hashes": (
+        {"part_bytes": 20_000, "compress": "", "hashes": True},
+        33,
+        "1de1554d1183a0375c2e328b8cf9769c4226712dc01336123803fbd4c6010d53",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BATCH_BEFORE))
+def test_batch_part_files_are_byte_identical_to_before(
+    case: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    options, parts, expected = BATCH_BEFORE[case]
+    monkeypatch.setattr(parts_module, "utc_timestamp", lambda: "2026-01-01T00:00:00Z")
+    out = tmp_path / "out"
+    with open_source(make_source(tmp_path / "src.db"), table="events") as source:
+        stats = export_to_dir(
+            source, out, options=PartOptions(batch=True, **options), export_id="REF-2026-00000000"
+        )
+    digest = hashlib.sha256()
+    files = sorted(out.iterdir())
+    for path in files:
+        digest.update(path.name.encode())
+        digest.update(path.read_bytes())
+    assert stats.parts == len(files) == parts
+    assert digest.hexdigest() == expected
+
+
+@pytest.mark.parametrize("mode", ["batch", "stream"])
+def test_the_export_result_names_the_directory_and_counts_the_files(tmp_path: Path, mode: str) -> None:
+    out = tmp_path / "out"
+    proc = subprocess.run(
+        [sys.executable, "-m", "tdtp.cli", "export", "--source", make_source(tmp_path / "src.db"),
+         "--table", "events", "--to", str(out), "--mode", mode, "--part-bytes", "20000", "--quiet"],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    extra = json.loads(proc.stdout)["extra"]
+    parts = sorted(p.name for p in out.glob("*_part_*"))
+    assert extra["directory"] == str(out) and extra["part_files"] == len(parts) > 3
+    of = f"_of_{len(parts)}" if mode == "batch" else ""
+    assert (extra["first_file"], extra["last_file"]) == (
+        f"events.tdtp_part_1{of}.xml",
+        f"events.tdtp_part_{len(parts)}{of}.xml",
+    )
+    assert "files" not in extra and str(out / parts[1]) not in proc.stdout  # no list of paths
+    assert ("summary_file" in extra) == (mode == "stream")
