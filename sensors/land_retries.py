@@ -106,6 +106,16 @@ def failure_cause(instance: dg.DagsterInstance, run_id: str) -> str:
     return one_line(text or f"run {run_id} failed (no failure event)", 400)
 
 
+def only_checks_failed(instance: dg.DagsterInstance, table: TableConfig, run_id: str) -> bool:
+    """True when the run's one failed step is its blocking checks: the range landed and was published."""
+    failed = {
+        entry.dagster_event.step_key
+        for entry in instance.all_logs(run_id, of_type=dg.DagsterEventType.STEP_FAILURE)
+        if entry.dagster_event is not None
+    }
+    return failed == {names.land_check_op_name(table.name)}
+
+
 def read_failures(instance: dg.DagsterInstance, table: TableConfig, state: RetryState) -> None:
     """Add the land runs of ``table`` that failed since the last read to ``state.pending``."""
     since = dt.datetime.fromtimestamp(max(0.0, state.after - OVERLAP_SECONDS), tz=dt.UTC)
@@ -130,6 +140,8 @@ def read_failures(instance: dg.DagsterInstance, table: TableConfig, state: Retry
         first, _, last = key.partition("-")
         if not (first.isdigit() and last.isdigit()):
             continue  # not a range the sensor launched (a hand-made run); nothing to re-launch
+        if only_checks_failed(instance, table, run.run_id):
+            continue  # landed and published; its red checks say what is wrong, landing again would not
         failed = int(run.tags.get(names.TAG_LAND_ATTEMPT) or 0) + 1
         known = state.pending.get(key)
         if known and known["n"] >= failed:
@@ -143,20 +155,28 @@ def read_failures(instance: dg.DagsterInstance, table: TableConfig, state: Retry
     state.seen = {k: v for k, v in state.seen.items() if v >= state.after - OVERLAP_SECONDS}
 
 
-def land_request(table: TableConfig, first: int, last: int, attempt: int = 0) -> dg.RunRequest:
+def land_request(
+    table: TableConfig, first: int, last: int, attempt: int = 0, *, follow: str = ""
+) -> dg.RunRequest:
     """The land run of seqs ``first..last`` (inclusive); ``attempt`` > 0: its ``attempt``-th re-launch.
 
     The first launch's run key is ``<stream>:<first>-<last>``: stable, so a range is
     launched once, daemon restarts included.  Each re-launch has a key of its own.
+    ``follow`` (an id the sensor's cursor keeps) makes it read on past ``last`` until
+    the exports begun in the range end; a re-launch lands its range only.
     """
     stream = table.stream_label
     tags = {**run_tags(table), names.TAG_STREAM: stream, names.TAG_SEQ_RANGE: f"{first}-{last}"}
+    config: dict[str, Any] = {"from_seq": first, "until_seq": last}
     if attempt:
         tags[names.TAG_LAND_ATTEMPT] = str(attempt)
+    elif follow:
+        tags[names.TAG_FOLLOW] = follow
+        config["follow"] = True
     return dg.RunRequest(
         run_key=f"{stream}:{first}-{last}" + (f":retry-{attempt}" if attempt else ""),
         job_name=names.import_parts_job_name(table.name),
-        run_config={"ops": {plan_op_name(table.name): {"config": {"from_seq": first, "until_seq": last}}}},
+        run_config={"ops": {plan_op_name(table.name): {"config": config}}},
         tags=tags,
     )
 

@@ -1,20 +1,29 @@
-"""The part-arrival sensor: turns new messages in each table's stream into import runs.
+"""The part-arrival sensor: turns new messages in each table's stream into land runs, one hop per export.
 
 Each tick, per table:
 
 1. Polls the stream's high watermark (the next seq; no part body is read) and
-   launches import-parts runs for the seqs that arrived since the cursor, at most
-   ``max_parts_per_run`` per run so one run's fixed cost (a few seconds) is spread
-   over many parts.  ``run_key = "<stream>:<from>-<until>"``: a seq range is launched
-   once, also across daemon restarts (Dagster checks run keys against run storage),
-   and the cursor moves past it so the next tick never asks again (#3726: run-key
-   dedupe alone would re-check every key on every tick).
-2. Reads the import-parts runs' observations since the cursor (by storage id) and,
-   for every export that is complete, launches a run of the import asset for that
-   export's partition: it publishes (a no-op when the importer already did) and runs
-   the blocking checks.  An export whose summary is in but that still misses parts
-   waits until no import-parts run of the table is in flight, then gets the same
-   run, so its checks fail and say what is missing instead of waiting forever.
+   launches land runs (``tdtp_import_parts_<table>``) for the seqs that arrived since
+   the cursor, at most ``max_parts_per_run`` per run so one run's fixed cost (a few
+   seconds) is spread over many parts.  ``run_key = "<stream>:<from>-<until>"``: a seq
+   range is launched once, also across daemon restarts (Dagster checks run keys
+   against run storage), and the cursor moves past it so the next tick never asks
+   again (#3726: run-key dedupe alone would re-check every key on every tick).  A
+   tick that finds nothing new keeps polling for up to the interval less a second
+   (``arrival_wait_seconds``): the daemon starts a tick every 5 s at best, and an
+   export's first part should not wait for the next one.
+2. The newest range's run follows the stream (``follow`` in the cursor, the
+   ``tdtp/follow`` tag on the run): it lands on until the exports begun in its range
+   have sent their summaries, then publishes each export it completed, materializes
+   its import partition and records that partition's four blocking checks, in the
+   same run (``tdtp_assets.jobs``).  Until it is over the table's later seqs wait;
+   then the cursor moves past the last seq it read (its ``tdtp/followed_until_seq``
+   tag).  So landing overlaps exporting, and an export costs one sensor hop.
+3. Reads the land runs' observations since the cursor (by storage id).  An export a
+   land run left complete but unpublished gets a run of the import asset for its
+   partition (publish + checks).  One whose summary is in but that still misses
+   parts waits until no land run of the table is in flight, then gets the same run,
+   so its checks fail and say what is missing instead of waiting forever.
 
 Copy runs (``tdtp_copy_<table>``, or both assets selected in one run) land their
 own parts (``tdtp_assets.copying``).  While one is running, the seqs from where its
@@ -25,7 +34,7 @@ sensor reads each export materialization once and keeps the ranges ahead of its
 seq cursor in its cursor.  A range launched anyway would only be skipped as
 duplicates by the target's ledger.
 
-3. Re-launches land runs that failed, with backoff, and past ``land_retries`` fails
+4. Re-launches land runs that failed, with backoff, and past ``land_retries`` fails
    the partitions' checks with the cause (``sensors.land_retries``): the cursor moved
    past a failed range, so without this nothing would launch it again.
 
@@ -36,8 +45,10 @@ save, is skipped with that line as its skip reason.
 The cursor is JSON: ``{"seq": {stream: last launched seq}, "obs": {table: storage id},
 "waiting": {table: {export_id: partition}}, "mats": {table: storage id},
 "landed": {table: {export_id: [first, until, [other exports]]}}, "passed": {table: [export_id]},
-"retry": {table: {"pending": {range: attempt}, "seen": {run_id: time}, "after": time}}}``.
-A tick does one cheap broker call and a few small storage queries per table (at most
+"retry": {table: {"pending": {range: attempt}, "seen": {run_id: time}, "after": time}},
+"follow": {table: {"id": follow tag, "until": range end, "at": time}}}``.
+A tick polls the brokers (one cheap call each, every 0.2 s for at most 4 s while
+nothing arrives) and makes a few small storage queries per table (at most
 ``_PAGES_PER_TICK`` pages of export materializations, one query for failed land runs),
 far inside Dagster's 60 s tick limit.
 """
@@ -76,6 +87,13 @@ _PAGES_PER_TICK = 20
 # is launched again: its parts land as duplicates, nothing is lost).
 _PASSED_KEPT = 200
 _STUCK = ("importing", "blocked")
+# dagster-daemon's sensor loop floor (``MIN_INTERVAL_LOOP_TIME`` in 1.13), and how often a
+# waiting tick polls the high watermarks.
+_DAEMON_FLOOR_SECONDS = 5
+_POLL_SECONDS = 0.2
+# A following land run the sensor requested but cannot find in run storage after this
+# long was never created (the launch was lost): its later seqs stop waiting for it.
+_FOLLOW_LOST_SECONDS = 300.0
 
 
 @dataclass
@@ -94,6 +112,8 @@ class Cursor:
     passed: dict[str, list[str]] = field(default_factory=dict)
     # Per table: failed land ranges waiting for their next attempt (``sensors.land_retries``).
     retry: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # Per table: the following land run in flight ({"id", "until", "at"}); later seqs wait for it.
+    follow: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     @classmethod
     def parse(cls, text: str | None) -> "Cursor":
@@ -108,6 +128,7 @@ class Cursor:
             landed={k: dict(v) for k, v in doc.get("landed", {}).items()},
             passed={k: list(v) for k, v in doc.get("passed", {}).items()},
             retry={k: dict(v) for k, v in doc.get("retry", {}).items()},
+            follow={k: dict(v) for k, v in doc.get("follow", {}).items()},
         )
 
     def dump(self) -> str:
@@ -122,6 +143,8 @@ class Cursor:
             doc["passed"] = {k: v for k, v in self.passed.items() if v}
         if self.retry:
             doc["retry"] = self.retry
+        if self.follow:
+            doc["follow"] = self.follow
         return json.dumps(doc, sort_keys=True)
 
 
@@ -188,8 +211,43 @@ def high_watermarks(
     return marks, {name: why for name, _, why in polled if why}
 
 
+def arrival_wait_seconds(interval_seconds: float) -> float:
+    """How long a tick that finds no new part waits for one: the interval less a second, at most 4 s.
+
+    Why: dagster-daemon starts a sensor tick at most every 5 s (docs/architecture.md,
+    DESIGN §4), so a part that arrives just after a tick waits up to 5 s for the next
+    one, and then a run start (about 3.5 s) before anything lands.  A tick that keeps
+    polling the high watermarks (cheap: no part body is read) for about as long as the
+    daemon's interval sees a first part within a fraction of a second and requests its
+    land run right away.  With ``interval_seconds: 1`` (tests) a tick does not wait.
+    """
+    return max(0.0, min(float(interval_seconds), float(_DAEMON_FLOOR_SECONDS)) - 1.0)
+
+
+def await_arrivals(
+    context: dg.SensorEvaluationContext, tables: list[TableConfig], cursor: Cursor, wait: float
+) -> tuple[dict[str, int], dict[str, str]]:
+    """The high watermarks, polled again every ``_POLL_SECONDS`` for up to ``wait`` seconds until a part arrives.
+
+    Returns at once when a table has seqs past the cursor that no following land run
+    is taking care of, or when a stream cannot be read (the tick says so now).
+    """
+    deadline = time.monotonic() + wait
+    while True:
+        marks, unreadable = high_watermarks(context, tables)
+        arrived = any(
+            marks.get(t.name) is not None
+            and marks[t.name] - 1 != cursor.seq.get(t.stream_label, -1)
+            and t.name not in cursor.follow
+            for t in tables
+        )
+        if arrived or unreadable or time.monotonic() + _POLL_SECONDS > deadline:
+            return marks, unreadable
+        time.sleep(_POLL_SECONDS)
+
+
 def _land_requests(
-    context: dg.SensorEvaluationContext, table: TableConfig, cursor: Cursor, hw: int | None
+    context: dg.SensorEvaluationContext, table: TableConfig, cursor: Cursor, hw: int | None, now: float
 ) -> list[dg.RunRequest]:
     if hw is None:
         return []
@@ -204,6 +262,16 @@ def _land_requests(
         last = cursor.seq[stream] = -1  # said once, even when this tick launches nothing
         cursor.landed.pop(table.name, None)  # seqs of the old stream
         cursor.passed.pop(table.name, None)
+    if table.name in cursor.follow:
+        if hw - 1 < last:
+            cursor.follow.pop(table.name)  # the stream was recreated: what it read is gone
+        else:
+            read_until = follower_end(context.instance, table, cursor.follow[table.name], now)
+            if read_until is None:
+                return []  # it lands whatever arrives until its exports end; what comes after waits for it
+            cursor.follow.pop(table.name)
+            if read_until > last:
+                last = cursor.seq[stream] = read_until
     if hw - 1 <= last:
         return []
     # A copy run lands its own parts; launching land runs for them now would only make
@@ -232,7 +300,41 @@ def _land_requests(
     cursor.landed[table.name] = still_needed(kept, end)
     passed += [e for e in kept if e not in cursor.landed[table.name] and e not in passed]
     del passed[:-_PASSED_KEPT]
-    return [land_request(table, a, b) for a, b in ranges]
+    requests = [land_request(table, a, b) for a, b in ranges[:-1]]
+    if ranges:
+        a, b = ranges[-1]
+        # The newest range follows the stream until the exports begun in it end (one
+        # hop: it publishes and checks them), unless its seqs end where a copy run's
+        # landing starts (that run lands its own export) or several ops share it.
+        if table.fanout == 1 and math.isinf(hold) and b == hw - 1:
+            follow_id = f"{a}-{b}@{now:.3f}"
+            cursor.follow[table.name] = {"id": follow_id, "until": b, "at": now}
+            requests.append(land_request(table, a, b, follow=follow_id))
+        else:
+            requests.append(land_request(table, a, b))
+    return requests
+
+
+def follower_end(
+    instance: dg.DagsterInstance, table: TableConfig, follow: dict[str, Any], now: float
+) -> int | None:
+    """The last seq the following land run read, once it is over; None while it is in flight.
+
+    A run that failed or never said where it stopped counts as having read its
+    range only (what it landed beyond is skipped by the ledger when launched again).
+    A run that never appeared (the launch was lost) is given up on after a while.
+    """
+    runs = instance.get_runs(filters=dg.RunsFilter(tags={names.TAG_FOLLOW: str(follow["id"])}), limit=1)
+    until = int(follow["until"])
+    if not runs:
+        return until if now - float(follow["at"]) > _FOLLOW_LOST_SECONDS else None
+    run = runs[0]
+    if run.status in IN_FLIGHT:
+        return None
+    read = run.tags.get(names.TAG_FOLLOWED_UNTIL) or ""
+    if run.status == dg.DagsterRunStatus.SUCCESS and read.isdigit():
+        return max(until, int(read))
+    return until
 
 
 def still_needed(kept: dict[str, list[Any]], cursor_seq: int) -> dict[str, list[Any]]:
@@ -364,6 +466,9 @@ def _publish_requests(
         partition = record.partition_key
         if not export_id or not _valid_partition(table, partition, context):
             continue
+        if meta.get(names.META_PUBLISHED_HERE):
+            waiting.pop(export_id, None)  # the land run published and checked it itself
+            continue
         if state in _PUBLISHABLE:
             waiting.pop(export_id, None)
             requests[export_id] = publish_request(table, export_id, partition, stuck=False)
@@ -448,6 +553,7 @@ def build_part_arrival_sensor(
 ) -> dg.SensorDefinition:
     tables = list(config.tables.values())
     broker_keys = {names.broker_resource(t.name) for t in tables}
+    wait = arrival_wait_seconds(config.sensor.interval_seconds)
 
     @dg.sensor(
         name=SENSOR_NAME,
@@ -458,19 +564,20 @@ def build_part_arrival_sensor(
         else dg.DefaultSensorStatus.STOPPED,
         required_resource_keys=broker_keys,
         description=(
-            "Polls each table's part stream (high watermark only) and launches import runs for the parts that "
-            "arrived, batched per run; launches the import asset's run (publish + checks) once an export is complete."
+            "Polls each table's part stream (high watermark only) and launches a land run as soon as parts "
+            "arrive; the run follows the stream until the exports begun in it end, then publishes them and "
+            "runs their checks (one hop). Exports left incomplete get the import asset's run."
         ),
     )
     def part_arrival(context: dg.SensorEvaluationContext) -> dg.SensorResult:
         ensure_target_pools(context, tables)
         cursor = Cursor.parse(context.cursor)
         requests: list[dg.RunRequest] = []
-        marks, unreadable = high_watermarks(context, tables)
+        marks, unreadable = await_arrivals(context, tables, cursor, wait)
         now = time.time()
         for table in tables:
             hw = marks.get(table.name)
-            landing = _land_requests(context, table, cursor, hw)
+            landing = _land_requests(context, table, cursor, hw, now)
             requests += landing
             retries = RetryState.parse(cursor.retry.get(table.name))
             relaunched = retry_requests(context, table, retries, now)

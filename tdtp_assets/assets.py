@@ -28,9 +28,9 @@ from tdtp_assets.connections import describe, scheme_of
 from tdtp_assets.copying import InlineLander, run_materializes_import
 from tdtp_assets.failures import failure_with_cause
 from tdtp_assets.figures import transfer_metadata
-from tdtp_assets.importing import publish_export
+from tdtp_assets.importing import latest_export, publish_export
 from tdtp_assets.jobs import run_tags
-from tdtp_assets.partitions import filter_as_dict, partition_filter_for, partitions_def_for
+from tdtp_assets.partitions import filter_as_dict, partition_filter_for, partitions_def_for, run_partition
 from tdtp_assets.table_meta import (
     TABLE_NAME,
     code_version,
@@ -51,26 +51,6 @@ _KIND = {
     "rabbitmq": "rabbitmq",
     "spool": "file",
 }
-
-
-def run_partition(context: dg.AssetExecutionContext | dg.AssetCheckExecutionContext) -> str | None:
-    """The one partition this run covers (None: unpartitioned).
-
-    Every partition is its own export (own export id and summary): that is what lets
-    the importer replace exactly that partition, so a run never covers a range.
-    Backfills launch one run per partition (no backfill policy); a single-partition
-    range, as some launchers send, counts as that partition.
-    """
-    if context.has_partition_key:
-        return context.partition_key
-    if context.has_partition_key_range:
-        keys = list(context.partition_keys)
-        if len(keys) == 1:
-            return keys[0]
-        raise dg.Failure(
-            f"one partition per run, got {len(keys)} ({keys[0]}..{keys[-1]}); launch one run each"
-        )
-    return None
 
 
 def tag_run(context: dg.AssetExecutionContext, table: TableConfig) -> None:
@@ -250,27 +230,6 @@ class ImportConfig(dg.Config):
         ),
     )
     land_attempts: int = Field(default=0, ge=0, description="How many land runs failed (with land_failure).")
-
-
-def latest_export(
-    instance: dg.DagsterInstance, table: str, partition: str | None, export_id: str = ""
-) -> dict:
-    """Facts of the partition's latest export (or of ``export_id``) from its materialization metadata."""
-    records = instance.fetch_materializations(
-        dg.AssetRecordsFilter(
-            asset_key=names.export_key(table), asset_partitions=[partition] if partition else None
-        ),
-        limit=50 if export_id else 1,
-    ).records
-    for record in records:
-        mat = record.asset_materialization
-        if mat is None:
-            continue
-        meta = {k: v.value for k, v in mat.metadata.items()}
-        if not export_id or meta.get(names.META_EXPORT_ID) == export_id:
-            meta["latest"] = record is records[0]
-            return meta
-    return {}
 
 
 def _table_name(conn: Any, table: str | None) -> dict[str, str]:

@@ -21,15 +21,15 @@ import run records the partition as not published with the land runs' cause
 
 import warnings
 from collections.abc import Iterator
+from typing import Any
 
 import dagster as dg
 
 from tdtp.importer import ExportStatus, SchemaChange, ranges
 from tdtp_assets import names
-from tdtp_assets.assets import run_partition
 from tdtp_assets.failures import failure_with_cause
 from tdtp_assets.importing import open_importer, target_partition_rows
-from tdtp_assets.partitions import partitions_def_for
+from tdtp_assets.partitions import partitions_def_for, run_partition
 from tdtp_assets.tables_config import TableConfig
 
 ROWS = "rows_match_summary"
@@ -152,6 +152,79 @@ def judge(
     )
 
 
+Verdict = tuple[str, bool, str, dict[str, object]]
+
+
+def verdicts(instance: dg.DagsterInstance, table: TableConfig, target: Any, partition: str | None) -> list[Verdict]:
+    """The checks of one partition of ``table``'s import asset, judged on its latest materialization.
+
+    Shared by the checks' own step (publish and copy runs) and the land run that
+    publishes an export it completed (``tdtp_assets.jobs``): one judgement, two callers.
+    """
+    key = names.import_key(table.name)
+    records = instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=key, asset_partitions=[partition] if partition else None), limit=1
+    ).records
+    mat = records[0].asset_materialization if records else None
+    export_id = (
+        str(mat.metadata[names.META_EXPORT_ID].value) if mat and names.META_EXPORT_ID in mat.metadata else ""
+    )
+    if not export_id:
+        why = f"partition {partition or '(all)'} was never published"
+        return [(name, False, why, {}) for name in CHECKS]
+    failed = mat.metadata.get(names.META_LAND_FAILURE) if mat else None
+    land_failure = str(failed.value) if failed is not None else ""
+    where = {"export_id": export_id, "partition": partition or ""}
+    try:
+        with failure_with_cause(f"reading {export_id} in {target.safe_url}"):
+            with open_importer(target, table) as importer:
+                status = importer.status(export_id)
+            rows = target_partition_rows(target.url, table.target_table, export_id)
+    except dg.Failure as failure:
+        if not land_failure:
+            raise
+        # The land runs could not reach the target and neither can the check: the
+        # land runs' cause is the answer, on every check.
+        counted = mat.metadata.get(names.META_LAND_ATTEMPTS) if mat else None
+        attempts = counted.value if counted is not None else "?"
+        meta = {**where, names.META_LAND_FAILURE: land_failure, "check_error": failure.description or ""}
+        why = f"not landed: {attempts} land run(s) failed: {land_failure}"
+        return [(name, False, why, meta) for name in CHECKS]
+    out: list[Verdict] = []
+    for name, passed, description, metadata in judge(status, rows, table.target.mode):
+        if land_failure and not passed:
+            description = f"{description}; the land runs failed: {land_failure}"
+        out.append((name, passed, description, {**where, **metadata}))
+    passed, description, metadata = judge_schema(status)
+    out.append((SCHEMA, passed, description, {**where, **metadata}))
+    return out
+
+
+def evaluations(
+    instance: dg.DagsterInstance, table: TableConfig, target: Any, partition: str | None
+) -> list[dg.AssetCheckEvaluation]:
+    """The partition's checks as a land run records them, after its materialization.
+
+    They judge the partition's latest materialization, the one the same run has just
+    recorded, and Dagster ties a check to a materialization of its own run; so the UI
+    shows them on that materialization without a pointer to it.  Blocking and
+    severity as the check specs say (``schema_change`` warns and does not block).
+    """
+    return [
+        dg.AssetCheckEvaluation(
+            asset_key=names.import_key(table.name),
+            check_name=name,
+            passed=passed,
+            description=description,
+            metadata=metadata,
+            severity=dg.AssetCheckSeverity.WARN if name == SCHEMA else dg.AssetCheckSeverity.ERROR,
+            blocking=name != SCHEMA,
+            partition=partition if table.partition else None,
+        )
+        for name, passed, description, metadata in verdicts(instance, table, target, partition)
+    ]
+
+
 def build_checks(table: TableConfig) -> dg.AssetChecksDefinition:
     """The four checks of one import asset, evaluated together (one status read per run)."""
     key = names.import_key(table.name)
@@ -178,49 +251,8 @@ def build_checks(table: TableConfig) -> dg.AssetChecksDefinition:
         description=f"Reconcile {table.target_table} with the export summary, per partition.",
     )
     def import_checks(context: dg.AssetCheckExecutionContext):
-        partition = run_partition(context)
-        records = context.instance.fetch_materializations(
-            dg.AssetRecordsFilter(asset_key=key, asset_partitions=[partition] if partition else None), limit=1
-        ).records
-        mat = records[0].asset_materialization if records else None
-        export_id = (
-            str(mat.metadata[names.META_EXPORT_ID].value)
-            if mat and names.META_EXPORT_ID in mat.metadata
-            else ""
-        )
-        if not export_id:
-            for name in CHECKS:
-                yield _result(name, False, f"partition {partition or '(all)'} was never published")
-            return
-        failed = mat.metadata.get(names.META_LAND_FAILURE) if mat else None
-        land_failure = str(failed.value) if failed is not None else ""
         target = getattr(context.resources, target_key)
-        where = {"export_id": export_id, "partition": partition or ""}
-        try:
-            with failure_with_cause(f"reading {export_id} in {target.safe_url}"):
-                with open_importer(target, table) as importer:
-                    status = importer.status(export_id)
-                rows = target_partition_rows(target.url, table.target_table, export_id)
-        except dg.Failure as failure:
-            if not land_failure:
-                raise
-            # The land runs could not reach the target and neither can the check: the
-            # land runs' cause is the answer, on every check.
-            counted = mat.metadata.get(names.META_LAND_ATTEMPTS) if mat else None
-            attempts = counted.value if counted is not None else "?"
-            for name in CHECKS:
-                yield _result(
-                    name,
-                    False,
-                    f"not landed: {attempts} land run(s) failed: {land_failure}",
-                    {**where, names.META_LAND_FAILURE: land_failure, "check_error": failure.description or ""},
-                )
-            return
-        for name, passed, description, metadata in judge(status, rows, table.target.mode):
-            if land_failure and not passed:
-                description = f"{description}; the land runs failed: {land_failure}"
-            yield _result(name, passed, description, {**where, **metadata})
-        passed, description, metadata = judge_schema(status)
-        yield _result(SCHEMA, passed, description, {**where, **metadata})
+        for name, passed, description, metadata in verdicts(context.instance, table, target, run_partition(context)):
+            yield _result(name, passed, description, metadata)
 
     return import_checks

@@ -19,6 +19,7 @@ from tdtp.importer import ExportStatus, ImportOptions, ImportStats, ParallelImpo
 from tdtp_assets import names
 from tdtp_assets.copying import inline_figures
 from tdtp_assets.figures import export_figures, import_metadata
+from tdtp_assets.table_meta import import_table_metadata
 from tdtp_assets.tables_config import TableConfig
 
 # Observation metadata that carries one land run's figures, summed per export later.
@@ -47,12 +48,14 @@ def observe_exports(
     statuses: list[ExportStatus],
     stats: ImportStats,
     seq_range: tuple[int, int],
+    published_here: set[str] | frozenset[str] = frozenset(),
 ) -> None:
     """Log what a land run did to each export it touched, on the import asset's partition.
 
     The sensor reads these observations to launch the import asset's run for a
-    partition once its export is complete (or stuck), and the import asset sums the
-    figures of every land run of its export.
+    partition whose export is stuck (or complete, when this run left it unpublished),
+    and the import asset sums the figures of every land run of its export.  An export
+    in ``published_here`` is materialized and checked by this run itself.
     """
     run_figures = stats.as_dict()  # rounded as the CLI prints them
     for status in statuses:
@@ -70,6 +73,7 @@ def observe_exports(
                     "state": status.state,
                     names.META_SUMMARY_LANDED: status.summary_received,
                     names.META_COMPLETE: status.complete,
+                    names.META_PUBLISHED_HERE: status.export_id in published_here,
                     "finalized": status.finalized,
                     "parts_in_ledger": status.parts_in_ledger,
                     "total_parts": -1 if status.total_parts is None else status.total_parts,
@@ -82,6 +86,27 @@ def observe_exports(
                 },
             )
         )
+
+
+def latest_export(
+    instance: dg.DagsterInstance, table: str, partition: str | None, export_id: str = ""
+) -> dict:
+    """Facts of the partition's latest export (or of ``export_id``) from its materialization metadata."""
+    records = instance.fetch_materializations(
+        dg.AssetRecordsFilter(
+            asset_key=names.export_key(table), asset_partitions=[partition] if partition else None
+        ),
+        limit=50 if export_id else 1,
+    ).records
+    for record in records:
+        mat = record.asset_materialization
+        if mat is None:
+            continue
+        meta = {k: v.value for k, v in mat.metadata.items()}
+        if not export_id or meta.get(names.META_EXPORT_ID) == export_id:
+            meta["latest"] = record is records[0]
+            return meta
+    return {}
 
 
 def land_figures(
@@ -119,6 +144,58 @@ def land_figures(
         out["peak_rss_mb"] = max(out["peak_rss_mb"], float(meta.get("run_peak_rss_mb") or 0))
     out["land_runs"] = len(seen_runs)
     return out
+
+
+def published_export(instance: dg.DagsterInstance, table: TableConfig, partition: str | None) -> str:
+    """The export the partition's latest import materialization records as published ("" : none).
+
+    One recorded as not published (the land runs failed, ``land_failure``) does not
+    count: once a re-launch lands it, it is materialized again, with its checks.
+    """
+    records = instance.fetch_materializations(
+        dg.AssetRecordsFilter(
+            asset_key=names.import_key(table.name), asset_partitions=[partition] if partition else None
+        ),
+        limit=1,
+    ).records
+    mat = records[0].asset_materialization if records else None
+    value = mat.metadata.get(names.META_EXPORT_ID) if mat is not None else None
+    published = mat.metadata.get("published") if mat is not None else None
+    if value is None or published is None or published.value is not True:
+        return ""
+    return str(value.value)
+
+
+def landed_metadata(
+    instance: dg.DagsterInstance,
+    table: TableConfig,
+    target: Any,
+    status: ExportStatus,
+    finalize: dict[str, Any],
+    publish_seconds: float,
+) -> dict[str, Any]:
+    """The import materialization's metadata for an export a land run published: its land runs' figures.
+
+    The export's own figures (bytes, export seconds) come from its materialization
+    when it is recorded already; the land run may see the summary a moment before the
+    export run writes it, and then they are left out rather than waited for.
+    """
+    partition = partition_of(table, status)
+    export = latest_export(instance, table.name, partition, status.export_id)
+    figures = land_figures(instance, table, partition, status.export_id)
+    meta = import_metadata(
+        status,
+        figures,
+        rows_in_target=target_partition_rows(target.url, table.target_table, status.export_id),
+        export=export,
+        finalize=finalize,
+        publish_seconds=publish_seconds,
+    )
+    meta["landed_in"] = "land runs"
+    # Columns, table name and target URL, as every import materialization carries them.
+    for key, value in import_table_metadata(table, export).items():
+        meta.setdefault(key, value)
+    return meta
 
 
 def target_partition_rows(target_url: str, table: str, export_id: str) -> int | None:

@@ -24,6 +24,10 @@ TAG_LANDING_FROM = "tdtp/landing_from_seq"
 TAG_LAND_ATTEMPT = "tdtp/land_attempt"
 # On the import run launched once a range's land runs failed ``land_retries`` times.
 TAG_LAND_FAILED = "tdtp/land_failed"
+# On a land run that follows the stream past its range until the exports begun in it
+# end (its id in the sensor's cursor), and the last seq it read, set when it is done.
+TAG_FOLLOW = "tdtp/follow"
+TAG_FOLLOWED_UNTIL = "tdtp/followed_until_seq"
 
 # Metadata keys written on export materializations and read back by the import asset.
 META_EXPORT_ID = "export_id"
@@ -45,6 +49,9 @@ META_LAND_ATTEMPTS = "land_attempts"
 META_SUMMARY_LANDED = "summary_landed"
 META_COMPLETE = "complete"
 META_UNTIL_SEQ = "until_seq"
+# On the observation of an export the land run itself published, checked and
+# materialized: the sensor launches no import run for it.
+META_PUBLISHED_HERE = "published_by_land_run"
 
 
 def target_pool(target_label: str) -> str:
@@ -102,6 +109,14 @@ def import_parts_job_name(table: str) -> str:
 
 def publish_job_name(table: str) -> str:
     return f"tdtp_publish_{table}"
+
+
+def land_publish_op_name(table: str) -> str:
+    return f"publish_parts_{table}"
+
+
+def land_check_op_name(table: str) -> str:
+    return f"check_parts_{table}"
 
 
 def copy_job_name(table: str) -> str:

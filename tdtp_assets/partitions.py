@@ -55,3 +55,23 @@ def filter_as_dict(pf: PartitionFilter | None) -> dict[str, str] | None:
     if pf is None:
         return None
     return {"column": pf.column, "kind": pf.kind, "value": pf.value}
+
+
+def run_partition(context: dg.AssetExecutionContext | dg.AssetCheckExecutionContext) -> str | None:
+    """The one partition this run covers (None: unpartitioned).
+
+    Every partition is its own export (own export id and summary): that is what lets
+    the importer replace exactly that partition, so a run never covers a range.
+    Backfills launch one run per partition (no backfill policy); a single-partition
+    range, as some launchers send, counts as that partition.
+    """
+    if context.has_partition_key:
+        return context.partition_key
+    if context.has_partition_key_range:
+        keys = list(context.partition_keys)
+        if len(keys) == 1:
+            return keys[0]
+        raise dg.Failure(
+            f"one partition per run, got {len(keys)} ({keys[0]}..{keys[-1]}); launch one run each"
+        )
+    return None

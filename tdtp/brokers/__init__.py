@@ -22,7 +22,7 @@ from tdtp.brokers.base import (
     looks_like_tdtp,
     redact_url,
 )
-from tdtp.brokers.views import LogView, OnlyExport, PublishedSeqs, UntilSummary
+from tdtp.brokers.views import LogView, OnlyExport, PublishedSeqs, UntilExportsEnd, UntilSummary
 
 #: URL scheme -> "module:class".
 SCHEMES = {
@@ -79,6 +79,7 @@ __all__ = [
     "PartLog",
     "OnlyExport",
     "PublishedSeqs",
+    "UntilExportsEnd",
     "UntilSummary",
     "looks_like_tdtp",
     "open_broker",

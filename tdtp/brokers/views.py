@@ -125,3 +125,59 @@ class UntilSummary(ReadFilter):
             ):
                 self.summary_seq = item.seq
                 return
+
+
+class UntilExportsEnd(ReadFilter):
+    """A log whose reads cover a seq range, then go on until every export begun in it has ended.
+
+    Why: a Dagster land run costs seconds to start, so the part-arrival sensor launches
+    one as soon as an export's first part is in the stream, for the seqs it saw.  Read
+    with ``follow``, this view keeps yielding the messages that arrive after
+    ``until_seq`` (inclusive, always read) until each export it adopted has sent its
+    summary, like ``tdtp import --follow`` stopped at the right moment: the run lands,
+    publishes and checks the exports that were still being exported when it started.
+
+    An export is adopted when one of its data messages is read while fewer than
+    ``adopt_limit`` messages have been read (so a busy stream cannot keep one read
+    going forever); later exports' messages are still yielded (the read stays one
+    contiguous range) and are finished by whoever reads on.  When the adopted exports
+    have ended, the read goes on while the stream already holds more (one broker
+    call: exports launched together land in one run rather than one run each).
+    ``last_seq`` is the last seq yielded: the range read is ``from_seq..last_seq``.
+    """
+
+    def __init__(self, log: PartLog | LogView, until_seq: int, adopt_limit: int) -> None:
+        super().__init__(log)
+        self._until = until_seq
+        self._adopt_limit = adopt_limit
+        self.open: set[str] = set()  # adopted exports whose summary has not been read
+        self._ended: set[str] = set()
+        self.last_seq: int | None = None
+
+    def passed(self, items: Iterator[Any]) -> Iterator[Any]:
+        read = 0
+        for item in items:
+            if not isinstance(item, Message):
+                yield item  # CaughtUp: the history is read; the range may already be covered
+                if self._done(item.seq - 1):
+                    return
+                continue
+            read += 1
+            owner = item.headers.get(EXPORT_ID) or ""
+            if item.headers.get(KIND) == KIND_SUMMARY:
+                self.open.discard(owner)
+                self._ended.add(owner)
+            elif owner and owner not in self._ended and read <= self._adopt_limit:
+                self.open.add(owner)
+            if read >= self._adopt_limit:
+                self._adopt_limit = 0  # adopts no more: stops as soon as the adopted ones end
+            yield item
+            self.last_seq = item.seq
+            if self._done(item.seq):
+                return
+
+    def _done(self, seq: int) -> bool:
+        if seq < self._until or self.open:
+            return False
+        # Nothing adopted is open: stop, unless more is waiting (and may still be adopted).
+        return self._adopt_limit <= 0 or self._log.high_watermark() - 1 <= seq

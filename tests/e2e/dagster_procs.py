@@ -260,6 +260,26 @@ def check_results(instance: dg.DagsterInstance, run_id: str) -> dict[str, bool]:
     return out
 
 
+#: The checks of every import asset (``tdtp_assets.checks``): four blocking ones and the schema warning.
+CHECK_NAMES = ("rows_match_summary", "parts_complete", "no_dead_letters", "checksum_matches", "schema_change")
+
+
+def green_runs(instance: dg.DagsterInstance, table: str, partition: str | None) -> list[dg.DagsterRun]:
+    """Successful runs that evaluated the partition's checks, all passed (land, publish or copy runs)."""
+    out = []
+    for run in instance.get_runs(filters=dg.RunsFilter(tags={"tdtp/table": table})):
+        if run.status != dg.DagsterRunStatus.SUCCESS:
+            continue
+        results = {}
+        for entry in instance.all_logs(run.run_id, of_type=DagsterEventType.ASSET_CHECK_EVALUATION):
+            evaluation = entry.dagster_event.event_specific_data
+            if evaluation.partition == partition:
+                results[evaluation.check_name] = evaluation.passed
+        if len(results) == len(CHECK_NAMES) and all(results.values()):
+            out.append(run)
+    return out
+
+
 def describe_runs(instance: dg.DagsterInstance) -> str:
     lines = []
     for run in instance.get_runs(limit=60):

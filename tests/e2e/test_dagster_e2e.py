@@ -2,8 +2,9 @@
 
 dagster-webserver and dagster-daemon run on a temporary DAGSTER_HOME; a backfill of
 three daily partitions is launched through GraphQL (as the UI does); the daemon's
-backfill runs the exports, the part-arrival sensor launches the import runs, and the
-import asset's runs publish each partition and run its checks.  The test then
+backfill runs the exports, and the part-arrival sensor launches land runs that
+follow the stream, publish each partition and run its checks in the same run (no
+publish run).  The test then
 compares target and source per partition, re-materializes one partition and finds
 no duplicates.  Over RabbitMQ it then copies one partition with the copy job (one
 run, launched through GraphQL) and checks the sensor launched no land run for the
@@ -32,6 +33,7 @@ from tests.e2e.dagster_procs import (
     check_results,
     dagster_services,
     describe_runs,
+    green_runs,
     launch_asset_backfill,
     launch_job,
     wait_for_location,
@@ -71,21 +73,17 @@ def fingerprint(conn: psycopg.Connection, table: str, day: str) -> tuple:
     ).fetchone()
 
 
-def publish_runs(instance: dg.DagsterInstance, day: str) -> list[dg.DagsterRun]:
-    return [
-        run
-        for run in instance.get_runs(filters=dg.RunsFilter(job_name=names.publish_job_name("events")))
-        if run.tags.get("dagster/partition") == day
-    ]
+def land_runs_green(instance: dg.DagsterInstance, day: str) -> list[dg.DagsterRun]:
+    """The land runs that published ``day`` and passed its four checks."""
+    return [r for r in green_runs(instance, "events", day) if r.job_name == names.import_parts_job_name("events")]
 
 
-def good_publish_runs(instance: dg.DagsterInstance, day: str) -> list[dg.DagsterRun]:
-    return [
-        run
-        for run in publish_runs(instance, day)
-        if run.status == dg.DagsterRunStatus.SUCCESS
-        and check_results(instance, run.run_id) == dict.fromkeys(CHECKS, True)
-    ]
+def published_exports(instance: dg.DagsterInstance, day: str) -> dict[str, str]:
+    """Export id -> the run that materialized it, for every import materialization of ``day``."""
+    records = instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=names.import_key("events"), asset_partitions=[day]), limit=50
+    ).records
+    return {str(r.asset_materialization.metadata["export_id"].value): r.run_id for r in records}
 
 
 def copy_one_partition(
@@ -169,15 +167,20 @@ def run_chain(
             return describe_runs(instance) + "\n" + services.log_tail()
 
         wait_until(
-            lambda: all(good_publish_runs(instance, day) for day in DAYS),
+            lambda: all(land_runs_green(instance, day) for day in DAYS),
             240,
-            "a successful import run with all checks passed for each partition",
+            "a land run that published each partition with all checks passed",
             diagnostics,
         )
         land_runs = instance.get_runs(filters=dg.RunsFilter(job_name=names.import_parts_job_name("events")))
         assert land_runs and all(r.status == dg.DagsterRunStatus.SUCCESS for r in land_runs)
         assert all(r.tags["dagster/sensor_name"] == "tdtp_part_arrival" for r in land_runs)
         assert all(r.tags[names.TAG_TARGET] == "e2e_dwh" for r in land_runs)
+        # One hop: each export is published and checked in one land run; no publish run at all.
+        for day in DAYS:
+            (export_id, run_id), = published_exports(instance, day).items()
+            assert run_id in {r.run_id for r in land_runs}, (day, export_id)
+        assert instance.get_runs(filters=dg.RunsFilter(job_name=names.publish_job_name("events"))) == []
 
         with psycopg.connect(pg_url, autocommit=True) as conn:
             for day in DAYS:
@@ -186,16 +189,16 @@ def run_chain(
                 assert fingerprint(conn, f"{dst}.events", day) == source
 
         # Materialize one partition again: a new export replaces it, nothing doubles.
-        before = {run.run_id for run in good_publish_runs(instance, DAYS[1])}
+        before = {run.run_id for run in land_runs_green(instance, DAYS[1])}
         launch_asset_backfill(services, list(names.export_key("events").path), [DAYS[1]])
         wait_until(
-            lambda: {run.run_id for run in good_publish_runs(instance, DAYS[1])} - before != set(),
+            lambda: {run.run_id for run in land_runs_green(instance, DAYS[1])} - before != set(),
             180,
-            "the re-materialized partition's import run",
+            "the re-materialized partition's land run",
             diagnostics,
         )
-        exports = {run.tags[names.TAG_EXPORT] for run in good_publish_runs(instance, DAYS[1])}
-        assert len(exports) == 2
+        assert len(published_exports(instance, DAYS[1])) == 2
+        assert instance.get_runs(filters=dg.RunsFilter(job_name=names.publish_job_name("events"))) == []
         with psycopg.connect(pg_url, autocommit=True) as conn:
             for day in DAYS:
                 assert fingerprint(conn, f"{dst}.events", day) == fingerprint(conn, f"{src}.events", day)

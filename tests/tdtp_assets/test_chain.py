@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import threading
+import time
 from pathlib import Path
 
 import dagster as dg
@@ -63,7 +65,8 @@ def land_and_publish(defs, instance, cursor):
     return seen, results, cursor
 
 
-def test_backfilled_partitions_are_landed_published_and_checked(home: Path, instance) -> None:
+def test_backfilled_partitions_are_landed_published_and_checked_in_one_land_run(home: Path, instance) -> None:
+    """One sensor hop: the land run publishes every export it completes and runs their checks; no publish run."""
     defs = definitions_for(tables_doc(home), home)
     exports = [export(defs, instance, "events", day) for day in DAYS]
     assert all(e["parts"] > 1 for e in exports), "the small part budget should give several parts per day"
@@ -72,32 +75,86 @@ def test_backfilled_partitions_are_landed_published_and_checked(home: Path, inst
     requests, results, cursor = land_and_publish(defs, instance, None)
     assert all(r.success for r in results), [r.dagster_run.job_name for r in results if not r.success]
 
-    land = [r for r in requests if r.job_name == names.import_parts_job_name("events")]
     last_seq = exports[-1][names.META_LAST_SEQ]
-    assert [r.run_key for r in land] == [f"events:0-{last_seq}"]
-    publish = [r for r in requests if r.job_name == names.publish_job_name("events")]
-    assert sorted(r.partition_key for r in publish) == list(DAYS)
-    assert {r.run_key for r in publish} == {f"events:publish:{e['export_id']}" for e in exports}
-
-    for day in DAYS:
+    assert [(r.job_name, r.run_key) for r in requests] == [
+        (names.import_parts_job_name("events"), f"events:0-{last_seq}")
+    ], "one land run, and no publish run"
+    (land,) = results
+    mats = {
+        m.partition: {k: v.value for k, v in m.metadata.items()}
+        for m in land.asset_materializations_for_node(names.land_publish_op_name("events"))
+    }
+    assert sorted(mats) == list(DAYS)
+    for day, exported in zip(DAYS, exports, strict=True):
         assert day_rows(home, day) == 1500
-    for result in results:
-        if result.dagster_run.job_name == names.publish_job_name("events"):
-            mat = result.asset_materializations_for_node(names.import_op_name("events"))[0]
-            assert mat.metadata["dagster/row_count"].value == 1500
-            assert mat.metadata["published"].value is True
-            assert checks_of(result) == {
-                "rows_match_summary": (True, "1,500 rows in the target partition == TotalRows 1,500"),
-                "parts_complete": checks_of(result)["parts_complete"],
-                "no_dead_letters": (True, "no dead letters"),
-                "checksum_matches": checks_of(result)["checksum_matches"],
-                "schema_change": (True, "no schema change"),
-            }
-            assert all(passed for passed, _ in checks_of(result).values())
+        assert mats[day]["export_id"] == exported["export_id"]
+        assert mats[day]["dagster/row_count"] == 1500
+        assert mats[day]["published"] is True
+        assert mats[day]["landed_in"] == "land runs"
+    evaluations = land.get_asset_check_evaluations()
+    assert len(evaluations) == 15
+    assert {(e.partition, e.check_name) for e in evaluations} == {
+        (day, check) for day in DAYS for check in ("rows_match_summary", "parts_complete", "no_dead_letters",
+                                                   "checksum_matches", "schema_change")
+    }  # fmt: skip
+    assert all(e.passed for e in evaluations), [e.description for e in evaluations]
+    assert {e.check_name for e in evaluations if not e.blocking} == {"schema_change"}, "four blocking, as specified"
+    rows = [e for e in evaluations if e.check_name == "rows_match_summary"]
+    assert {e.description for e in rows} == {"1,500 rows in the target partition == TotalRows 1,500"}
+    # What the asset's page shows: each partition's latest materialization came from the land run.
+    for day in DAYS:
+        record = instance.fetch_materializations(
+            dg.AssetRecordsFilter(asset_key=names.import_key("events"), asset_partitions=[day]), limit=1
+        ).records[0]
+        assert record.run_id == land.run_id
 
     # Nothing new: the sensor asks for nothing, also after a "daemon restart" with the stored cursor.
     assert tick(defs, instance, cursor)[0] == []
     assert tick(definitions_for(tables_doc(home), home), instance, cursor)[0] == []
+
+
+def test_land_run_follows_an_export_still_running_and_publishes_it(home: Path, instance) -> None:
+    """Launched at the first part, the land run reads on until the summary, then publishes and checks it."""
+    defs = definitions_for(tables_doc(home), home)
+    export_id = export_message_id("REF")
+    with open_source(f"sqlite:///{home / 'source.db'}", table="events", where=f"substr(ts, 1, 10) = '{DAYS[0]}'") as source:
+        items = list(build_parts(source.schema, source.lines(), table="events", export_id=export_id,
+                                 options=PartOptions(part_bytes=20_000), partition=DAYS[0]))  # fmt: skip
+    summary = items[-1]
+    summary.extra["partition_filter"] = {"column": "ts", "kind": "day", "value": DAYS[0]}
+    spool = f"spool:///{home}/spool/events"
+    with open_broker(spool) as log:
+        log.publish(items[0].body, items[0].headers())
+    (land,), cursor = tick(defs, instance, None)
+    assert land.run_key == "events:0-0"
+    assert land.tags[names.TAG_FOLLOW]
+
+    def rest_of_the_export() -> None:
+        time.sleep(1.5)  # the land run is reading by now
+        with open_broker(spool) as log:
+            for part in items[1:-1]:
+                log.publish(part.body, part.headers())
+            log.publish(summary.to_json(), {"kind": "summary", "export_id": export_id, "partition": DAYS[0]})
+
+    exporter = threading.Thread(target=rest_of_the_export)
+    exporter.start()
+    result = execute_request(defs, instance, land)
+    exporter.join()
+    assert result.success
+    assert day_rows(home, DAYS[0]) == 1500
+    (mat,) = result.asset_materializations_for_node(names.land_publish_op_name("events"))
+    assert mat.partition == DAYS[0]
+    assert mat.metadata["export_id"].value == export_id
+    checks = {e.check_name: e.passed for e in result.get_asset_check_evaluations()}
+    assert checks == dict.fromkeys(
+        ("rows_match_summary", "parts_complete", "no_dead_letters", "checksum_matches", "schema_change"), True
+    )
+    last_seq = len(items) - 1
+    assert instance.get_run_by_id(result.run_id).tags[names.TAG_FOLLOWED_UNTIL] == str(last_seq)
+    # The seqs it read after its range are not launched again, and no publish run follows.
+    requests, cursor = tick(defs, instance, cursor)
+    assert requests == []
+    assert json.loads(cursor)["seq"]["events"] == last_seq
 
 
 def test_parts_are_batched_per_run_with_stable_run_keys(home: Path, instance) -> None:
@@ -126,9 +183,9 @@ def test_reexport_replaces_the_partition_without_duplicates(home: Path, instance
     assert second["export_id"] != first["export_id"]
     requests, results, _ = land_and_publish(defs, instance, cursor)
     assert all(r.success for r in results)
-    assert [r.run_key for r in requests if r.job_name == names.publish_job_name("events")] == [
-        f"events:publish:{second['export_id']}"
-    ]
+    assert [r.job_name for r in requests] == [names.import_parts_job_name("events")]
+    (mat,) = results[0].asset_materializations_for_node(names.land_publish_op_name("events"))
+    assert (mat.partition, mat.metadata["export_id"].value) == (DAYS[1], second["export_id"])
     assert day_rows(home, DAYS[1]) == 1500
     assert sqlite_count(home / "target.db", "SELECT count(*) - count(DISTINCT id) FROM events") == 0
 
@@ -139,7 +196,9 @@ def test_static_partitions(home: Path, instance) -> None:
         assert export(defs, instance, "people", region)["dagster/row_count"] == 200
     requests, results, _ = land_and_publish(defs, instance, None)
     assert all(r.success for r in results)
-    assert sorted(r.partition_key for r in requests if r.partition_key) == ["eu", "us"]
+    assert [r.job_name for r in requests] == [names.import_parts_job_name("people")]
+    published = results[0].asset_materializations_for_node(names.land_publish_op_name("people"))
+    assert sorted(m.partition for m in published) == ["eu", "us"]
     assert sqlite_count(home / "target.db", "SELECT count(*) FROM people WHERE region = 'eu'") == 200
 
 
@@ -277,6 +336,29 @@ def test_unreachable_broker_does_not_stop_other_tables(home: Path, instance) -> 
     requests, cursor = tick(defs, instance, None)
     assert [r.job_name for r in requests] == [names.import_parts_job_name("events")]
     assert "ghost" not in json.loads(cursor)["seq"]
+
+
+def test_a_tick_waits_for_the_first_part_and_launches_its_land_run_at_once(home: Path, instance) -> None:
+    """The daemon ticks every 5 s at best: a tick that finds nothing keeps polling, so a first part is not left waiting."""
+    doc = tables_doc(home)
+    doc["sensor"]["interval_seconds"] = 5  # a tick waits up to 4 s
+    defs = definitions_for(doc, home)
+    started = time.monotonic()
+    assert tick(defs, instance, None)[0] == []
+    assert time.monotonic() - started >= 3.8, "nothing arrived: the tick polled for the interval less a second"
+
+    def first_part() -> None:
+        time.sleep(0.5)
+        with open_broker(f"spool:///{home}/spool/events") as log:
+            log.publish(b"<DataPacket/>", {"kind": "data", "export_id": "REF-x", "partition": DAYS[0]})
+
+    producer = threading.Thread(target=first_part)
+    started = time.monotonic()
+    producer.start()
+    requests, _ = tick(defs, instance, None)
+    producer.join()
+    assert [r.run_key for r in requests] == ["events:0-0"]
+    assert time.monotonic() - started < 3.3, "the land run was requested as soon as the part arrived"
 
 
 def test_a_run_landing_three_partitions_reports_each_its_own_throughput(home: Path, instance) -> None:

@@ -141,8 +141,11 @@ def test_sensor_skips_what_a_copy_run_landed_and_launches_the_rest(home: Path, i
         f"events:0-{plain_before[names.META_LAST_SEQ]}",
         f"events:{plain_after[names.META_FIRST_SEQ]}-{plain_after[names.META_LAST_SEQ]}",
     ]
-    publish = [r.partition_key for r in requests if r.job_name == names.publish_job_name("events")]
-    assert sorted(publish) == [DAYS[1], DAYS[2]], "the copied partition was published by its own run"
+    assert all(r.job_name == names.import_parts_job_name("events") for r in requests), "no publish run"
+    published = [
+        m.partition for r in results for m in r.asset_materializations_for_node(names.land_publish_op_name("events"))
+    ]
+    assert sorted(published) == [DAYS[1], DAYS[2]], "the copied partition was published by its own run"
     assert all(r.success for r in results)
     assert [day_rows(home, d) for d in DAYS] == [1500, 1500, 1500]
     assert tick(defs, instance, cursor)[0] == []
@@ -167,10 +170,9 @@ def test_failed_inline_landing_leaves_the_export_for_the_sensor(home: Path, inst
         f"events:{exported[names.META_FIRST_SEQ]}-{exported[names.META_LAST_SEQ]}"
     ]
     assert all(r.success for r in results)
-    published = results[-1]
-    assert published.dagster_run.job_name == names.publish_job_name("events")
-    assert metadata(published, names.import_op_name("events"))["landed_in"] == "land runs"
-    assert all(p for p, _ in checks_of(published).values())
+    (published,) = results
+    assert metadata(published, names.land_publish_op_name("events"))["landed_in"] == "land runs"
+    assert len(checks_of(published)) == 5 and all(p for p, _ in checks_of(published).values())
     assert sqlite_count(home / "later" / "target.db", "SELECT count(*) FROM events") == 1500
 
 

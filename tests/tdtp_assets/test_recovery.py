@@ -80,13 +80,13 @@ def test_failed_land_run_is_relaunched_then_fails_the_checks_then_lands(home: Pa
     # Nothing new while the re-launch is waiting: the same failure does not count twice.
     assert tick(defs, instance, cursor)[0] == []
 
-    # Fix the cause: the re-launch lands the range, the sensor publishes, the checks pass.
+    # Fix the cause: the re-launch lands the range, publishes the partition recorded as not
+    # published, and its checks pass, all in that run; the sensor has nothing more to launch.
     (home / "dw").mkdir()
-    assert execute_request(defs, instance, by_job[names.import_parts_job_name("events")]).success
-    (publish,), cursor = tick(defs, instance, cursor)
-    assert publish.run_key == f"events:publish:{meta['export_id']}"
-    result = execute_request(defs, instance, publish)
+    result = execute_request(defs, instance, by_job[names.import_parts_job_name("events")])
     assert result.success
+    (mat,) = result.asset_materializations_for_node(names.land_publish_op_name("events"))
+    assert (mat.partition, mat.metadata["published"].value) == (DAYS[0], True)
     assert {name for name, (passed, _) in checks_of(result).items() if passed} == CHECKS
     assert sqlite_count(home / "dw" / "target.db", "SELECT count(*) FROM events") == 1500
     assert tick(defs, instance, cursor)[0] == []
@@ -198,3 +198,35 @@ def test_publish_and_export_runs_fail_with_the_root_cause(home: Path, instance) 
     message = run_failure_message(instance, result.run_id)
     assert f"exporting events partition {DAYS[0]} from sqlite://" in message, message
     assert "no_such_table" in message, message
+
+
+def test_a_land_run_whose_checks_fail_fails_and_is_not_launched_again(home: Path, instance) -> None:
+    """Blocking checks that fail in the land run fail it, naming them; landing again would change nothing."""
+    import sqlite3
+
+    doc = tables_doc(home)
+    doc["defaults"].update({"land_retry_seconds": 0, "land_retry_max_seconds": 0})  # a re-launch would be due at once
+    del doc["tables"]["people"]
+    defs = definitions_for(doc, home)
+    # A target whose trigger eats one row of every load: the partition lands one row short.
+    conn = sqlite3.connect(home / "target.db")
+    conn.executescript(
+        """
+        CREATE TABLE events (id INTEGER PRIMARY KEY, ts TIMESTAMP NOT NULL, kind TEXT, amount DECIMAL(10,2), note TEXT);
+        CREATE TRIGGER eat_one AFTER INSERT ON events WHEN NEW.id % 1500 = 1
+        BEGIN DELETE FROM events WHERE id = NEW.id; END;
+        """
+    )
+    conn.close()
+    export(defs, instance, "events", DAYS[0])
+    (land,), cursor = tick(defs, instance, None)
+    result = execute_request(defs, instance, land)
+    assert not result.success
+    checks = checks_of(result)
+    assert checks["rows_match_summary"] == (
+        False, "1 rows missing: 1,499 rows in the target partition, TotalRows 1,500"
+    )  # fmt: skip
+    message = run_failure_message(instance, result.run_id)
+    assert "1 check(s) failed: 2026-03-01 rows_match_summary: 1 rows missing" in message, message
+    # The partition is materialized (published), its red check says why; nothing is launched again.
+    assert tick(defs, instance, cursor)[0] == []

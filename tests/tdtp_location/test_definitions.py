@@ -64,7 +64,8 @@ def test_jobs_sensor_and_schedules(tmp_path: Path) -> None:
     land_job = defs.resolve_job_def(names.import_parts_job_name("events"))
     pools = {node.name: node.definition.pool for node in land_job.graph.nodes}
     assert pools == {"plan_parts_events": None, "land_parts_events": "tdtp/target/target",
-                     "report_parts_events": "tdtp/target/target"}  # fmt: skip
+                     "report_parts_events": "tdtp/target/target", "publish_parts_events": "tdtp/target/target",
+                     "check_parts_events": "tdtp/target/target"}  # fmt: skip
     assert defs.get_assets_def(names.import_key("events")).op.pool == "tdtp/target/target"
     assert defs.get_assets_def(names.export_key("events")).op.pool is None, "plain exports only write the broker"
 

@@ -315,3 +315,46 @@ def test_one_exports_reader_steps_over_interleaved_exports_and_ends_at_its_summa
     ]  # fmt: skip
     assert reader.summary_seq == 8
     assert own.others == {"b", ""}, "c came after the summary and was never read"
+
+
+def test_a_range_reader_follows_until_the_exports_begun_in_it_end(tmp_path: Path) -> None:
+    """A land run's read: its range, then on until every export adopted there has its summary."""
+    from tdtp.brokers import UntilExportsEnd
+
+    log = spool(tmp_path)
+    for owner in ("a", "b", "a"):
+        log.publish(b"<DataPacket/>", {"kind": "data", "export_id": owner})
+    # Range 0..1 (a, b): a and b are adopted, so is c below (within the adopt limit of 4 messages).
+    log.publish(b"<Summary/>", {"kind": "summary", "export_id": "b"})  # 3
+    log.publish(b"<DataPacket/>", {"kind": "data", "export_id": "c"})  # 4: the 5th message, not adopted
+    log.publish(b"<Summary/>", {"kind": "summary", "export_id": "a"})  # 5: the last adopted export ends
+    log.publish(b"<DataPacket/>", {"kind": "data", "export_id": "c"})  # 6: never read
+
+    view = UntilExportsEnd(log, until_seq=1, adopt_limit=4)
+    started = time.monotonic()
+    read = messages(list(view.read(from_seq=0, follow=True, timeout=30)))
+    assert time.monotonic() - started < 10, "the read ended at a's summary, not at the follow timeout"
+    assert [m.seq for m in read] == [0, 1, 2, 3, 4, 5]
+    assert view.last_seq == 5 and not view.open
+
+    # Nothing of the range is open and nothing more may be adopted: the read stops at the range's end.
+    ended = UntilExportsEnd(log, until_seq=5, adopt_limit=1)
+    assert [m.seq for m in messages(list(ended.read(from_seq=5, follow=True, timeout=30)))] == [5]
+    # An export whose summary never comes: the read ends on the follow timeout, the export still open.
+    stuck = UntilExportsEnd(log, until_seq=6, adopt_limit=100)
+    assert [m.seq for m in messages(list(stuck.read(from_seq=6, follow=True, timeout=0.5)))] == [6]
+    assert stuck.open == {"c"} and stuck.last_seq == 6
+
+
+def test_a_range_reader_reads_on_while_the_stream_holds_more(tmp_path: Path) -> None:
+    """Exports launched together land in one run: past its range the reader takes what is already there."""
+    from tdtp.brokers import UntilExportsEnd
+
+    log = spool(tmp_path)
+    for owner in ("x", "y"):
+        log.publish(b"<DataPacket/>", {"kind": "data", "export_id": owner})
+        log.publish(b"<Summary/>", {"kind": "summary", "export_id": owner})
+    view = UntilExportsEnd(log, until_seq=1, adopt_limit=100)
+    started = time.monotonic()
+    assert [m.seq for m in messages(list(view.read(from_seq=0, follow=True, timeout=30)))] == [0, 1, 2, 3]
+    assert time.monotonic() - started < 10 and view.last_seq == 3
