@@ -44,8 +44,10 @@ def test_executor_celery_puts_the_land_job_on_celery_with_the_files_broker(tmp_p
     # The broker from the file reaches Celery as the executor's config (checked by Dagster's schema).
     assert executor_config(events)["broker"] == BROKER
     assert people.executor_def.name == "in_process"  # the other table keeps the default
-    # The graph is the same: plan -> land (fanned out) -> report
-    assert {node.name for node in events.graph.nodes} == {"plan_parts_events", "land_parts_events", "report_parts_events"}
+    # The graph is the same: plan -> land (fanned out) -> report -> publish -> check
+    assert {node.name for node in events.graph.nodes} == {
+        "plan_parts_events", "land_parts_events", "report_parts_events", "publish_parts_events", "check_parts_events"
+    }  # fmt: skip
 
 
 def test_broker_from_the_environment_is_read_when_a_run_starts(
