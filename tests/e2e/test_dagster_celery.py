@@ -6,7 +6,8 @@ from it), and two ``dagster-celery worker start`` processes, each in a working
 directory and DAGSTER_HOME of its own as on two hosts, on the machine's RabbitMQ as
 the Celery broker.  The table says ``executor: celery`` and ``fanout: 4``.  An export
 is launched through GraphQL; the part-arrival sensor launches the land run(s), whose
-land ops run as Celery tasks; the publish run publishes the partition.  The ledger
+land ops run as Celery tasks; the land run that completes the export publishes the
+partition and runs its checks.  The ledger
 then names both workers, every part is in it exactly once, and the target equals the
 source.
 """
@@ -36,7 +37,7 @@ from tests.e2e.dagster_procs import (
     wait_for_location,
     wait_until,
 )
-from tests.e2e.test_dagster_e2e import DAYS, ROWS_PER_DAY, fingerprint, good_publish_runs, make_source
+from tests.e2e.test_dagster_e2e import DAYS, ROWS_PER_DAY, fingerprint, land_runs_green, make_source
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 
@@ -114,7 +115,7 @@ def test_two_celery_workers_land_one_export(
             return describe_runs(instance) + "\n" + services.log_tail() + "\n" + tails
 
         launch_job(services, names.export_job_name("events"), partition=day)
-        wait_until(lambda: bool(good_publish_runs(instance, day)), 300, "the partition published", diagnostics)
+        wait_until(lambda: bool(land_runs_green(instance, day)), 300, "the partition published", diagnostics)
 
         land_runs = instance.get_runs(filters=dg.RunsFilter(job_name=names.import_parts_job_name("events")))
         assert land_runs and all(r.status == dg.DagsterRunStatus.SUCCESS for r in land_runs), diagnostics()
