@@ -30,8 +30,6 @@ from tdtp.cli_args import (
 from tdtp.copy import add_copy_parser, cmd_copy
 from tdtp.packet import TdtpError
 
-_int_at_least = int_at_least
-
 __all__ = ["EXIT_FAILED", "EXIT_OK", "EXIT_USAGE", "build_parser", "is_broker_url", "main", "refuse_reserved_table"]
 
 
@@ -76,7 +74,7 @@ def _add_import(sub: argparse._SubParsersAction) -> None:
         default="auto",
         help="PostgreSQL replace: load in parallel and swap the table/partition in (auto: where safe), or copy",
     )
-    p.add_argument("--workers", type=_int_at_least(1), help="parallel workers (default: CPU count)")
+    p.add_argument("--workers", type=int_at_least(1), help="parallel workers (default: CPU count)")
     add_schema_option(p)
     start = p.add_mutually_exclusive_group()
     start.add_argument("--from-seq", type=int, help="replay from this sequence number (inclusive)")
@@ -150,7 +148,7 @@ def _add_replay(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("replay", help="retry dead-lettered parts kept in a target database")
     p.add_argument("--target", required=True)
     p.add_argument("--export-id", help="only this export's dead letters")
-    p.add_argument("--workers", type=_int_at_least(1))
+    p.add_argument("--workers", type=int_at_least(1))
     add_schema_option(p)
 
 

@@ -289,7 +289,7 @@ def write_part(
                 (staged.table, staged.export_id, part, body),
             )
         elif values:
-            # Workers decoded them with sinks.sqlite.stored_values: stored forms already.
+            # Workers decoded them with sinks.sqlite.stored_chunks: stored forms already.
             write_rows(conn, stage_ref(target, staged.stage), schema, values, stored=True)
         resolve_dead_letters(target, conn, staged.export_id, staged.table, part, resolution)
     return True

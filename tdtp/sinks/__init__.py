@@ -5,7 +5,7 @@ these are functions on a connection the caller owns:
 
 - ``tdtp.sinks.copy_text``  row lines -> PostgreSQL COPY text, without parsing values
                             (loaded by ``tdtp.importer.pg_copy``, the one COPY FROM path)
-- ``tdtp.sinks.sqlite``     ``stored_values`` (row lines -> what SQLite stores) and
+- ``tdtp.sinks.sqlite``     ``stored_rows`` / ``stored_chunks`` (row lines -> what SQLite stores) and
                             ``write_rows``
 - ``tdtp.sinks.ddl``        ``CREATE TABLE`` from a schema, quoting of identifiers
 """

@@ -96,7 +96,7 @@ def write_rows(
 ) -> int:
     """Insert Python rows with ``executemany`` (caller's transaction); returns the count.
 
-    ``stored``: the rows already hold what SQLite stores (:func:`stored_values`), so
+    ``stored``: the rows already hold what SQLite stores (:func:`stored_rows`, :func:`stored_chunks`), so
     they go to ``executemany`` as they are, without a Python call per value.
     """
     n_fields = len(schema.fields)
@@ -184,12 +184,6 @@ def _stored_converter(field: Field) -> Callable[[str], Any]:
     return kept_or_slow(as_written) if as_written is not None else slow
 
 
-def stored_values(packet: Packet) -> list[tuple[Any, ...]]:
-    """A decoded packet's rows as what SQLite stores (str/int/float/bytes/None per value)."""
-    part = f"part {packet.header.part_number}: " if packet.header.part_number else ""
-    return stored_rows(packet.schema, packet.rows, where=part)
-
-
 @dataclass(slots=True)
 class StoredChunks:
     """A part's rows as what SQLite stores, marshalled and zstd-packed a chunk of rows at a time.
@@ -216,7 +210,7 @@ class StoredChunks:
 
 
 def stored_chunks(packet: Packet, *, chunk_rows: int = 4096) -> StoredChunks:
-    """``stored_values`` of a packet, marshalled in chunks (see :class:`StoredChunks`)."""
+    """A decoded packet's rows as what SQLite stores, marshalled in chunks (see :class:`StoredChunks`)."""
     part = f"part {packet.header.part_number}: " if packet.header.part_number else ""
     pack = zstandard.ZstdCompressor(level=1).compress
     blobs = [
