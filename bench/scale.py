@@ -149,15 +149,43 @@ def child(name: str, args: argparse.Namespace) -> dict[str, object]:
     }
 
 
+def server_cpu() -> dict[str, float]:
+    """CPU seconds spent so far by the PostgreSQL server (every process, and the backends its
+    postmaster has reaped) and by RabbitMQ's Erlang VM: the other half of the accounting, since
+    on this machine the servers share the client's two cores."""
+    import psutil
+
+    spent = {"postgres": 0.0, "rabbitmq": 0.0}
+    for proc in psutil.process_iter(["name"]):
+        try:
+            name = proc.info["name"] or ""
+            kind = "postgres" if name.startswith("postgres") else "rabbitmq" if name.startswith("beam") else None
+            if kind is None:
+                continue
+            t = proc.cpu_times()
+            spent[kind] += t.user + t.system
+            parent = proc.parent()
+            if kind == "postgres" and not (parent and (parent.name() or "").startswith("postgres")):
+                spent[kind] += t.children_user + t.children_system  # the postmaster: reaped backends
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            continue
+    return spent
+
+
 def run_child(name: str, rows: int, args: argparse.Namespace) -> dict[str, object]:
     argv = [sys.executable, __file__, "--child", name, "--rows", str(rows), "--admin", args.admin,
             "--rabbitmq", args.rabbitmq, "--timeout", str(args.timeout)]  # fmt: skip
     if args.workers:
         argv += ["--workers", str(args.workers)]
+    servers_before = server_cpu()
     done = subprocess.run(argv, capture_output=True, text=True, timeout=args.timeout + 60)
+    servers_after = server_cpu()
     if done.returncode != 0:
         return {"failed": (done.stderr.strip().splitlines() or ["?"])[-1]}
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    result: dict[str, object] = json.loads(done.stdout.strip().splitlines()[-1])
+    for kind, spent in servers_after.items():
+        result[f"{kind}_cpu"] = round(spent - servers_before[kind], 2)
+    return result
 
 
 def load() -> str:

@@ -224,18 +224,26 @@ class RowText(Sequence[str]):
 
     def chunks(self, size: int = 256 * 1024) -> Iterator[list[str]]:
         """Lists of consecutive lines, each from about ``size`` bytes of the text."""
+        return map(_split_lines, self.text_chunks(size))  # map keeps no chunk text while its lines are used
+
+    def text_chunks(self, size: int = 256 * 1024) -> Iterator[tuple[str, int]]:
+        """(lines joined by LF, how many) for consecutive lines, each from about ``size`` bytes.
+
+        The COPY conversion works on a chunk's joined text; splitting it into lines
+        only to join them again cost the importer ~0.2 CPU-s per 1M rows.
+        """
         data, end, pos, left = self.data, len(self.data), 0, self._count
         while left > 0:
             cut = data.rfind(b"\n", pos, pos + size) if pos + size < end else -1
             if cut < 0:  # the rest fits, or one line is longer than size
                 cut = data.find(b"\n", pos + size) if pos + size < end else -1
             stop = end if cut < 0 else cut
-            lines = data[pos:stop].decode("utf-8").split("\n")
-            left -= len(lines)
-            yield lines
+            count = data.count(b"\n", pos, stop) + 1
+            left -= count
+            yield data[pos:stop].decode("utf-8"), count  # the bytes slice is gone once decoded
             pos = stop + 1
             if cut < 0 and left > 0:  # the text ends with line feeds: empty last lines
-                yield [""] * left
+                yield "\n" * (left - 1), left
                 left = 0
 
     def __iter__(self) -> Iterator[str]:
@@ -262,6 +270,10 @@ class RowText(Sequence[str]):
         return f"RowText({len(self)} lines, {len(self.data)} bytes)"
 
 
+def _split_lines(chunk: tuple[str, int]) -> list[str]:
+    return chunk[0].split("\n")
+
+
 def line_chunks(lines: Sequence[str], rows: int = 4096) -> Iterator[tuple[int, list[str]]]:
     """(index of the first line, lines) for consecutive chunks of about ``rows`` lines.
 
@@ -277,6 +289,21 @@ def line_chunks(lines: Sequence[str], rows: int = 4096) -> Iterator[tuple[int, l
         return
     for start in range(0, len(lines), rows):
         yield start, list(lines[start : start + rows])
+
+
+def text_chunks(lines: RowText, rows: int = 4096) -> Iterator[tuple[int, str, int]]:
+    """(index of the first line, the lines joined by LF, how many) for chunks of about ``rows`` lines.
+
+    :func:`line_chunks` as joined text, which is what a :class:`RowText` holds, so its
+    chunks are never split into lines.  (A list of lines may hold a raw line feed
+    inside a line, which joined text could not tell from a line end: lists go by
+    :func:`line_chunks`.)
+    """
+    start = 0
+    size = max(4096, len(lines.data) * rows // max(len(lines), 1))
+    for text, count in lines.text_chunks(size):
+        yield start, text, count
+        start += count
 
 
 @dataclass(slots=True)

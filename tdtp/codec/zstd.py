@@ -9,10 +9,10 @@ Go may also compress a whole message (Kafka spool): ``maybe_unzstd`` undoes that
 
 from __future__ import annotations
 
-import base64
 import binascii
 import threading
 
+import pybase64
 import xxhash
 import zstandard
 
@@ -36,7 +36,7 @@ def _compressor(level: int) -> zstandard.ZstdCompressor:
 def pack_rows(data: bytes, level: int) -> tuple[bytes, str]:
     """LF-joined row bytes -> (base64 of one zstd frame, its XXH3-64 checksum): a compressed ``<R>``."""
     frame = _compressor(level).compress(data)
-    b64 = base64.b64encode(frame)
+    b64 = pybase64.b64encode(frame)
     checksum = xxhash.xxh3_64_hexdigest(b64)
     return b64, checksum
 
@@ -54,7 +54,7 @@ def unpack_rows(b64: str, checksum: str, cap: int, where: str) -> bytes:
                 where=where,
             )
     try:
-        frame = base64.b64decode(b64, validate=True)
+        frame = pybase64.b64decode(b64, validate=True)
     except (binascii.Error, ValueError) as exc:
         raise PacketFormatError(f"compressed rows are not valid base64: {exc}", where=where) from exc
     return zstd_decompress(frame, cap, where, "decompressed data", "max_decoded_bytes")

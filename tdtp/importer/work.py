@@ -31,8 +31,8 @@ from tdtp.importer.errors import TargetUnavailable, error_text, is_retryable
 from tdtp.importer.outcome import ABANDONED, AUTO, COPY, DUPLICATE, FAILED, IMPORTED
 from tdtp.importer.staging import StagedExport, in_ledger, signature_text, stage_export, write_part
 from tdtp.importer.target import Target
-from tdtp.packet import IntegrityError, Schema, TdtpError, line_chunks
-from tdtp.sinks.copy_text import lines_to_copy
+from tdtp.packet import IntegrityError, RowText, Schema, TdtpError, line_chunks, text_chunks
+from tdtp.sinks.copy_text import lines_to_copy, text_to_copy
 from tdtp.sinks.ddl import refuse_reserved
 from tdtp.sinks.sqlite import StoredChunks, stored_chunks
 
@@ -274,6 +274,11 @@ def copy_chunks(part: DecodedPart, source: str) -> Iterator[bytes]:
     (the server idle) and waiting for COPY (the worker idle); in chunks the server
     parses and inserts one chunk while the worker converts the next.
     """
+    if isinstance(part.lines, RowText):
+        for start, text, count in text_chunks(part.lines, COPY_CHUNK_ROWS):
+            where = f"{source}: part {part.part_number} (from row {start + 1})"
+            yield text_to_copy(part.schema, text, count, where=where).encode()
+        return
     for start, lines in line_chunks(part.lines, COPY_CHUNK_ROWS):
         where = f"{source}: part {part.part_number} (from row {start + 1})"
         yield lines_to_copy(part.schema, lines, where=where).encode()

@@ -174,6 +174,22 @@ def lines_to_copy(schema: Schema, lines: list[str], *, where: str = "") -> str:
     return out + "".join(_convert_line(plan, lines[i], i, where) + "\n" for i in sorted(dirty))
 
 
+def text_to_copy(schema: Schema, text: str, nrows: int, *, where: str = "") -> str:
+    """:func:`lines_to_copy` for ``nrows`` row lines already joined by LF (none holding a raw LF).
+
+    A decoded part's rows are one text (:class:`tdtp.packet.RowText`); the usual
+    chunk, with no backslash and every value as COPY takes it, is checked and
+    converted as that text, never split into a string per line.  Any other chunk
+    takes :func:`lines_to_copy`.
+    """
+    if not nrows:
+        return ""
+    plan = plan_for(schema)
+    if plan.bulk and "\\" not in text and not plan.check.flag(text, nrows, where):
+        return _bulk(plan, text) + "\n"
+    return lines_to_copy(schema, text.split("\n"), where=where)
+
+
 def _zoned_naive(f: Field) -> bool:
     """A TIMESTAMP field whose naive texts are in a zone other than UTC: converted per value."""
     tz = f.timezone.strip()

@@ -1,0 +1,59 @@
+"""``copy_out_chunks``: COPY's rows in chunks of whole lines, read in C with the collector
+paused, on a real server: what it yields, and the connection it leaves after an error or
+an early stop."""
+
+from __future__ import annotations
+
+import gc
+
+import psycopg
+import pytest
+
+from tdtp.sources.pg_copy import FIRST_CHUNK_BYTES, copy_out_chunks
+
+QUERY = "COPY (SELECT g, repeat('x', g % 300), g * 1.5 FROM generate_series(1, {n}) g) TO STDOUT"
+
+
+def _plain_copy(conn: psycopg.Connection, statement: str) -> bytes:
+    with conn.cursor() as cur, cur.copy(statement) as copy:
+        return b"".join(bytes(block) for block in copy)
+
+
+@pytest.mark.parametrize("rows", [0, 1, 7, 50_000])
+def test_chunks_are_whole_lines_and_the_same_bytes(pg_conn: psycopg.Connection, rows: int) -> None:
+    statement = QUERY.format(n=rows)
+    chunks = list(copy_out_chunks(pg_conn, statement, chunk_bytes=64 * 1024))
+    assert b"".join(chunks) == _plain_copy(pg_conn, statement)
+    assert all(chunk.endswith(b"\n") for chunk in chunks)
+    assert sum(chunk.count(b"\n") for chunk in chunks) == rows
+    if rows == 50_000:
+        assert len(chunks[0]) < 2 * FIRST_CHUNK_BYTES  # the first part can leave after a few rows
+        assert max(map(len, chunks)) < 2 * 64 * 1024  # chunks stay near their size
+    assert gc.isenabled()
+
+
+def test_a_row_longer_than_a_chunk_comes_whole(pg_conn: psycopg.Connection) -> None:
+    statement = "COPY (SELECT g, repeat('y', 200000) FROM generate_series(1, 5) g) TO STDOUT"
+    chunks = list(copy_out_chunks(pg_conn, statement, chunk_bytes=16 * 1024))
+    assert b"".join(chunks) == _plain_copy(pg_conn, statement)
+    assert all(chunk.endswith(b"\n") for chunk in chunks)
+
+
+def test_an_error_midway_raises_and_leaves_the_connection_usable(pg_conn: psycopg.Connection) -> None:
+    statement = "COPY (SELECT g, 1 / (20000 - g) FROM generate_series(1, 30000) g) TO STDOUT"
+    got = 0
+    with pytest.raises(psycopg.Error, match="division by zero"):
+        for chunk in copy_out_chunks(pg_conn, statement):
+            got += chunk.count(b"\n")
+    assert got < 20000
+    assert gc.isenabled()
+    assert pg_conn.execute("SELECT 42").fetchone() == (42,)
+
+
+def test_an_early_stop_cancels_and_leaves_the_connection_usable(pg_conn: psycopg.Connection) -> None:
+    chunks = copy_out_chunks(pg_conn, QUERY.format(n=500_000))
+    first = next(chunks)
+    assert first.endswith(b"\n")
+    chunks.close()
+    assert gc.isenabled()
+    assert pg_conn.execute("SELECT 7").fetchone() == (7,)
