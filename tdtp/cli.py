@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 # Shared with subcommands in modules of their own (tdtp/copy.py); re-exported for callers of tdtp.cli.
+from tdtp.allocator import keep_freed_memory
 from tdtp.cli_args import (
     EXIT_FAILED,
     EXIT_OK,
@@ -432,6 +433,7 @@ COMMANDS = {
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    keep_freed_memory()  # a command moves data and exits: see tdtp/allocator.py
     # pika logs every reconnect attempt with a traceback; our BrokerError says it in one line.
     logging.getLogger("pika").setLevel(logging.CRITICAL)
     logging.getLogger("kafka").setLevel(logging.CRITICAL)

@@ -6,6 +6,7 @@ The modules, top to bottom (each imports only modules below it; see
 docs/architecture.md for the picture and one row's path):
 
   one_export    land one export only, from a seq to its summary (copy runs, import steps)
+  lander_io     what a lander process and its caller exchange: job, ready line, result
   engine        ParallelImporter: import files / a log, finalize, status, reset, dead-letter replay
   dispatch      ImportRun: one import call's receive loop, backpressure, acks, finalize triggers
   live          the live publisher: an export's COPY publish transaction open while parts arrive
@@ -30,21 +31,58 @@ docs/architecture.md for the picture and one row's path):
   outcome, errors   states and strategy names; how failures are classified and worded
 """
 
-from tdtp.importer.engine import ParallelImporter, export_status
-from tdtp.importer.one_export import JOB_ENV, LANDER_MODULE, ExportLanding, land_export
-from tdtp.importer.one_export import READY as LANDER_READY
-from tdtp.importer.options import ImportOptions
-from tdtp.importer.outcome import (
-    COMPLETE,
-    FINALIZED,
-    IMPORTING,
-    SUPERSEDED,
-    FinalizeResult,
-    ranges,
-)
-from tdtp.importer.stats import ImportStats
-from tdtp.importer.status import ExportStatus
-from tdtp.sinks.schema_change import DISCARD_COLUMNS, EVOLVE, FREEZE, POLICIES, REFUSED, SchemaChange
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # the names below, loaded on first use (see __getattr__)
+    from tdtp.importer.engine import ParallelImporter, export_status
+    from tdtp.importer.lander_io import JOB_ENV, LANDER_MODULE, ExportLanding
+    from tdtp.importer.lander_io import READY as LANDER_READY
+    from tdtp.importer.one_export import land_export
+    from tdtp.importer.options import ImportOptions
+    from tdtp.importer.outcome import COMPLETE, FINALIZED, IMPORTING, SUPERSEDED, FinalizeResult, ranges
+    from tdtp.importer.stats import ImportStats
+    from tdtp.importer.status import ExportStatus
+    from tdtp.sinks.schema_change import DISCARD_COLUMNS, EVOLVE, FREEZE, POLICIES, REFUSED, SchemaChange
+
+#: Where each public name lives: (module, name there).  Loaded on first use, so that
+#: ``from tdtp.importer import ImportOptions`` (tdtp copy's checks) or the lander's
+#: protocol (tdtp/landing.py) does not import the whole engine: ~0.2 CPU-s and the
+#: lander's start delayed by as much, measured on ``tdtp copy``.
+_NAMES: dict[str, tuple[str, str]] = {
+    "ParallelImporter": ("tdtp.importer.engine", "ParallelImporter"),
+    "export_status": ("tdtp.importer.engine", "export_status"),
+    "JOB_ENV": ("tdtp.importer.lander_io", "JOB_ENV"),
+    "LANDER_MODULE": ("tdtp.importer.lander_io", "LANDER_MODULE"),
+    "LANDER_READY": ("tdtp.importer.lander_io", "READY"),
+    "ExportLanding": ("tdtp.importer.lander_io", "ExportLanding"),
+    "land_export": ("tdtp.importer.one_export", "land_export"),
+    "ImportOptions": ("tdtp.importer.options", "ImportOptions"),
+    **{n: ("tdtp.importer.outcome", n) for n in ("COMPLETE", "FINALIZED", "IMPORTING", "SUPERSEDED")},
+    "FinalizeResult": ("tdtp.importer.outcome", "FinalizeResult"),
+    "ranges": ("tdtp.importer.outcome", "ranges"),
+    "ImportStats": ("tdtp.importer.stats", "ImportStats"),
+    "ExportStatus": ("tdtp.importer.status", "ExportStatus"),
+    **{
+        n: ("tdtp.sinks.schema_change", n)
+        for n in ("DISCARD_COLUMNS", "EVOLVE", "FREEZE", "POLICIES", "REFUSED", "SchemaChange")
+    },
+}
+
+
+def __getattr__(name: str) -> Any:
+    try:
+        module, attr = _NAMES[name]
+    except KeyError:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}") from None
+    value = getattr(importlib.import_module(module), attr)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_NAMES])
+
 
 __all__ = [
     "COMPLETE",

@@ -27,65 +27,18 @@ from __future__ import annotations
 import json
 import os
 import sys
-from dataclasses import dataclass, field
 from typing import Any
 
+from tdtp.allocator import keep_freed_memory
 from tdtp.brokers import LogView, OnlyExport, PartLog, UntilSummary, open_broker
 from tdtp.importer.engine import ParallelImporter
+from tdtp.importer.lander_io import JOB_ENV, READY, ExportLanding
 from tdtp.importer.options import ImportOptions
-from tdtp.importer.outcome import COMPLETE, FINALIZED
-from tdtp.importer.stats import ImportStats
 from tdtp.sinks.schema_change import EVOLVE
 
-#: The environment variable holding the lander process's job.
-JOB_ENV = "TDTP_LAND_JOB"
-#: Run as ``python -m LANDER_MODULE`` to land one export in a process of its own.
-LANDER_MODULE = "tdtp.importer.one_export"
-#: Export states in which every part is in the target (published or ready to be).
-LANDED_STATES = (COMPLETE, FINALIZED)
-#: The line a lander started with ``from_seq: null`` writes once it has its seq and reads.
-READY = "ready"
 #: The lander process stops when no message came for this long (its parent may be gone,
 #: killed without a chance to stop it); whoever lands the export next lands the rest.
 IDLE_TIMEOUT_SECONDS = 600.0
-
-
-@dataclass
-class ExportLanding:
-    """What landing one export did: the importer's figures and where the read ended."""
-
-    stats: ImportStats = field(default_factory=ImportStats)
-    summary_seq: int | None = None  # where its summary was read; None: not reached
-    others: list[str] = field(default_factory=list)  # other exports met ("" : a message naming none)
-    state: str = ""  # the export's state in the target afterwards (ExportStatus.state)
-    error: str | None = None  # why the landing failed (a lander process's own failure)
-
-    @property
-    def complete(self) -> bool:
-        """Every part of the export is in the target."""
-        return self.state in LANDED_STATES
-
-    def as_dict(self) -> dict[str, Any]:
-        """The lander process's result line (JSON)."""
-        return {
-            "stats": self.stats.as_dict(),
-            "summary_seq": self.summary_seq,
-            "others": list(self.others),
-            "state": self.state,
-            "complete": self.complete,
-            **({"error": self.error} if self.error is not None else {}),
-        }
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> ExportLanding:
-        """A lander process's result line read back (a failed process sends only ``error``)."""
-        return cls(
-            stats=ImportStats.from_dict(data.get("stats") or {}),
-            summary_seq=data.get("summary_seq"),
-            others=list(data.get("others") or []),
-            state=str(data.get("state") or ""),
-            error=data.get("error"),
-        )
 
 
 def land_export(
@@ -159,6 +112,7 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
 
 
 def main() -> int:
+    keep_freed_memory()  # a process that lands one export and exits (tdtp/allocator.py)
     try:
         # Taken out of the environment first: the importer's worker processes need no URLs from it.
         text = os.environ.pop(JOB_ENV, None)
