@@ -90,6 +90,20 @@ def _check(args: argparse.Namespace) -> None:
     ImportOptions(mode=args.mode, table=args.target_table, schema=args.schema).validate()
 
 
+def _preload(*urls: str) -> None:
+    """Import the drivers both sides use before the lander forks: once, not in each process."""
+    import importlib
+
+    from tdtp.brokers import SCHEMES
+
+    for url in urls:
+        scheme = url.partition("://")[0].lower()
+        if scheme in ("postgresql", "postgres"):
+            importlib.import_module("psycopg")
+        elif scheme in SCHEMES:
+            importlib.import_module(SCHEMES[scheme].partition(":")[0])
+
+
 def cmd_copy(args: argparse.Namespace) -> int:
     from tdtp.brokers import open_broker, redact_url
     from tdtp.codec import export_message_id
@@ -124,8 +138,10 @@ def cmd_copy(args: argparse.Namespace) -> int:
             "schema": args.schema,
         },
         die_with_parent=True,  # no thread runs here: a killed copy takes its landing with it
+        fork=True,  # nor any connection yet: a fork has this process's modules (tdtp/landing.py)
     )
-    lander.start()  # imports and connects while the source opens
+    _preload(args.source, args.target, via)
+    lander.start()  # connects while the source opens
     exported = False
     try:
         with (

@@ -179,7 +179,8 @@ class RabbitLog(PartLog):
 
     def seq_floor(self) -> int:
         """Stream: a seq at or below the end, at the first delivery of the last chunk (a few ms;
-        ``min(hw_probe_wait, 0.25)`` s on an empty stream).  Queue: :meth:`high_watermark`."""
+        ``min(hw_probe_wait, 0.25)`` s on an empty stream; at once on a stream this log
+        created, which was empty then).  Queue: :meth:`high_watermark`."""
         if not self.is_stream:
             return self.high_watermark()
         deadline = time.monotonic() + self.reconnect_timeout
@@ -187,6 +188,8 @@ class RabbitLog(PartLog):
             while True:
                 try:
                     conn = self._shared.get(deadline)
+                    if self._shared.created_queue:  # this log made the stream: it started empty
+                        return self._publisher.known_hw
                     floor = self._probe.next_offset(conn, self.stream, floor_wait=min(self.hw_probe_wait, 0.25))
                     return max(floor, self._publisher.known_hw)
                 except (pex.AMQPError, OSError) as exc:

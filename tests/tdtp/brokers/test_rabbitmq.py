@@ -182,6 +182,39 @@ def test_stream_high_watermark_is_cheap(queue_url: str) -> None:
         assert time.monotonic() - started < 0.6
 
 
+class _CountedProbe:
+    """The log's stream probe, counting its calls."""
+
+    def __init__(self, probe: object, calls: list[int]) -> None:
+        self._probe = probe
+        self._calls = calls
+
+    def next_offset(self, *args: object, **kwargs: object) -> int:
+        self._calls.append(1)
+        return self._probe.next_offset(*args, **kwargs)  # type: ignore[attr-defined]
+
+
+def test_stream_seq_floor_is_never_past_the_end(queue_url: str) -> None:
+    """A floor is where a reader of what comes next may start (tdtp copy's lander starts there):
+    never past the stream's end.  The log that created the stream answers without probing
+    (it was empty); another writer's messages since then stay at or after that floor."""
+    url = f"{queue_url}?queue_type=stream"
+    with open_broker(url) as creator:
+        probes: list[int] = []
+        creator._probe = _CountedProbe(creator._probe, probes)  # an empty stream's probe waits 0.25 s
+        assert creator.seq_floor() == 0
+        assert probes == []  # answered without probing
+        with open_broker(url) as other:
+            assert list(other.publish_many((part(i), {"part": str(i)}) for i in range(3))) == [0, 1, 2]
+            floor = other.seq_floor()  # found by probing: at or below the end
+            assert 0 <= floor <= other.high_watermark() == 3
+        assert creator.seq_floor() <= 3
+        assert creator.publish(part(9), {"part": "9"}) == 3
+        assert creator.seq_floor() <= 4
+        read = [m.seq for m in creator.read(from_seq=0, follow=False) if isinstance(m, Message)]
+        assert read == [0, 1, 2, 3]
+
+
 def test_default_max_message_size_is_rabbitmqs_128_mib(queue_url: str) -> None:
     with open_broker(f"{queue_url}?queue_type=quorum") as log:
         assert log.max_message_bytes == 128 * 1024 * 1024
