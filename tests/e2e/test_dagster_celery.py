@@ -27,7 +27,6 @@ import psycopg
 import pytest
 import yaml
 
-from tdtp.brokers import open_broker
 from tdtp_assets import names
 from tests.e2e.dagster_procs import (
     POSTGRES_INSTANCE_YAML,
@@ -47,43 +46,19 @@ WORKERS = ("celery-a", "celery-b")
 
 
 @pytest.fixture()
-def stream_url(rabbitmq_url: str):
-    url = f"{rabbitmq_url}/e2e_celery_{uuid.uuid4().hex[:10]}?queue_type=stream"
-    try:
-        yield url
-    finally:
-        with contextlib.suppress(Exception), open_broker(url) as log:
-            log.delete()
-
-
-@pytest.fixture()
 def celery_queue():
     """A Celery queue of this run's own: a worker left from another run (on ``dagster``) cannot take its tasks."""
     queue = f"tdtp_e2e_{uuid.uuid4().hex[:10]}"
     try:
         yield queue
     finally:
-        # Celery declared it durable on first use: delete it, as the stream above.
+        # Celery declared it durable on first use: delete it, as rabbitmq_stream deletes its stream.
         with contextlib.suppress(Exception), kombu.Connection(CELERY_BROKER) as conn:
             conn.default_channel.queue_delete(queue)
 
 
-@pytest.fixture()
-def dagster_pg_url(pg_url: str):
-    """A database of its own for Dagster's storage, shared by the daemon, run workers and Celery workers."""
-    base, _, _ = pg_url.rpartition("/")
-    name = f"dagster_{uuid.uuid4().hex[:10]}"
-    with psycopg.connect(f"{base}/postgres", autocommit=True) as admin:
-        admin.execute(f'CREATE DATABASE "{name}"')
-    try:
-        yield f"{base}/{name}".replace("postgresql://", "postgresql+psycopg2://", 1)
-    finally:
-        with psycopg.connect(f"{base}/postgres", autocommit=True) as admin:
-            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-
-
 def test_two_celery_workers_land_one_export(
-    tmp_path: Path, pg_url: str, stream_url: str, dagster_pg_url: str, celery_queue: str
+    tmp_path: Path, pg_url: str, rabbitmq_stream: str, dagster_pg_url: str, celery_queue: str
 ) -> None:
     uid = uuid.uuid4().hex[:8]
     src, dst = f"e2e_src_{uid}", f"e2e_dst_{uid}"
@@ -105,7 +80,7 @@ def test_two_celery_workers_land_one_export(
                 "source": pg_url,
                 "table": f"{src}.events",
                 "partition": {"daily": "ts", "start": DAYS[0], "end": "2026-02-04"},
-                "broker": stream_url,
+                "broker": rabbitmq_stream,
                 "target": {"url": pg_url, "table": f"{dst}.events", "name": "e2e_dwh"},
                 "executor": "celery",
                 "fanout": 4,

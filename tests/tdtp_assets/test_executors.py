@@ -13,8 +13,7 @@ import yaml
 
 from tdtp_assets import names
 from tdtp_assets.tables_config import TablesConfigError
-from tests.e2e.support import definitions_for, tables_doc
-from tests.tdtp_assets.test_tables_config import dg_check_defs
+from tests.e2e.support import definitions_for, dg_check_defs, tables_doc
 
 BROKER = "amqp://guest:guest@127.0.0.1:5672//"
 
