@@ -18,8 +18,14 @@ from tdtp_assets.tables_config import EnvRef, TableConfig
 
 
 def celery_config(table: TableConfig) -> dict[str, Any]:
-    """The celery executor's config: broker (a URL or ``{env: NAME}``, read when a run starts) and backend."""
+    """The celery executor's config: broker (a URL or ``{env: NAME}``, read when a run starts), backend, queue.
+
+    The queue is Celery's ``task_default_queue``, where dagster-celery sends every step
+    without a ``dagster-celery/queue`` tag; workers consume it with ``-q NAME``.
+    """
     config: dict[str, Any] = {"backend": table.celery_backend}
+    if table.celery_queue is not None:
+        config["config_source"] = {"task_default_queue": table.celery_queue}
     broker = table.celery_broker
     if isinstance(broker, EnvRef):
         config["broker"] = {"env": broker.env}

@@ -202,6 +202,9 @@ class Defaults(BaseModel):
     # Unset broker: dagster-celery's default, pyamqp://guest@localhost// (host from DAGSTER_CELERY_BROKER_HOST).
     celery_broker: Connection | None = None
     celery_backend: str = "rpc://"
+    # The Celery queue land ops go to (workers start with -q NAME); unset: dagster-celery's
+    # ``dagster``.  One per deployment keeps two deployments on one broker apart.
+    celery_queue: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_.-]{1,200}$")
     # A spool:// broker is a local directory: a multi-host executor is refused unless every
     # worker host mounts it at the same path and this says so.
     shared_spool: bool = False
@@ -306,6 +309,7 @@ class TableConfig(BaseModel):
     executor: Literal["local", "celery"] = "local"
     celery_broker: Connection | None = None
     celery_backend: str = "rpc://"
+    celery_queue: str | None = None
     shared_spool: bool = False
     description: str | None
     schedule: Schedule | None
@@ -421,6 +425,7 @@ class TablesConfig:
             executor=spec.executor or d.executor or self.instance_executor,
             celery_broker=d.celery_broker,
             celery_backend=d.celery_backend,
+            celery_queue=d.celery_queue,
             shared_spool=d.shared_spool if spec.shared_spool is None else spec.shared_spool,
             description=spec.description,
             schedule=spec.schedule,

@@ -14,6 +14,8 @@ from collections.abc import Iterator
 import psycopg
 import pytest
 
+from tests.broker_support import deleted_after
+
 pytest_plugins = ["tests.fixtures_kafka", "tests.fixtures_dagster"]
 
 PG_ADMIN_URL = os.environ.get("TDTP_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
@@ -74,3 +76,10 @@ def rabbitmq_url() -> str:
 @pytest.fixture()
 def unique_name() -> str:
     return f"t{uuid.uuid4().hex[:12]}"
+
+
+@pytest.fixture()
+def rabbitmq_stream(rabbitmq_url: str, unique_name: str) -> Iterator[str]:
+    """``rabbitmq://…/<unique_name>?queue_type=stream``: a stream of the test's own, deleted when it ends."""
+    with deleted_after(f"{rabbitmq_url}/{unique_name}?queue_type=stream") as url:
+        yield url

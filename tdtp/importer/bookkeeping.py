@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from tdtp.importer.table_meta import pg_columns, pg_primary_key, sqlite_columns, sqlite_primary_key
 from tdtp.importer.target import BOOK_SCHEMA, DEAD_LETTERS, EXPORTS, LEDGER, STAGE_PARTS, Target
 from tdtp.sinks.ddl import quote_ident
 
@@ -140,31 +141,17 @@ _KEYS = {
 
 
 def _columns(target: Target, conn: Any, name: str) -> list[str]:
+    """A bookkeeping table's column names in order; [] when it does not exist yet."""
     if target.is_pg:
-        return [
-            r[0]
-            for r in conn.execute(
-                "SELECT attname FROM pg_attribute WHERE attrelid = to_regclass(%s) AND attnum > 0 "
-                "AND NOT attisdropped ORDER BY attnum",
-                (target.book(name),),
-            )
-        ]
-    return [r[1] for r in conn.execute(f"PRAGMA table_info({target.book(name)})")]
+        return [col for col, _ in pg_columns(conn, target.book(name))]
+    return [col for col, _ in sqlite_columns(conn, target.book(name))]
 
 
 def _key(target: Target, conn: Any, name: str) -> list[str]:
+    """A bookkeeping table's primary key columns, in key order."""
     if target.is_pg:
-        return [
-            r[0]
-            for r in conn.execute(
-                "SELECT a.attname FROM pg_index i JOIN pg_attribute a ON a.attrelid = i.indrelid "
-                "AND a.attnum = ANY(i.indkey) WHERE i.indrelid = to_regclass(%s) AND i.indisprimary "
-                "ORDER BY array_position(i.indkey, a.attnum)",
-                (target.book(name),),
-            )
-        ]
-    rows = conn.execute(f"PRAGMA table_info({target.book(name)})").fetchall()
-    return [r[1] for r in sorted((r for r in rows if r[5]), key=lambda r: r[5])]
+        return pg_primary_key(conn, target.book(name))
+    return sqlite_primary_key(conn, target.book(name))
 
 
 def _upgrades(target: Target, conn: Any) -> list[str]:

@@ -4,7 +4,9 @@ One copy of each catalog query, shared by staging (does the target exist, which
 columns does it have), the write modes (the primary key an upsert conflicts on),
 and the swap/attach planner and publisher (what depends on a table, which indexes
 to rebuild, which partition a bound replaces).  :func:`table_columns` and
-:func:`primary_key` answer for SQLite too, from ``PRAGMA table_info``.
+:func:`primary_key` answer for SQLite too, from ``PRAGMA table_info``.  The column and
+primary key queries themselves live in :mod:`tdtp.importer.table_meta`, below the
+bookkeeping that needs them too.
 """
 
 from __future__ import annotations
@@ -12,6 +14,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from tdtp.importer.table_meta import (
+    pg_columns,
+    pg_primary_key,
+    sqlite_columns,
+    sqlite_primary_key,
+    sqlite_table_info,
+)
 from tdtp.importer.target import Target
 from tdtp.sinks.ddl import quote_ident, split_qualified
 from tdtp.sinks.schema_change import Column
@@ -136,27 +145,13 @@ def dependents(conn: Any, oid: int) -> list[str]:
 
 
 def columns_of(conn: Any, oid: int) -> list[tuple[str, str]]:
-    return [
-        (r[0], r[1])
-        for r in conn.execute(
-            "SELECT attname, format_type(atttypid, atttypmod) FROM pg_attribute "
-            "WHERE attrelid = %s AND attnum > 0 AND NOT attisdropped ORDER BY attnum",
-            (oid,),
-        ).fetchall()
-    ]
+    """``(name, type)`` of a relation's columns in order."""
+    return pg_columns(conn, oid)
 
 
 def primary_key_of(conn: Any, oid: int) -> list[str]:
     """Primary key columns of a relation, in key order."""
-    return [
-        r[0]
-        for r in conn.execute(
-            "SELECT a.attname FROM pg_index i JOIN pg_attribute a ON a.attrelid = i.indrelid "
-            "AND a.attnum = ANY(i.indkey) WHERE i.indrelid = %s AND i.indisprimary "
-            "ORDER BY array_position(i.indkey, a.attnum)",
-            (oid,),
-        ).fetchall()
-    ]
+    return pg_primary_key(conn, oid)
 
 
 def table_columns(target: Target, conn: Any, table: str) -> list[tuple[str, str]] | None:
@@ -164,8 +159,7 @@ def table_columns(target: Target, conn: Any, table: str) -> list[tuple[str, str]
     if target.is_pg:
         rel = relation(conn, target.table(table))
         return None if rel is None else columns_of(conn, rel.oid)
-    rows = conn.execute(f"PRAGMA table_info({target.table(table)})").fetchall()
-    return [(r[1], r[2] or "") for r in rows] or None
+    return sqlite_columns(conn, target.table(table)) or None
 
 
 def column_facts(target: Target, conn: Any, table: str) -> list[Column] | None:
@@ -181,7 +175,7 @@ def column_facts(target: Target, conn: Any, table: str) -> list[Column] | None:
             (rel.oid,),
         ).fetchall()
         return [Column(r[0], r[1], bool(r[2]), bool(r[3])) for r in rows]
-    rows = conn.execute(f"PRAGMA table_info({target.table(table)})").fetchall()
+    rows = sqlite_table_info(conn, target.table(table))
     return [Column(r[1], r[2] or "", bool(r[3]), r[4] is not None) for r in rows] or None
 
 
@@ -190,8 +184,7 @@ def primary_key(target: Target, conn: Any, table: str) -> list[str]:
     if target.is_pg:
         rel = relation(conn, target.table(table))
         return [] if rel is None else primary_key_of(conn, rel.oid)
-    rows = conn.execute(f"PRAGMA table_info({target.table(table)})").fetchall()
-    return [r[1] for r in sorted((r for r in rows if r[5]), key=lambda r: r[5])]
+    return sqlite_primary_key(conn, target.table(table))
 
 
 # ---------------------------------------------------------------------------- indexes

@@ -164,7 +164,11 @@ mutation Launch($params: ExecutionParams!) {
 def launch_job(services: DagsterServices, job_name: str, partition: str | None = None) -> str:
     """Launch a job of the ``tdtp`` code location through GraphQL, as the UI's Launchpad does; its run id."""
     params: dict[str, Any] = {
-        "selector": {"repositoryLocationName": "tdtp", "repositoryName": "__repository__", "jobName": job_name},
+        "selector": {
+            "repositoryLocationName": "tdtp",
+            "repositoryName": "__repository__",
+            "jobName": job_name,
+        },
         "runConfigData": {},
     }
     if partition is not None:
@@ -228,7 +232,11 @@ def wait_for_location(services: DagsterServices, timeout: float = 90) -> None:
 
 
 def launch_asset_backfill(
-    services: DagsterServices, asset_path: list[str], partitions: list[str], *, with_assets: Sequence[list[str]] = ()
+    services: DagsterServices,
+    asset_path: list[str],
+    partitions: list[str],
+    *,
+    with_assets: Sequence[list[str]] = (),
 ) -> str:
     """Launch a backfill of ``partitions`` of one asset (and ``with_assets``) through GraphQL, as the UI does."""
     data = services.graphql(
@@ -303,14 +311,22 @@ def wait_until(
 
 @contextmanager
 def celery_workers(
-    names: Sequence[str], root: Path, env: dict[str, str], *, broker: str, instance_yaml: Path
+    names: Sequence[str],
+    root: Path,
+    env: dict[str, str],
+    *,
+    broker: str,
+    instance_yaml: Path,
+    queue: str | None = None,
 ) -> Iterator[list[Path]]:
     """dagster-celery workers, each in a working directory and DAGSTER_HOME of its own (as on its own host).
 
     Each runs ``dagster-celery worker start`` (the command docs/deploy.md gives) with the
     solo pool (one task at a time in the worker process, which may start the importer's
     worker processes; a prefork child may not) and names itself in the ledger with ``TDTP_WORKER_NAME``; all are
-    stopped at exit by their process group, whatever happened.  Yields their log files.
+    stopped at exit by their process group, whatever happened.  ``queue``: the Celery queue
+    they listen on (``-q``; the tables file's ``celery_queue``), else dagster-celery's
+    ``dagster``.  Yields their log files.
     """
     procs: list[subprocess.Popen] = []
     logs: list[Path] = []
@@ -330,22 +346,31 @@ def celery_workers(
             worker_env["PATH"] = f"{BIN}{os.pathsep}{worker_env.get('PATH', '')}"
             argv = [
                 str(BIN / "dagster-celery"), "worker", "start", "-A", "dagster_celery.app", "-y", str(config),
-                "-n", name, "-l", "INFO", "--", "--pool=solo",
+                "-n", name, "-l", "INFO", *(["-q", queue] if queue else []), "--", "--pool=solo",
             ]  # fmt: skip
             log = open(log_path, "wb")  # noqa: SIM115 - closed with the process
             procs.append(
                 subprocess.Popen(
-                    argv, cwd=workdir, env=worker_env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+                    argv,
+                    cwd=workdir,
+                    env=worker_env,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,
                 )
             )
         for name, log_path, proc in zip(names, logs, procs, strict=True):
             _wait(
-                lambda p=log_path, pr=proc: pr.poll() is not None or " ready." in p.read_text(errors="replace"),
+                lambda p=log_path, pr=proc: (
+                    pr.poll() is not None or " ready." in p.read_text(errors="replace")
+                ),
                 120,
                 f"celery worker {name}",
             )
             if proc.poll() is not None:
-                raise AssertionError(f"celery worker {name} exited: {log_path.read_text(errors='replace')[-3000:]}")
+                raise AssertionError(
+                    f"celery worker {name} exited: {log_path.read_text(errors='replace')[-3000:]}"
+                )
         yield logs
     finally:
         for proc in procs:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import sqlite3
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +14,7 @@ import yaml
 from tdtp_assets.tables_config import TablesConfig, parse_tables
 from tdtp_location.definitions import build_definitions
 
+ROOT = Path(__file__).resolve().parents[2]
 DAYS = ("2026-03-01", "2026-03-02", "2026-03-03")
 REGIONS = ("eu", "us")
 
@@ -121,3 +124,17 @@ def sqlite_count(path: Path, sql: str, params: tuple = ()) -> int:
         return int(conn.execute(sql, params).fetchone()[0])
     finally:
         conn.close()
+
+
+def dg_check_defs(tables: Path, home: Path) -> subprocess.CompletedProcess:
+    """``dg check defs`` from the repository root, as the README runs it."""
+    env = {
+        "TDTP_TABLES": str(tables),
+        "TDTP_HOME": str(home),
+        "PATH": f"{Path(sys.executable).parent}:/usr/bin:/bin",
+        "HOME": str(home),
+    }
+    return subprocess.run(
+        [str(Path(sys.executable).parent / "dg"), "check", "defs"],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=180,
+    )  # fmt: skip

@@ -22,11 +22,11 @@ import uuid
 from pathlib import Path
 
 import dagster as dg
+import kombu
 import psycopg
 import pytest
 import yaml
 
-from tdtp.brokers import open_broker
 from tdtp_assets import names
 from tests.e2e.dagster_procs import (
     POSTGRES_INSTANCE_YAML,
@@ -46,31 +46,19 @@ WORKERS = ("celery-a", "celery-b")
 
 
 @pytest.fixture()
-def stream_url(rabbitmq_url: str):
-    url = f"{rabbitmq_url}/e2e_celery_{uuid.uuid4().hex[:10]}?queue_type=stream"
+def celery_queue():
+    """A Celery queue of this run's own: a worker left from another run (on ``dagster``) cannot take its tasks."""
+    queue = f"tdtp_e2e_{uuid.uuid4().hex[:10]}"
     try:
-        yield url
+        yield queue
     finally:
-        with contextlib.suppress(Exception), open_broker(url) as log:
-            log.delete()
-
-
-@pytest.fixture()
-def dagster_pg_url(pg_url: str):
-    """A database of its own for Dagster's storage, shared by the daemon, run workers and Celery workers."""
-    base, _, _ = pg_url.rpartition("/")
-    name = f"dagster_{uuid.uuid4().hex[:10]}"
-    with psycopg.connect(f"{base}/postgres", autocommit=True) as admin:
-        admin.execute(f'CREATE DATABASE "{name}"')
-    try:
-        yield f"{base}/{name}".replace("postgresql://", "postgresql+psycopg2://", 1)
-    finally:
-        with psycopg.connect(f"{base}/postgres", autocommit=True) as admin:
-            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        # Celery declared it durable on first use: delete it, as rabbitmq_stream deletes its stream.
+        with contextlib.suppress(Exception), kombu.Connection(CELERY_BROKER) as conn:
+            conn.default_channel.queue_delete(queue)
 
 
 def test_two_celery_workers_land_one_export(
-    tmp_path: Path, pg_url: str, stream_url: str, dagster_pg_url: str
+    tmp_path: Path, pg_url: str, rabbitmq_stream: str, dagster_pg_url: str, celery_queue: str
 ) -> None:
     uid = uuid.uuid4().hex[:8]
     src, dst = f"e2e_src_{uid}", f"e2e_dst_{uid}"
@@ -84,6 +72,7 @@ def test_two_celery_workers_land_one_export(
             "part_raw_bytes": 131_072,
             "workers": 2,
             "celery_broker": CELERY_BROKER,
+            "celery_queue": celery_queue,
         },
         "sensor": {"interval_seconds": 1},
         "tables": {
@@ -91,7 +80,7 @@ def test_two_celery_workers_land_one_export(
                 "source": pg_url,
                 "table": f"{src}.events",
                 "partition": {"daily": "ts", "start": DAYS[0], "end": "2026-02-04"},
-                "broker": stream_url,
+                "broker": rabbitmq_stream,
                 "target": {"url": pg_url, "table": f"{dst}.events", "name": "e2e_dwh"},
                 "executor": "celery",
                 "fanout": 4,
@@ -100,11 +89,20 @@ def test_two_celery_workers_land_one_export(
     }
     tables_file = tmp_path / "tables.yaml"
     tables_file.write_text(yaml.safe_dump(tables))
-    env = {"TDTP_TABLES": str(tables_file), "TDTP_HOME": str(tmp_path / "data"), "DAGSTER_PG_URL": dagster_pg_url}
+    env = {
+        "TDTP_TABLES": str(tables_file),
+        "TDTP_HOME": str(tmp_path / "data"),
+        "DAGSTER_PG_URL": dagster_pg_url,
+    }
     with (
         dagster_services(tmp_path / "dagster_home", env, instance_yaml=POSTGRES_INSTANCE_YAML) as services,
         celery_workers(
-            WORKERS, tmp_path / "hosts", env, broker=CELERY_BROKER, instance_yaml=POSTGRES_INSTANCE_YAML
+            WORKERS,
+            tmp_path / "hosts",
+            env,
+            broker=CELERY_BROKER,
+            instance_yaml=POSTGRES_INSTANCE_YAML,
+            queue=celery_queue,
         ) as worker_logs,
     ):
         wait_for_location(services)
@@ -128,11 +126,15 @@ def test_two_celery_workers_land_one_export(
         celery_steps = [
             event.event_specific_data.metadata["Celery worker"].value
             for event in engine_events
-            if "Celery worker" in event.event_specific_data.metadata and event.step_key.startswith("land_parts_")
+            if "Celery worker" in event.event_specific_data.metadata
+            and event.step_key.startswith("land_parts_")
         ]
         assert len(celery_steps) >= 4 and {w.split("@")[0] for w in celery_steps} <= set(WORKERS), [
             (e.step_key, e.message) for e in engine_events
         ]
+        # ... sent to this run's queue (the tables file's celery_queue), not dagster-celery's default.
+        submitted = [e.message for e in engine_events if e.message.startswith("Submitting celery task")]
+        assert submitted and all(m.endswith(f'to queue "{celery_queue}".') for m in submitted), submitted
         instance.dispose()
 
     with psycopg.connect(pg_url, autocommit=True) as conn:
@@ -152,8 +154,21 @@ def test_two_celery_workers_land_one_export(
     # What a user sees: tdtp status counts the parts per worker.
     status = json.loads(
         subprocess.run(
-            [sys.executable, "-m", "tdtp.cli", "status", export_id, "--target", pg_url, "--table", f"{dst}.events"],
-            capture_output=True, text=True, timeout=120, check=True,
+            [
+                sys.executable,
+                "-m",
+                "tdtp.cli",
+                "status",
+                export_id,
+                "--target",
+                pg_url,
+                "--table",
+                f"{dst}.events",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=True,
         ).stdout  # fmt: skip
     )
     assert status["state"] == "finalized"

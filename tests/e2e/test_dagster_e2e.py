@@ -14,7 +14,6 @@ instance on PostgreSQL storage (dagster.postgres.yaml).
 
 from __future__ import annotations
 
-import contextlib
 import time
 import uuid
 from pathlib import Path
@@ -24,7 +23,6 @@ import psycopg
 import pytest
 import yaml
 
-from tdtp.brokers import open_broker
 from tdtp_assets import names
 from tests.e2e.dagster_procs import (
     INSTANCE_YAML,
@@ -75,7 +73,9 @@ def fingerprint(conn: psycopg.Connection, table: str, day: str) -> tuple:
 
 def land_runs_green(instance: dg.DagsterInstance, day: str) -> list[dg.DagsterRun]:
     """The land runs that published ``day`` and passed its four checks."""
-    return [r for r in green_runs(instance, "events", day) if r.job_name == names.import_parts_job_name("events")]
+    return [
+        r for r in green_runs(instance, "events", day) if r.job_name == names.import_parts_job_name("events")
+    ]
 
 
 def published_exports(instance: dg.DagsterInstance, day: str) -> dict[str, str]:
@@ -178,7 +178,7 @@ def run_chain(
         assert all(r.tags[names.TAG_TARGET] == "e2e_dwh" for r in land_runs)
         # One hop: each export is published and checked in one land run; no publish run at all.
         for day in DAYS:
-            (export_id, run_id), = published_exports(instance, day).items()
+            ((export_id, run_id),) = published_exports(instance, day).items()
             assert run_id in {r.run_id for r in land_runs}, (day, export_id)
         assert instance.get_runs(filters=dg.RunsFilter(job_name=names.publish_job_name("events"))) == []
 
@@ -221,17 +221,6 @@ def run_chain(
         conn.execute(f"DROP SCHEMA {dst} CASCADE")
 
 
-@pytest.fixture()
-def rabbitmq_stream(rabbitmq_url: str):
-    """A stream queue of its own, deleted afterwards so runs do not pile up on the broker."""
-    url = f"{rabbitmq_url}/e2e_{uuid.uuid4().hex[:10]}?queue_type=stream"
-    try:
-        yield url
-    finally:
-        with contextlib.suppress(Exception), open_broker(url) as log:
-            log.delete()
-
-
 def test_backfill_over_rabbitmq_stream(tmp_path: Path, pg_url: str, rabbitmq_stream: str) -> None:
     """The sensor chain, then one partition through the copy job (one run, no land runs)."""
     run_chain(tmp_path, pg_url, rabbitmq_stream, INSTANCE_YAML, {}, copy=True)
@@ -242,27 +231,7 @@ def test_backfill_over_kafka(tmp_path: Path, pg_url: str, kafka_bootstrap: str) 
     run_chain(tmp_path, pg_url, f"kafka://{kafka_bootstrap}/{topic}", INSTANCE_YAML, {})
 
 
-@pytest.fixture()
-def dagster_storage_url(pg_url: str):
-    """A database of its own for Dagster's run/event/schedule storage."""
-    base, _, _ = pg_url.rpartition("/")
-    name = f"dagster_{uuid.uuid4().hex[:10]}"
-    with psycopg.connect(f"{base}/postgres", autocommit=True) as admin:
-        admin.execute(f'CREATE DATABASE "{name}"')
-    try:
-        yield f"{base}/{name}"
-    finally:
-        with psycopg.connect(f"{base}/postgres", autocommit=True) as admin:
-            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-
-
 def test_backfill_with_postgres_instance_storage(
-    tmp_path: Path, pg_url: str, rabbitmq_stream: str, dagster_storage_url: str
+    tmp_path: Path, pg_url: str, rabbitmq_stream: str, dagster_pg_url: str
 ) -> None:
-    run_chain(
-        tmp_path,
-        pg_url,
-        rabbitmq_stream,
-        POSTGRES_INSTANCE_YAML,
-        {"DAGSTER_PG_URL": dagster_storage_url.replace("postgresql://", "postgresql+psycopg2://", 1)},
-    )
+    run_chain(tmp_path, pg_url, rabbitmq_stream, POSTGRES_INSTANCE_YAML, {"DAGSTER_PG_URL": dagster_pg_url})

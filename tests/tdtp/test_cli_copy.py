@@ -94,10 +94,10 @@ def test_copy_sqlite_to_sqlite_through_a_temporary_spool_that_is_removed(tmp_pat
 
 
 def test_copy_postgres_to_postgres_through_a_rabbitmq_stream(
-    pg_conn: psycopg.Connection, pg_url: str, pg_schema: str, rabbitmq_url: str, unique_name: str
+    pg_conn: psycopg.Connection, pg_url: str, pg_schema: str, rabbitmq_stream: str, unique_name: str
 ) -> None:
     table = make_pg_source(pg_conn, pg_schema)
-    via = f"{rabbitmq_url}/{unique_name}?queue_type=stream"
+    via = rabbitmq_stream
     proc = run_tdtp(
         "copy", "--source", pg_url, "--table", table, "--via", via, "--target", pg_url,
         "--target-table", f"{pg_schema}.copied", "--part-bytes", "20000", "--quiet",
@@ -193,15 +193,14 @@ def test_a_killed_copy_leaves_nothing_behind_and_a_second_copy_appends_every_row
     pg_conn: psycopg.Connection,
     pg_url: str,
     pg_schema: str,
-    rabbitmq_url: str,
-    unique_name: str,
+    rabbitmq_stream: str,
 ) -> None:
     rows = 200_000
     source = make_sqlite_source(tmp_path / "src.db", rows)
     target = f'"{pg_schema}".events'
     pg_conn.execute(f"CREATE TABLE {target} (id bigint, kind text, amount double precision)")  # no key: a
     # row written twice would show
-    via = f"{rabbitmq_url}/{unique_name}?queue_type=stream"
+    via = rabbitmq_stream
     args = [
         sys.executable, "-m", "tdtp.cli", "copy", "--source", source, "--table", "events", "--via", via,
         "--target", pg_url, "--target-table", f"{pg_schema}.events", "--mode", "append",
@@ -314,7 +313,7 @@ def test_the_import_reads_the_first_part_as_soon_as_it_is_published(
     source = make_sqlite_source(tmp_path / "src.db")
     via = {
         "spool": lambda: f"spool:///{tmp_path}/spool/{unique_name}",
-        "rabbitmq": lambda: f"{request.getfixturevalue('rabbitmq_url')}/{unique_name}?queue_type=stream",
+        "rabbitmq": lambda: request.getfixturevalue("rabbitmq_stream"),  # named unique_name too
         "kafka": lambda: f"kafka://{request.getfixturevalue('kafka_bootstrap')}/{unique_name}",
     }[broker]()
     gaps = []

@@ -13,15 +13,16 @@ import yaml
 
 from tdtp_assets import names
 from tdtp_assets.tables_config import TablesConfigError
-from tests.e2e.support import definitions_for, tables_doc
-from tests.tdtp_assets.test_tables_config import dg_check_defs
+from tests.e2e.support import definitions_for, dg_check_defs, tables_doc
 
 BROKER = "amqp://guest:guest@127.0.0.1:5672//"
 
 
 def celery_doc(home: Path) -> dict:
     doc = tables_doc(home)
-    doc["defaults"].update({"broker": "rabbitmq://guest:guest@127.0.0.1:5672/{table}", "celery_broker": BROKER})
+    doc["defaults"].update(
+        {"broker": "rabbitmq://guest:guest@127.0.0.1:5672/{table}", "celery_broker": BROKER}
+    )
     doc["tables"]["events"].update({"executor": "celery", "fanout": 3})
     return doc
 
@@ -60,6 +61,25 @@ def test_broker_from_the_environment_is_read_when_a_run_starts(
     assert executor_config(events)["broker"] == "amqp://app:secret@mq:5672//"
 
 
+def test_celery_queue_from_the_file_is_where_dagster_celery_sends_the_steps(tmp_path: Path) -> None:
+    """``celery_queue`` becomes Celery's default queue in the app dagster-celery builds for a run."""
+    from dagster_celery.executor import CeleryExecutor
+    from dagster_celery.make_app import make_app
+
+    def queue_of(config: dict) -> str:
+        executor = CeleryExecutor.for_cli(broker=config["broker"], config_source=config.get("config_source"))
+        return make_app(executor.app_args()).conf.task_default_queue
+
+    doc = celery_doc(tmp_path)
+    plain = executor_config(land_job(definitions_for(doc, tmp_path), "events"))
+    assert "config_source" not in plain and queue_of(plain) == "dagster"  # unset: dagster-celery's default
+    doc["defaults"]["celery_queue"] = "tdtp_prod"
+    assert queue_of(executor_config(land_job(definitions_for(doc, tmp_path), "events"))) == "tdtp_prod"
+    doc["defaults"]["celery_queue"] = "no spaces"
+    with pytest.raises(TablesConfigError, match="celery_queue"):
+        definitions_for(doc, tmp_path)
+
+
 def test_instance_level_executor_applies_where_the_file_names_none(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -71,7 +91,9 @@ def test_instance_level_executor_applies_where_the_file_names_none(
     assert land_job(defs, "events").executor_def.name == "celery"
     assert land_job(defs, "people").executor_def.name == "in_process"
     monkeypatch.setenv("TDTP_EXECUTOR", "kubernetes")
-    with pytest.raises(TablesConfigError, match=r"TDTP_EXECUTOR='kubernetes' is not an executor; use one of local, celery"):
+    with pytest.raises(
+        TablesConfigError, match=r"TDTP_EXECUTOR='kubernetes' is not an executor; use one of local, celery"
+    ):
         definitions_for(doc, tmp_path)
 
 

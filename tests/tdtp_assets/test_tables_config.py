@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 import dagster as dg
@@ -19,8 +17,7 @@ from tdtp_assets.tables_config import (
     parse_tables,
 )
 from tdtp_location.definitions import build_resources
-
-ROOT = Path(__file__).resolve().parents[2]
+from tests.e2e.support import dg_check_defs
 
 
 def parse(text: str, home: Path = Path("/data")):
@@ -35,6 +32,12 @@ tables:
     partition: {daily: created_at, start: 2026-01-01}
     target: {url: "sqlite:///{home}/dw.db"}
 """
+
+
+def with_table(name: str, *lines: str, table: str | None = None) -> str:
+    """MINIMAL plus table ``name`` reading ``table`` (default ``name``) from the same source; ``lines``: its other keys."""
+    keys = "".join(f"    {line}\n" for line in lines)
+    return MINIMAL + f"  {name}:\n    source: sqlite:///{{home}}/src.db\n    table: {table or name}\n" + keys
 
 
 def test_defaults_and_placeholders_are_resolved() -> None:
@@ -118,8 +121,9 @@ tables:
             "tables.yaml: table 'orders', key 'broker': scheme 'redis' is not one of spool://, rabbitmq://, kafka://",
         ),
         (
-            MINIMAL.replace("source: sqlite:///{home}/src.db", "source: csv:///orders.csv")
-            .replace("table: orders", "query: select 1"),
+            MINIMAL.replace("source: sqlite:///{home}/src.db", "source: csv:///orders.csv").replace(
+                "table: orders", "query: select 1"
+            ),
             "tables.yaml: table 'orders', key 'query': a csv:// source is a file and takes no query",
         ),
         (
@@ -136,15 +140,11 @@ def test_each_mistake_is_one_line_naming_table_and_key(text: str, message: str) 
 
 
 def test_two_tables_on_one_stream_is_an_error() -> None:
-    text = (
-        MINIMAL
-        + """
-  orders_copy:
-    source: sqlite:///{home}/src.db
-    table: orders
-    broker: spool:///{home}/spool/orders
-    target: {url: "sqlite:///{home}/dw.db", table: orders_copy}
-"""
+    text = with_table(
+        "orders_copy",
+        "broker: spool:///{home}/spool/orders",
+        'target: {url: "sqlite:///{home}/dw.db", table: orders_copy}',
+        table="orders",
     )
     with pytest.raises(
         TablesConfigError,
@@ -155,14 +155,11 @@ def test_two_tables_on_one_stream_is_an_error() -> None:
 
 def test_partition_keys_map_to_row_filters() -> None:
     config = parse(
-        MINIMAL
-        + """
-  clicks:
-    source: sqlite:///{home}/src.db
-    table: clicks
-    partition: {hourly: at, start: 2026-01-01T00:00, end: 2026-01-02T00:00}
-    target: {url: "sqlite:///{home}/dw.db"}
-"""
+        with_table(
+            "clicks",
+            "partition: {hourly: at, start: 2026-01-01T00:00, end: 2026-01-02T00:00}",
+            'target: {url: "sqlite:///{home}/dw.db"}',
+        )
     )
     daily = config.table("orders").partition
     hourly = config.table("clicks").partition
@@ -182,20 +179,6 @@ def test_demo_file_is_valid_and_uses_the_data_home(tmp_path: Path) -> None:
     assert orders.source == f"sqlite:///{tmp_path}/demo.db"
     assert partitions_def_for(orders.partition).get_partition_keys()[0] == "2026-01-01"
     assert len(partitions_def_for(orders.partition).get_partition_keys()) == 30
-
-
-def dg_check_defs(tables: Path, home: Path) -> subprocess.CompletedProcess:
-    """``dg check defs`` from the repository root, as the README runs it."""
-    env = {
-        "TDTP_TABLES": str(tables),
-        "TDTP_HOME": str(home),
-        "PATH": f"{Path(sys.executable).parent}:/usr/bin:/bin",
-        "HOME": str(home),
-    }
-    return subprocess.run(
-        [str(Path(sys.executable).parent / "dg"), "check", "defs"],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=180,
-    )  # fmt: skip
 
 
 def test_check_defs_shows_the_error(tmp_path: Path) -> None:
@@ -218,7 +201,9 @@ def test_a_mysql_target_fails_check_defs_in_one_line(tmp_path: Path) -> None:
     output = proc.stdout + proc.stderr
     assert proc.returncode != 0
     line = f"{bad}: table 'orders', key 'target.url': scheme 'mysql' is not one of sqlite://, postgresql://"
-    assert [x for x in output.splitlines() if "mysql" in x] == [f"tdtp_assets.tables_config.TablesConfigError: {line}"]
+    assert [x for x in output.splitlines() if "mysql" in x] == [
+        f"tdtp_assets.tables_config.TablesConfigError: {line}"
+    ]
     assert "pw@" not in output
     assert "SupersessionWarning" not in output
 
@@ -239,9 +224,7 @@ def test_require_hashes_reaches_every_importer_of_the_table() -> None:
 def test_defaults_mode_applies_unless_the_target_sets_one() -> None:
     config = parse(
         "defaults: {mode: upsert}\n"
-        + MINIMAL
-        + "  other:\n    source: sqlite:///{home}/src.db\n    table: other\n"
-        + '    target: {url: "sqlite:///{home}/dw.db", mode: append}\n'
+        + with_table("other", 'target: {url: "sqlite:///{home}/dw.db", mode: append}')
     )
     assert config.table("orders").target.mode == "upsert"
     assert config.table("other").target.mode == "append"

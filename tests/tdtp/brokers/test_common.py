@@ -18,6 +18,7 @@ import pytest
 from tdtp.brokers import NOT_TDTP, BrokerError, CaughtUp, Message, PartLog, open_broker
 from tdtp.brokers.base import ZSTD_MAGIC
 from tdtp.packet import Summary
+from tests.broker_support import deleted_after
 
 LOG_KINDS = ["spool", "rabbitmq-stream", "kafka"]
 QUEUE_KINDS = ["rabbitmq-quorum", "rabbitmq-classic"]
@@ -28,12 +29,22 @@ Opener = Callable[..., PartLog]
 
 def part(i: int, size: int = 2000) -> bytes:
     """A body that looks like a TDTP part and says which one it is."""
-    return f'<?xml version="1.0" encoding="UTF-8"?>\n<DataPacket n="{i}">'.encode() + b"x" * size + b"</DataPacket>"
+    return (
+        f'<?xml version="1.0" encoding="UTF-8"?>\n<DataPacket n="{i}">'.encode()
+        + b"x" * size
+        + b"</DataPacket>"
+    )
 
 
 def headers(i: int) -> dict[str, str]:
-    return {"kind": "data", "export_id": "exp-1", "table": "orders", "partition": "2026-01-01", "part": str(i),
-            "rows": "10"}
+    return {
+        "kind": "data",
+        "export_id": "exp-1",
+        "table": "orders",
+        "partition": "2026-01-01",
+        "part": str(i),
+        "rows": "10",
+    }
 
 
 def read_all(log: PartLog, **kwargs: object) -> list[Message | CaughtUp]:
@@ -69,12 +80,13 @@ def open_log(request: pytest.FixtureRequest, kind: str, tmp_path, unique_name: s
         return log
 
     factory.url = url  # type: ignore[attr-defined]
-    yield factory
-    for log in opened:
-        log.close()
-    if kind != "spool":
-        with contextlib.suppress(BrokerError), open_broker(url) as log:
-            log.delete()  # type: ignore[attr-defined]
+    # The spool lives in tmp_path; a broker's stream is deleted even if closing a log fails.
+    with contextlib.nullcontext(url) if kind == "spool" else deleted_after(url):
+        try:
+            yield factory
+        finally:
+            for log in opened:
+                log.close()
 
 
 @pytest.mark.parametrize("kind", ALL_KINDS)

@@ -18,47 +18,39 @@ from pathlib import Path
 import psutil
 import pytest
 
-from tdtp.brokers import BrokerError, open_broker
+from tdtp.brokers import open_broker
 from tdtp.exporter import export_to_log
 from tdtp.importer import ImportOptions, ParallelImporter
 from tdtp.parts import PartOptions
 from tdtp.sources import open_source
+from tests.broker_support import deleted_after
 from tests.importer_support import count, differences, export, make_source, publish, summary_headers
 
 ROOT = Path(__file__).resolve().parents[3]
 
 
-@contextlib.contextmanager
-def deleted_after(url: str):
-    try:
-        yield url
-    finally:
-        with contextlib.suppress(BrokerError), open_broker(url) as log:
-            log.delete()
-
-
 def test_rabbitmq_stream_import_runs_while_the_export_is_still_publishing(
-    pg_url, pg_conn, pg_schema, rabbitmq_url, unique_name
+    pg_url, pg_conn, pg_schema, rabbitmq_stream
 ):
     src = make_source(pg_conn, pg_schema, rows=6000)
     dst = f"{pg_schema}.dst"
     result: dict[str, object] = {}
-    with deleted_after(f"{rabbitmq_url}/{unique_name}?queue_type=stream") as url:
-        with open_broker(url):
-            pass  # declare the stream before the importer starts following it
+    url = rabbitmq_stream
+    with open_broker(url):
+        pass  # declare the stream before the importer starts following it
 
-        def follow() -> None:
-            with (
-                open_broker(url) as log,
-                ParallelImporter(pg_url, ImportOptions(workers=2, table=dst)) as imp,
-            ):
-                result["stats"] = imp.import_log(log, follow=True, timeout=1.5)
+    def follow() -> None:
+        with (
+            open_broker(url) as log,
+            ParallelImporter(pg_url, ImportOptions(workers=2, table=dst)) as imp,
+        ):
+            result["stats"] = imp.import_log(log, follow=True, timeout=1.5)
 
-        reader = threading.Thread(target=follow)
-        reader.start()
-        with open_broker(url) as log, open_source(pg_url, table=src) as source:
-            exported = export_to_log(source, log, options=PartOptions(part_bytes=20_000))
-        reader.join(30)
+    reader = threading.Thread(target=follow)
+    reader.start()
+    with open_broker(url) as log, open_source(pg_url, table=src) as source:
+        exported = export_to_log(source, log, options=PartOptions(part_bytes=20_000))
+    reader.join(30)
     stats = result["stats"]
     assert stats.parts_imported == exported.parts and stats.finalized == [exported.export_id]
     assert stats.publish[exported.export_id] == "swap"  # a whole-table stream: known from its first part

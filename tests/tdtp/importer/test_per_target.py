@@ -10,14 +10,17 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 import psycopg
 
 from tdtp.brokers import open_broker
 from tdtp.codec import decode_packet, encode_packet
-from tdtp.packet import Packet
+from tdtp.packet import Packet, Summary
+from tdtp.parts import Part
 from tests.importer_support import (
+    Export,
     count,
     differences,
     export,
@@ -39,6 +42,27 @@ def _import(pg_url: str, source: str, table: str, *extra: str, check: bool = Tru
                     "--workers", "2", *extra, check=check)  # fmt: skip
 
 
+def _exported_files(
+    pg_url: str, pg_conn: psycopg.Connection, schema: str, tmp_path: Path, rows: int
+) -> tuple[str, Export, Path, list[Path]]:
+    """A source of ``rows`` rows exported in batch into the part files of ``tmp_path/parts``.
+
+    Returns the source table, the export, the directory and its part files.
+    """
+    src = make_source(pg_conn, schema, rows=rows)
+    exp = export(pg_url, src, batch=True)
+    parts = tmp_path / "parts"
+    return src, exp, parts, write_files(parts, exp)
+
+
+def _publish(url: str, parts: Sequence[Part] = (), summary: Summary | None = None) -> None:
+    """Append ``parts`` and then ``summary`` (if any) to the stream at ``url``, as an exporter would."""
+    with open_broker(url) as log:
+        publish(log, parts)
+        if summary is not None:
+            log.publish(summary.to_json(), summary_headers(summary))
+
+
 def _load_tables(conn: psycopg.Connection, schema: str) -> list[str]:
     return [
         r[0]
@@ -53,14 +77,12 @@ def _load_tables(conn: psycopg.Connection, schema: str) -> list[str]:
 def test_one_export_lands_in_two_tables_each_exactly_once(
     pg_url: str, pg_conn: psycopg.Connection, pg_schema: str, tmp_path: Path
 ) -> None:
-    src = make_source(pg_conn, pg_schema, rows=2000)
-    exp = export(pg_url, src, batch=True)
-    write_files(tmp_path / "parts", exp)
+    src, exp, parts, _ = _exported_files(pg_url, pg_conn, pg_schema, tmp_path, rows=2000)
     a, b = f"{pg_schema}.a", f"{pg_schema}.b"
-    _import(pg_url, str(tmp_path / "parts"), a)
-    second = json.loads(_import(pg_url, str(tmp_path / "parts"), b).stdout)
+    _import(pg_url, str(parts), a)
+    second = json.loads(_import(pg_url, str(parts), b).stdout)
     assert second["duplicates"] == 0 and second["total_rows"] == 2000, second
-    again = json.loads(_import(pg_url, str(tmp_path / "parts"), a).stdout)
+    again = json.loads(_import(pg_url, str(parts), a).stdout)
     assert again["duplicates"] == len(exp.parts) and again["total_rows"] == 0, again
     for table in (a, b):
         assert differences(pg_conn, src, table) == (0, 0)
@@ -72,18 +94,16 @@ def test_one_export_lands_in_two_tables_each_exactly_once(
 def test_a_dropped_or_emptied_table_is_noticed_and_landed_again_in_replace_mode(
     pg_url: str, pg_conn: psycopg.Connection, pg_schema: str, tmp_path: Path
 ) -> None:
-    src = make_source(pg_conn, pg_schema, rows=1500)
-    exp = export(pg_url, src, batch=True)
-    write_files(tmp_path / "parts", exp)
+    src, exp, parts, _ = _exported_files(pg_url, pg_conn, pg_schema, tmp_path, rows=1500)
     table = f"{pg_schema}.a"
-    _import(pg_url, str(tmp_path / "parts"), table)
+    _import(pg_url, str(parts), table)
     pg_conn.execute(f"DROP TABLE {table}")
     status = _status(pg_url, exp.export_id, table)
     assert status["state"] != "finalized" and "dropped" in status["note"], status
-    _import(pg_url, str(tmp_path / "parts"), table)
+    _import(pg_url, str(parts), table)
     assert differences(pg_conn, src, table) == (0, 0) and count(pg_conn, table) == 1500
     pg_conn.execute(f"TRUNCATE {table}")
-    _import(pg_url, str(tmp_path / "parts"), table)
+    _import(pg_url, str(parts), table)
     assert differences(pg_conn, src, table) == (0, 0) and count(pg_conn, table) == 1500
     status = _status(pg_url, exp.export_id, table)
     assert status["state"] == "finalized" and status["published_rows"] == 1500, status
@@ -92,17 +112,15 @@ def test_a_dropped_or_emptied_table_is_noticed_and_landed_again_in_replace_mode(
 def test_append_into_a_dropped_table_refuses_in_one_line_until_forced(
     pg_url: str, pg_conn: psycopg.Connection, pg_schema: str, tmp_path: Path
 ) -> None:
-    src = make_source(pg_conn, pg_schema, rows=1200)
-    exp = export(pg_url, src, batch=True)
-    write_files(tmp_path / "parts", exp)
+    src, exp, parts, _ = _exported_files(pg_url, pg_conn, pg_schema, tmp_path, rows=1200)
     table = f"{pg_schema}.a"
-    _import(pg_url, str(tmp_path / "parts"), table, "--mode", "append")
+    _import(pg_url, str(parts), table, "--mode", "append")
     pg_conn.execute(f"DROP TABLE {table}")
-    refused = _import(pg_url, str(tmp_path / "parts"), table, "--mode", "append", check=False)
+    refused = _import(pg_url, str(parts), table, "--mode", "append", check=False)
     assert refused.returncode != 0
     lines = [x for x in refused.stderr.splitlines() if exp.export_id in x]
     assert len(lines) == 1 and "--reland" in lines[0] and "dropped" in lines[0], refused.stderr
-    _import(pg_url, str(tmp_path / "parts"), table, "--mode", "append", "--reland")
+    _import(pg_url, str(parts), table, "--mode", "append", "--reland")
     assert differences(pg_conn, src, table) == (0, 0) and count(pg_conn, table) == 1200
 
 
@@ -110,10 +128,7 @@ def _spool_with_abandoned_then_complete_export(pg_url: str, src: str, url: str) 
     """Export 1 dies mid-way (parts, no summary); export 2 of the same table completes."""
     dead = export(pg_url, src)
     good = export(pg_url, src)
-    with open_broker(url) as log:
-        publish(log, dead.parts[: len(dead.parts) - 1])
-        publish(log, good.parts)
-        log.publish(good.summary.to_json(), summary_headers(good.summary))
+    _publish(url, [*dead.parts[: len(dead.parts) - 1], *good.parts], good.summary)
     return dead.export_id, good.export_id
 
 
@@ -143,8 +158,7 @@ def test_an_export_without_summary_is_abandoned_after_the_configured_age(
     src = make_source(pg_conn, pg_schema, rows=1500)
     dead = export(pg_url, src)
     url = f"spool:///{tmp_path}/spool/events"
-    with open_broker(url) as log:
-        publish(log, dead.parts[:2])
+    _publish(url, dead.parts[:2])
     table = f"{pg_schema}.t"
     waiting = _import(pg_url, url, table, "--from-seq", "0", check=False)
     assert waiting.returncode != 0 and "waiting for the summary" in waiting.stderr
@@ -162,12 +176,12 @@ def test_two_imports_of_one_stream_started_together_both_exit_0(
     for round_ in range(3):
         exp = export(pg_url, src)
         url = f"spool:///{tmp_path}/spool{round_}/events"
-        with open_broker(url) as log:
-            publish(log, exp.parts)
-            log.publish(exp.summary.to_json(), summary_headers(exp.summary))
+        _publish(url, exp.parts, exp.summary)
         args = [sys.executable, "-m", "tdtp.cli", "import", "--from", url, "--from-seq", "0",
                 "--target", pg_url, "--table", table, "--quiet", "--workers", "1"]  # fmt: skip
-        procs = [subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in "ab"]
+        procs = [
+            subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in "ab"
+        ]
         results = [p.communicate(timeout=300) for p in procs]
         for proc, (_, err) in zip(procs, results, strict=True):
             assert proc.returncode == 0, f"round {round_}: {err}"
@@ -188,15 +202,17 @@ def _changed_body(body: bytes) -> bytes:
 def test_two_different_bodies_of_one_part_in_a_directory_are_never_silently_chosen(
     pg_url: str, pg_conn: psycopg.Connection, pg_schema: str, tmp_path: Path
 ) -> None:
-    src = make_source(pg_conn, pg_schema, rows=1500)
-    exp = export(pg_url, src, batch=True)
-    paths = write_files(tmp_path / "parts", exp)
-    impostor = tmp_path / "parts" / ("0" + paths[0].name)  # sorts first
+    _, exp, parts, paths = _exported_files(pg_url, pg_conn, pg_schema, tmp_path, rows=1500)
+    impostor = parts / ("0" + paths[0].name)  # sorts first
     impostor.write_bytes(_changed_body(paths[0].read_bytes()))
     table = f"{pg_schema}.t"
-    proc = _import(pg_url, str(tmp_path / "parts"), table, check=False)
+    proc = _import(pg_url, str(parts), table, check=False)
     assert proc.returncode != 0
-    assert "conflicting duplicate" in proc.stderr and impostor.name in proc.stderr and paths[0].name in proc.stderr
+    assert (
+        "conflicting duplicate" in proc.stderr
+        and impostor.name in proc.stderr
+        and paths[0].name in proc.stderr
+    )
     exists = pg_conn.execute("SELECT to_regclass(%s)", (table,)).fetchone()[0]
     assert exists is None or count(pg_conn, table) == 0  # nothing of the export is published
     status = _status(pg_url, exp.export_id, table)
@@ -210,8 +226,7 @@ def test_a_part_whose_ledger_checksum_differs_is_a_conflict_not_a_duplicate(
     src = make_source(pg_conn, pg_schema, rows=1500)
     exp = export(pg_url, src)
     url = f"spool:///{tmp_path}/spool/events"
-    with open_broker(url) as log:
-        publish(log, exp.parts[:1])
+    _publish(url, exp.parts[:1])
     table = f"{pg_schema}.t"
     _import(pg_url, url, table, "--from-seq", "0", check=False)  # part 1 in the ledger, waiting
     with open_broker(url) as log:
@@ -266,16 +281,12 @@ def test_append_exports_are_never_abandoned_for_being_overtaken(
     first, second = export(pg_url, src, where="id <= 750"), export(pg_url, src, where="id > 750")
     url = f"spool:///{tmp_path}/spool/events"
     table = f"{pg_schema}.t"
-    with open_broker(url) as log:
-        publish(log, first.parts)
+    _publish(url, first.parts)
     _import(pg_url, url, table, "--from-seq", "0", "--mode", "append", check=False)
-    with open_broker(url) as log:
-        publish(log, second.parts)
-        log.publish(second.summary.to_json(), summary_headers(second.summary))
+    _publish(url, second.parts, second.summary)
     waiting = _import(pg_url, url, table, "--from-seq", "0", "--mode", "append", check=False)
     assert "waiting for the summary" in waiting.stderr and "abandoned" not in waiting.stdout
-    with open_broker(url) as log:
-        log.publish(first.summary.to_json(), summary_headers(first.summary))
+    _publish(url, summary=first.summary)
     _import(pg_url, url, table, "--from-seq", "0", "--mode", "append")
     assert differences(pg_conn, src, table) == (0, 0) and count(pg_conn, table) == 1500
     for exp in (first, second):
