@@ -27,10 +27,13 @@ def one_line(text: str | bytes | None, limit: int = 300) -> str:
     return line if len(line) <= limit else line[: limit - 3] + "..."
 
 
-def run_proc(argv: list[str], *, timeout: float, env: dict[str, str] | None = None) -> str:
-    """Run a process to its end; a failure raises with the last line of its output."""
+def run_proc(
+    argv: list[str], *, timeout: float, env: dict[str, str] | None = None, cwd: Path | None = None
+) -> str:
+    """Run a process to its end (in ``cwd``, default the repository); a failure raises with
+    the last line of its output."""
     try:
-        done = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, env=env, cwd=ROOT)
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, env=env, cwd=cwd or ROOT)
     except subprocess.TimeoutExpired as err:
         raise RuntimeError(f"{Path(argv[0]).name} {argv[1] if len(argv) > 1 else ''}: timed out") from err
     if done.returncode != 0:

@@ -3,6 +3,7 @@
 Usage::
 
     .venv/bin/python bench/scale.py [--rows 1000000 10000000] [--repeat 1] [--only pipe,tdtp_copy,sling]
+                                    [--before REV]
 
 The source is ``bench/peers.py``'s deterministic mixed-type table (bigint primary key,
 int, numeric, text, timestamptz, boolean, float8, a text NULL in every 10th row) of
@@ -14,6 +15,8 @@ checked against the source (count, sum(id), count(label), sum(amount)). Contende
              with the primary key: the anchor
   tdtp_copy  ``tdtp copy --via rabbitmq://.../<fresh stream>?queue_type=stream`` (the
              stream is deleted afterwards); the target gets the source's primary key
+  tdtp_copy_before  with ``--before REV``: the same ``tdtp copy`` by the ``tdtp`` package of
+             that git revision (extracted to a temporary directory, first on PYTHONPATH)
   dagster_copy  the table's export and import assets and the import asset's checks in one
              run (what the ``tdtp_copy_<table>`` job runs), by ``dg.materialize`` in the child
              on a temporary instance: Dagster's run machinery without a daemon's run launch
@@ -25,7 +28,10 @@ side: CPU seconds of every client process (psql, tdtp and its lander and workers
 sling; not the PostgreSQL server's; for the Dagster run also this child's own CPU during
 the run) and the peak RSS of the largest one (the Dagster run: this child, Dagster loaded). Printed per
 contender and size: wall seconds, rate against the pipe of the same round
-(pipe seconds / seconds: 1.00 = as fast), client CPU-s per 1M rows, peak RSS MB.
+(pipe seconds / seconds: 1.00 = as fast), client CPU-s per 1M rows, peak RSS MB, and
+the accounting: CPU seconds the PostgreSQL server (all its processes) and RabbitMQ's
+Erlang VM spent during the contender's run, and the floor they make with the client's
+CPU on this machine's cores ((client + servers) / cores: no run can end sooner).
 Medians of ``--repeat`` rounds; contenders take turns each round. The load average
 is printed before and after: on a shared machine compare figures of one run only.
 """
@@ -33,9 +39,11 @@ is printed before and after: on a shared machine compare figures of one run only
 from __future__ import annotations
 
 import argparse
+import atexit
 import json
 import os
 import resource
+import shutil
 import statistics
 import subprocess
 import sys
@@ -55,19 +63,24 @@ from peers_contenders import bench_copy_psql, bench_sling  # noqa: E402
 from peers_db import ensure_source, reset_target, source_table, table_check  # noqa: E402
 from peers_procs import run_proc, tdtp_cmd  # noqa: E402
 
-CONTENDERS = ("pipe", "tdtp_copy", "dagster_copy", "sling")
+CONTENDERS = ("pipe", "tdtp_copy", "tdtp_copy_before", "dagster_copy", "sling")
+BEFORE_TREE_ENV = "TDTP_BENCH_BEFORE_TREE"  # where --before put the older tdtp package
 LABELS = {
     "pipe": "COPY pipe: psql | psql",
     "tdtp_copy": "tdtp copy via RabbitMQ stream",
+    "tdtp_copy_before": "tdtp copy of --before, same way",
     "dagster_copy": "Dagster copy run, same stream",
     "sling": "Sling",
 }
 
 
-def bench_tdtp_copy(ctx: Ctx) -> str:
+def bench_tdtp_copy(ctx: Ctx, tree: Path | None = None) -> str:
+    """``tdtp copy`` of this tree, or with ``tree`` the ``tdtp`` package found there (--before)."""
     from tdtp.brokers import open_broker
 
     via = f"{ctx.rabbitmq}/scale_{uuid.uuid4().hex[:8]}?queue_type=stream"
+    # Another tree's package comes first on the path; the working directory must not be this one.
+    env = None if tree is None else {**os.environ, "PYTHONPATH": str(tree)}
     try:
         run_proc(
             tdtp_cmd(
@@ -76,6 +89,8 @@ def bench_tdtp_copy(ctx: Ctx) -> str:
                 *(["--workers", str(ctx.workers)] if ctx.workers else []),
             ),
             timeout=ctx.timeout,
+            env=env,
+            cwd=None if tree is None else ctx.tmp,
         )  # fmt: skip
     finally:
         with open_broker(via, create=False) as log:
@@ -116,9 +131,14 @@ def bench_dagster_copy(ctx: Ctx) -> str:
     return TARGET
 
 
+def bench_tdtp_copy_before(ctx: Ctx) -> str:
+    return bench_tdtp_copy(ctx, Path(os.environ[BEFORE_TREE_ENV]))
+
+
 BENCHES = {
     "pipe": bench_copy_psql,
     "tdtp_copy": bench_tdtp_copy,
+    "tdtp_copy_before": bench_tdtp_copy_before,
     "dagster_copy": bench_dagster_copy,
     "sling": bench_sling,
 }
@@ -201,13 +221,22 @@ def main() -> int:
     ap.add_argument("--rabbitmq", default=DEFAULT_RABBITMQ)
     ap.add_argument("--workers", type=int, help="tdtp copy --workers (default: CPU count)")
     ap.add_argument("--timeout", type=float, default=1800)
+    ap.add_argument("--before", help="also run tdtp copy of this git revision (its tdtp package), same way")
     ap.add_argument("--child")
     args = ap.parse_args()
     if args.child:
         print(json.dumps(child(args.child, args)))
         return 0
 
-    only = [c for c in CONTENDERS if c in args.only.split(",")]
+    only = [c for c in CONTENDERS if c in args.only.split(",") and (c != "tdtp_copy_before" or args.before)]
+    if args.before:
+        tree = Path(tempfile.mkdtemp(prefix="tdtp-scale-before-"))
+        archive = subprocess.run(
+            ["git", "-C", str(BENCH.parent), "archive", args.before, "tdtp"], check=True, capture_output=True
+        )
+        subprocess.run(["tar", "-x", "-C", str(tree)], input=archive.stdout, check=True)
+        os.environ[BEFORE_TREE_ENV] = str(tree)  # the children inherit it
+        atexit.register(shutil.rmtree, tree, True)
     src = ensure_db(args.admin, SOURCE_DB)
     tgt = ensure_db(args.admin, TARGET_DB)
     print(f"load average before: {load()} ({os.cpu_count()} CPUs)", flush=True)
@@ -226,7 +255,10 @@ def main() -> int:
                 print(f"  {rows:,} {name}: {json.dumps(result)}", file=sys.stderr, flush=True)
         reset_target(tgt)
     print(f"load average after: {load()}")
-    print(f"{'rows':>11}  {'contender':32} {'seconds':>8} {'vs pipe':>8} {'CPU-s/1M':>9} {'peak RSS MB':>12}")
+    print(
+        f"{'rows':>11}  {'contender':32} {'seconds':>8} {'vs pipe':>8} {'CPU-s/1M':>9} {'peak RSS MB':>12}"
+        f" {'PG CPU-s':>9} {'MQ CPU-s':>9} {'floor s':>8}"
+    )
     for rows, by_name in results.items():
         pipe = _median(by_name.get("pipe", []), "seconds")
         for name, runs in by_name.items():
@@ -240,8 +272,13 @@ def main() -> int:
             cpu = _median(ok, "cpu") or 0.0
             rss = max(float(r["peak_rss_mb"]) for r in ok)
             ratio = f"{pipe / seconds:8.2f}" if pipe else f"{'-':>8}"
+            pg = _median(ok, "postgres_cpu") or 0.0
+            mq = _median(ok, "rabbitmq_cpu") or 0.0
+            # No schedule of this much CPU on these cores ends sooner (servers share the cores).
+            floor = (cpu + pg + mq) / (os.cpu_count() or 1)
             print(
                 f"{rows:>11,}  {LABELS[name]:32} {seconds:8.2f} {ratio} {cpu / rows * 1e6:9.2f} {rss:12.1f}"
+                f" {pg:9.2f} {mq:9.2f} {floor:8.2f}"
             )
     return 0
 
