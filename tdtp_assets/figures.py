@@ -31,7 +31,7 @@ def transfer_metadata(stats: dict[str, Any], *, rows: int) -> dict[str, Any]:
         SIZE_BYTES: _i(stats.get("bytes")),
         "rows_per_second": _f(stats.get("rows_per_second"), 1),
         "mb_per_second": _f(stats.get("mb_per_second"), 2),
-        "seconds": _f(stats.get("seconds")),
+        "seconds": _f(stats.get("seconds"), 4),  # the rate above is rows / these seconds
         "first_part_seconds": _f(stats.get("first_part_seconds")),
         "peak_rss_mb": _f(stats.get("peak_rss_mb"), 1),
         "duplicates": _i(stats.get("duplicates")),
