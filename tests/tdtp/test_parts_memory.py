@@ -69,7 +69,9 @@ def test_without_the_cap_the_same_table_packs_far_more_rows_into_a_part() -> Non
 
 
 # sha256 of every part's body and the summary, written by the part writer before the cap
-# (commit 9d2906f) with the timestamp fixed; cases where the cap is not reached.
+# (commit 9d2906f) with the timestamp fixed; cases where the cap is not reached.  Since the
+# runs are sized for 95% of the budget (tdtp/parts.py _SIZER_AIM), the cases that cut
+# several parts are pinned as that writer makes them.
 BEFORE_THE_CAP = {
     "stream, zstd, default budget": (
         120_000,
@@ -79,17 +81,17 @@ BEFORE_THE_CAP = {
     "stream, zstd, split parts": (
         20_000,
         {"part_bytes": 4096},
-        "1e9424e388c0222261cdaf4401b5e9a928e0d5b22e11df57f1b3cf099a9f0455",
+        "5172a8699d1ed2e047c07acc76c537b900d3ad23b7bf2c8c799ab17fe8a70d3f",
     ),
     "batch, no compression": (
         3000,
         {"part_bytes": 30_000, "batch": True, "compress": ""},
-        "45d18737f50506f2382d12b6ded1e20b94ce645996ec93cf954fa0b6abb20a42",
+        "62045498c6f761ddd9abf4d5801c73a5cb2398fac98717ad19f7dd6f54d1ef8d",
     ),
     "batch, zstd, hashes": (
         20_000,
         {"part_bytes": 30_000, "batch": True, "hashes": True},
-        "7fe1d2400feb679e98faf61737eaccb001514d8385de49248ae42e5cdfc10107",
+        "92784dc7013d95f9045842abe37856d169be3fa3c8747c9d9e70b7e66b3cd302",
     ),
 }
 
