@@ -95,10 +95,11 @@ def _preload(*urls: str) -> None:
     import importlib
 
     from tdtp.brokers import SCHEMES
+    from tdtp.urls import POSTGRESQL, scheme_of
 
     for url in urls:
-        scheme = url.partition("://")[0].lower()
-        if scheme in ("postgresql", "postgres"):
+        scheme = scheme_of(url)
+        if scheme == POSTGRESQL:
             importlib.import_module("psycopg")
         elif scheme in SCHEMES:
             importlib.import_module(SCHEMES[scheme].partition(":")[0])

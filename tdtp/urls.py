@@ -48,12 +48,19 @@ class ParsedUrl:
         return redact(self.url)
 
 
+def scheme_of(url: str) -> str:
+    """The URL's scheme, lower case, aliases resolved (``postgres`` -> ``postgresql``); any
+    text before ``://``, known or not (brokers have their own schemes), "" without one."""
+    raw = url.partition("://")[0].lower() if "://" in url else ""
+    return _ALIASES.get(raw, raw)
+
+
 def parse_url(url: str) -> ParsedUrl:
     """Parse a source/sink URL or raise TdtpError naming the problem (password hidden)."""
     if not isinstance(url, str) or "://" not in url:
         raise TdtpError(f"not a URL: {redact(str(url))!r} (expected scheme://..., schemes: {_known()})")
     raw_scheme, _, rest = url.partition("://")
-    scheme = _ALIASES.get(raw_scheme.lower(), raw_scheme.lower())
+    scheme = scheme_of(url)
     if scheme not in KNOWN_SCHEMES:
         raise TdtpError(f"unknown URL scheme {raw_scheme!r} in {redact(url)!r}; known schemes: {_known()}")
     if scheme == POSTGRESQL:

@@ -36,7 +36,7 @@ from tdtp.packet import (
 from tdtp.parts import resolve_null_lines
 from tdtp.sources import PartitionFilter, Source, SourceError, open_source
 from tdtp.sources.files import SAMPLE_ROWS
-from tdtp.urls import parse_url, redact
+from tdtp.urls import parse_url, redact, scheme_of
 from tdtp.values import NULL_SENTINEL, RowDecoder, RowEncoder, split_row
 
 HOSTILE_TEXT = [
@@ -116,6 +116,13 @@ def test_urls_parse_paths_and_schemes() -> None:
         parse_url("mysql://u:pw@h/db")
     with pytest.raises(TdtpError, match="three slashes"):
         parse_url("csv://relative.csv")
+    # The scheme alone, for any URL (tdtp copy picks the drivers to load before its lander forks).
+    assert [scheme_of(u) for u in ("Postgres://u@h/db", "rabbitmq://h/q", "spool:///d/s", "x.db")] == [
+        "postgresql",
+        "rabbitmq",
+        "spool",
+        "",
+    ]
 
 
 def test_redact_hides_passwords() -> None:
