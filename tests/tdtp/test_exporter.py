@@ -80,3 +80,28 @@ def test_the_export_result_names_the_directory_and_counts_the_files(tmp_path: Pa
     )
     assert "files" not in extra and str(out / parts[1]) not in proc.stdout  # no list of paths
     assert ("summary_file" in extra) == (mode == "stream")
+
+
+def test_batch_parts_are_the_streamed_parts_with_total_parts(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Batch mode cuts and encodes exactly as streaming does; only ``TotalParts`` is added."""
+    monkeypatch.setattr(parts_module, "utc_timestamp", lambda: "2026-01-01T00:00:00Z")
+    source_url = make_source(tmp_path / "src.db")
+    bodies = {}
+    for batch in (False, True):
+        out = tmp_path / ("batch" if batch else "stream")
+        with open_source(source_url, table="events") as source:
+            export_to_dir(
+                source, out, options=PartOptions(batch=batch, part_bytes=20_000), export_id="REF-2026-00000000"
+            )
+        files = sorted(out.glob("*_part_*"), key=lambda p: int(p.name.split("_part_")[1].split("_")[0].split(".")[0]))
+        bodies[batch] = [f.read_bytes() for f in files]
+    total = len(bodies[True])
+    assert total == len(bodies[False]) > 3
+    for number, (streamed, batched) in enumerate(zip(bodies[False], bodies[True], strict=True), start=1):
+        assert b"<TotalParts>" not in streamed
+        assert batched == streamed.replace(
+            b"<PartNumber>%d</PartNumber>" % number,
+            b"<PartNumber>%d</PartNumber><TotalParts>%d</TotalParts>" % (number, total),
+        )
