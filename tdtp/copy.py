@@ -105,6 +105,18 @@ def _preload(*urls: str) -> None:
             importlib.import_module(SCHEMES[scheme].partition(":")[0])
 
 
+def _await_lander(lander: Any) -> None:
+    """Before the first part is published: wait until the lander reads.
+
+    Publishing to a reader already there lets the import start with the first part.
+    A lander that could not even start reading (the target refused a connection, say)
+    stops the export here, with nothing published: nothing would land.
+    """
+    if not lander.wait_ready(_READY_WAIT_SECONDS) and lander.failed_early:
+        why = " ".join(str(lander.finish().error).removeprefix("TdtpError: ").split())
+        raise TdtpError(f"the import cannot start: {why}", where="--target")
+
+
 def cmd_copy(args: argparse.Namespace) -> int:
     from tdtp.brokers import open_broker, redact_url
     from tdtp.codec import export_message_id
@@ -152,17 +164,20 @@ def cmd_copy(args: argparse.Namespace) -> int:
             open_broker(via) as log,
         ):
             # Every part of this export comes after the stream's end as it is now: the lander
-            # reads from there (stepping over other writers' messages), waiting before the first part.
-            if not lander.begin(log.seq_floor(), wait=_READY_WAIT_SECONDS) and lander.failed_early:
-                # It could not even start reading (the target refused a connection, say):
-                # nothing would land, so nothing is exported.
-                why = " ".join(str(lander.finish().error).removeprefix("TdtpError: ").split())
-                raise TdtpError(f"the import cannot start: {why}", where="--target")
+            # reads from there (stepping over other writers' messages).  The source is read
+            # while it gets ready; the first part waits for it.
+            lander.begin(log.seq_floor())
             progress = Progress("copy", quiet=args.quiet)
             if not args.quiet:
                 progress.set_total(source.estimated_rows())
             export = export_to_log(
-                source, log, options=options, export_id=export_id, table=args.name, progress=progress
+                source,
+                log,
+                options=options,
+                export_id=export_id,
+                table=args.name,
+                progress=progress,
+                before_first_publish=lambda: _await_lander(lander),
             )
         exported = True
         landing = lander.finish()

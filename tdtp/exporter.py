@@ -44,6 +44,7 @@ def _run(
     table: str | None = None,
     partition_filter: dict[str, str] | None = None,
     spool_dir: Path | None = None,
+    before_first_publish: Callable[[], None] | None = None,
 ) -> TransferStats:
     started = time.perf_counter()
     stats = TransferStats(table=table or source.name, partition=partition)
@@ -64,6 +65,8 @@ def _run(
             stats.checksum = item.checksum
             break
         if stats.first_publish_at is None:
+            if before_first_publish is not None:
+                before_first_publish()
             stats.first_publish_at = time.time()
         deliver(item)
         if stats.first_part_seconds is None:
@@ -151,11 +154,15 @@ def export_to_log(
     table: str | None = None,
     progress: Progress | None = None,
     partition_filter: dict[str, str] | None = None,
+    before_first_publish: Callable[[], None] | None = None,
 ) -> TransferStats:
     """Publish every part (confirmed by the broker) and then the summary message.
 
     ``partition_filter`` (``{"column", "kind", "value"}``) travels in the summary so the
     importer's replace mode removes exactly that partition's old rows from the target.
+    ``before_first_publish`` runs once the first part is built, before it is handed
+    over (``tdtp copy`` waits there for its lander: the source is read meanwhile); it
+    may raise to stop the export with nothing published.
     """
     options = options or PartOptions()
 
@@ -186,6 +193,7 @@ def export_to_log(
         progress=progress,
         table=table,
         partition_filter=partition_filter,
+        before_first_publish=before_first_publish,
     )
 
 

@@ -82,6 +82,7 @@ class LanderProcess:
         self.error: str | None = None
         #: It answered something other than ready (its result: it failed before reading).
         self.failed_early = False
+        self._ready = False
 
     def start(self, from_seq: int | None = None) -> None:
         """Start the process; with ``from_seq=None`` it waits for :meth:`begin`."""
@@ -117,13 +118,23 @@ class LanderProcess:
             proc.stdin.write(b"%d\n" % from_seq)
             proc.stdin.close()
         proc.stdin = None  # closed: communicate() must not flush it
-        return self._wait_ready(wait) if wait > 0 else False
+        return self.wait_ready(wait) if wait > 0 else False
 
-    def _wait_ready(self, wait: float) -> bool:
-        """Read stdout up to the ready line, byte by byte (raw: nothing stays in a buffer
-        that communicate() would not see); whatever else comes is kept for finish()."""
+    def wait_ready(self, wait: float) -> bool:
+        """Wait up to ``wait`` s for the process to say it reads (after :meth:`begin`).
+
+        Reads stdout up to the ready line, byte by byte (raw: nothing stays in a buffer
+        that communicate() would not see); whatever else comes is kept for finish().
+        True once it said so, also on a later call; False when it did not in time or
+        ended (``failed_early``).
+        """
+        if self._ready:
+            return True
+        if self.failed_early:
+            return False
         proc = self._proc
-        assert proc is not None and proc.stdout is not None
+        if proc is None or proc.stdout is None:
+            return False
         fd = proc.stdout.fileno()
         deadline = time.monotonic() + wait
         while (remaining := deadline - time.monotonic()) > 0:
@@ -138,6 +149,7 @@ class LanderProcess:
             if byte == b"\n":
                 if self._head.strip() == LANDER_READY.encode():
                     self._head = b""
+                    self._ready = True
                     return True
                 self.failed_early = True
                 return False

@@ -363,3 +363,52 @@ def test_an_unreachable_target_stops_the_copy_before_it_exports(tmp_path: Path) 
     assert len(lines) == 1 and lines[0].startswith("tdtp copy: --target: the import cannot start: ")
     assert "127.0.0.1:1" in lines[0] and "secret" not in proc.stderr
     assert proc.stdout == "" and list(temp.iterdir()) == []  # nothing exported, no spool left
+
+
+def test_the_source_is_read_while_the_landing_gets_ready(pg_url: str, pg_conn: psycopg.Connection, pg_schema: str) -> None:
+    """The export does not wait for its lander before reading: its COPY runs while the
+    lander is still held at the target (here: behind the bookkeeping's DDL lock of a fresh
+    target database); only the first publish waits.  Every row lands once it is let go."""
+    from tests.conftest import PG_ADMIN_URL, _pg_url_for
+
+    table = make_pg_source(pg_conn, pg_schema)
+    target_db = f"tdtp_wait_{pg_schema}"
+    with psycopg.connect(PG_ADMIN_URL, autocommit=True) as admin:
+        admin.execute(f'CREATE DATABASE "{target_db}"')
+    proc = None
+    try:
+        target = _pg_url_for(target_db)
+        with psycopg.connect(target, autocommit=True) as holder:
+            holder.execute("SELECT pg_advisory_lock(%s)", (0x7D7D_0001,))  # tdtp/importer/bookkeeping.py
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "tdtp.cli", "copy", "--source", pg_url, "--table", table,
+                 "--target", target, "--target-table", "events", "--quiet"],
+                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            )  # fmt: skip
+            # Well under the 10 s the export waits for a lander at most (tdtp/copy.py), after
+            # which it would read anyway.
+            deadline = time.monotonic() + 5
+            seen = False
+            while not seen and time.monotonic() < deadline and proc.poll() is None:
+                seen = bool(
+                    pg_conn.execute(
+                        "SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'COPY (SELECT%%'"
+                        " AND query LIKE %s AND pid <> pg_backend_pid()",
+                        (f"%{pg_schema}%",),
+                    ).fetchone()[0]
+                )
+                time.sleep(0.02)
+            assert seen, "the source's COPY did not start while the landing was held"
+            assert proc.poll() is None  # still waiting for its lander
+        # the lock is let go with the holder's connection
+        out, err = proc.communicate(timeout=120)
+        assert proc.returncode == 0, err
+        assert json.loads(out.strip().splitlines()[-1])["state"] == "finalized"
+        with psycopg.connect(target) as conn:
+            assert pg_rows(conn, "events") == expected()
+    finally:
+        if proc is not None and proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        with psycopg.connect(PG_ADMIN_URL, autocommit=True) as admin:
+            admin.execute(f'DROP DATABASE IF EXISTS "{target_db}" WITH (FORCE)')
