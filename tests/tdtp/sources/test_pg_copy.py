@@ -57,3 +57,63 @@ def test_an_early_stop_cancels_and_leaves_the_connection_usable(pg_conn: psycopg
     chunks.close()
     assert gc.isenabled()
     assert pg_conn.execute("SELECT 7").fetchone() == (7,)
+
+
+def test_other_threads_run_while_the_server_pauses(pg_conn: psycopg.Connection) -> None:
+    """A query that trickles rows (a slow view, a lock) must not freeze the process: the
+    Dagster run worker's threads, a Kafka producer's thread, Ctrl-C.  A blocking read held
+    the GIL through every pause of the server, a whole batch of rows long (3 s here)."""
+    import threading
+    import time
+
+    ticks: list[float] = []
+    stop = threading.Event()
+
+    def watch() -> None:
+        while not stop.is_set():
+            ticks.append(time.monotonic())
+            time.sleep(0.01)
+
+    statement = (
+        "COPY (SELECT g, repeat('x', 9000), pg_sleep(CASE WHEN g % 5 = 0 THEN 0.3 ELSE 0 END)"
+        " FROM generate_series(1, 30) g) TO STDOUT"
+    )
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    try:
+        rows = sum(chunk.count(b"\n") for chunk in copy_out_chunks(pg_conn, statement))
+    finally:
+        stop.set()
+        watcher.join()
+    assert rows == 30
+    worst = max(b - a for a, b in zip(ticks, ticks[1:], strict=False))
+    assert worst < 0.2, f"other threads frozen for {worst:.2f} s while the COPY waited for rows"
+
+
+def test_ctrl_c_stops_an_export_of_a_slow_query_at_once(pg_url: str, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """Ctrl-C during ``tdtp export`` of a query whose rows come slowly: it stops within a second
+    (exit 130, one line), not after a batch of rows (4 s here with the blocking read)."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tdtp.cli", "export", "--source", pg_url, "--query",
+         "SELECT g, repeat('x', 9000) AS x, pg_sleep(0.2) AS s FROM generate_series(1, 200) g",
+         "--to", str(tmp_path / "out"), "--quiet"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        time.sleep(2.5)  # well into the COPY: the interpreter has started and the first rows came
+        assert proc.poll() is None
+        sent = time.monotonic()
+        proc.send_signal(signal.SIGINT)
+        _out, err = proc.communicate(timeout=60)
+        waited = time.monotonic() - sent
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 130 and err.strip() == "tdtp export: interrupted", err
+    assert waited < 1.0, f"Ctrl-C took {waited:.2f} s"
