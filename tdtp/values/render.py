@@ -19,6 +19,7 @@ from functools import lru_cache
 from typing import Any
 
 from tdtp.packet import (
+    DECIMAL,
     DEFAULT_INF_MARKER,
     DEFAULT_NAN_MARKER,
     DEFAULT_NEG_INF_MARKER,
@@ -105,21 +106,35 @@ def _renderers(field: Field, escaped: bool = True) -> dict[type, Renderer]:
         _check_text(field, s)
         return esc(s)
 
+    # TDTP's DECIMAL carries NaN and infinities only as markers its field declares
+    # (tdtp/values/valid.py); without them such a value would be refused at import.
+    exact = field.type == DECIMAL
+    declared = (sv.nan, sv.infinity, sv.neg_infinity)
+
+    def special(value: object, marker: str, i: int) -> str:
+        if exact and declared[i] is None:
+            raise RowError(
+                f"value {value} cannot travel as DECIMAL: TDTP's DECIMAL has no NaN or infinity "
+                "(select the column as double precision: REAL carries them)",
+                where=field_where(field),
+            )
+        return marker
+
     def r_float(f: float) -> str:
         if f != f:
-            return nan
+            return special(f, nan, 0)
         if f == math.inf:
-            return inf
+            return special(f, inf, 1)
         if f == -math.inf:
-            return ninf
+            return special(f, ninf, 2)
         return _float_text(f)
 
     def r_decimal(d: Decimal) -> str:
         if d.is_finite():
             return format(d, "f")
         if d.is_nan():
-            return nan
-        return inf if d > 0 else ninf
+            return special(d, nan, 0)
+        return special(d, inf, 1) if d > 0 else special(d, ninf, 2)
 
     def r_bool(b: bool) -> str:
         return "1" if b else "0"
