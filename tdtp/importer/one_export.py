@@ -34,6 +34,7 @@ from tdtp.brokers import LogView, OnlyExport, PartLog, UntilSummary, open_broker
 from tdtp.importer.engine import ParallelImporter
 from tdtp.importer.lander_io import JOB_ENV, READY, ExportLanding
 from tdtp.importer.options import ImportOptions
+from tdtp.metrics import map_big_buffers
 from tdtp.sinks.schema_change import EVOLVE
 
 #: The lander process stops when no message came for this long (its parent may be gone,
@@ -112,6 +113,7 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
 
 
 def main() -> int:
+    map_big_buffers()  # as tdtp import: part buffers mapped whole (tdtp/metrics.py)
     keep_freed_memory()  # a process that lands one export and exits (tdtp/allocator.py)
     try:
         # Taken out of the environment first: the importer's worker processes need no URLs from it.
