@@ -380,6 +380,10 @@ class _PartSpool:
             yield replace(meta, body=body, total_parts=total)
 
 
+# What _with_total_parts adds at most: the element around a count of up to 20 digits.
+_TOTAL_PARTS_ROOM = len("<TotalParts></TotalParts>") + 20
+
+
 def _with_total_parts(body: bytes, number: int, total: int) -> bytes:
     """The part as if encoded with ``TotalParts``: the element goes right after
     ``<PartNumber>``, where the codec (Go's layout) writes it.  No hash covers the
@@ -419,7 +423,10 @@ def build_parts(
         blocks = lines_to_blocks(lines or ())
     export_id = export_id or export_message_id("REF")
     builder = PartBuilder(schema, table, export_id, options, partition, checked)
-    sizer = _Sizer(options.part_bytes, len(builder.make_part(1, b"", 0, 0).body), options.part_raw_bytes)
+    # A batch part gets its TotalParts element after it is cut: room is kept for it, in
+    # both modes, so that a batch part is the streamed one plus that element.
+    limit = options.part_bytes - _TOTAL_PARTS_ROOM
+    sizer = _Sizer(limit, len(builder.make_part(1, b"", 0, 0).body), options.part_raw_bytes)
     started = utc_timestamp()
     total_rows = total_bytes = checksum = 0
     number = 0
@@ -429,7 +436,7 @@ def build_parts(
         nonlocal number
         number += 1
         part = builder.make_part(number, run.payload, run.rows, 0, run.schema)
-        if len(part.body) > options.part_bytes and run.rows > 1:
+        if len(part.body) > limit and run.rows > 1:
             number -= 1
             pending = list(_halves(run))
             del part, run  # neither the run nor its failed part is held while the halves are encoded
