@@ -117,3 +117,25 @@ def test_ctrl_c_stops_an_export_of_a_slow_query_at_once(pg_url: str, tmp_path) -
             proc.wait()
     assert proc.returncode == 130 and err.strip() == "tdtp export: interrupted", err
     assert waited < 1.0, f"Ctrl-C took {waited:.2f} s"
+
+
+def test_the_socket_gets_its_low_water_mark_back(pg_conn: psycopg.Connection) -> None:
+    """The COPY raises the socket's receive low-water mark (fewer wake-ups); libpq's and
+    psycopg's own waits need it at 1 byte again afterwards, or a short answer would never wake them."""
+    import os
+    import socket
+
+    def low_water() -> int:
+        with socket.socket(fileno=os.dup(pg_conn.pgconn.socket)) as sock:
+            return sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVLOWAT)
+
+    during = []
+    for chunk in copy_out_chunks(pg_conn, QUERY.format(n=20_000)):
+        during.append(low_water())
+        assert chunk
+    assert max(during) == 64 * 1024
+    assert low_water() == 1
+    assert pg_conn.execute("SELECT 1").fetchone() == (1,)  # answers at once
+    with pytest.raises(psycopg.Error):
+        list(copy_out_chunks(pg_conn, "COPY (SELECT 1 / (g - 500) FROM generate_series(1, 1000) g) TO STDOUT"))
+    assert low_water() == 1
