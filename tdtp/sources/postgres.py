@@ -74,7 +74,7 @@ _OID_TYPES: dict[int, str] = {
     17: BLOB,
 }  # fmt: skip
 _FLOAT4, _FLOAT8, _TIMESTAMP, _TIMESTAMPTZ, _TIME, _BOOL, _BYTEA = 700, 701, 1114, 1184, 1083, 16, 17
-_DATE, _NUMERIC = 1082, 1700
+_DATE = 1082
 _VARCHAR, _BPCHAR = 1043, 1042
 
 # Fast-path chunking: join protocol messages (one per row) into chunks of this size.
@@ -344,33 +344,9 @@ class PostgresSource(SourceBase):
             bad = _ILLEGAL_BYTES.search(data)
             if bad is not None:
                 self._raise_illegal(data, bad.start(), first)
-        if self._numeric_at and (b"NaN" in data or b"Infinity" in data):
-            self._refuse_numeric_specials(data, first)
         if b"\\" in data and _COPY_ONLY_ESCAPE.search(data) is not None:
             data = _COPY_ESCAPE_PAIR.sub(lambda m: self._fix_escape(m, data, first), data)
         return data  # client_encoding is UTF8, so the server has already converted and validated it
-
-    @property
-    def _numeric_at(self) -> tuple[int, ...]:
-        """Places of the ``numeric`` columns: the COPY passes their text as it is."""
-        return tuple(i for i, c in enumerate(self._columns) if c.oid == _NUMERIC)
-
-    def _refuse_numeric_specials(self, data: bytes, first: int) -> None:
-        """RowError for a numeric NaN or infinity, naming row and column: TDTP's DECIMAL has
-        no such values, and the import would refuse them only after the whole export.
-        Taken only for a chunk holding one of the words somewhere (a text, a float marker)."""
-        at = self._numeric_at
-        for offset, line in enumerate(data.split(b"\n")[:-1]):
-            if b"NaN" not in line and b"Infinity" not in line:
-                continue
-            values = split_raw(line.decode("utf-8", "replace"))
-            for i in at:
-                if i < len(values) and values[i] in ("NaN", "Infinity", "-Infinity"):
-                    raise RowError(
-                        f"value {values[i]} cannot travel as DECIMAL: TDTP's DECIMAL has no NaN or infinity "
-                        "(select the column as double precision: REAL carries them)",
-                        where=where_of(self.name, first + offset + 1, self._columns[i].field.name),
-                    )
 
     def _fix_escape(self, m: re.Match[bytes], data: bytes, first: int) -> bytes:
         c = m.group(1)
