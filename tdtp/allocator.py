@@ -5,8 +5,8 @@ frame, its base64, the body).  Those are mapped on their own and unmapped when f
 (``tdtp.metrics.map_big_buffers``: a fixed 32 KiB mmap threshold, so they never
 fragment the heap); what glibc still returns to the kernel, and faults in again, is
 the heap's freed top.  A trim threshold of 256 MiB and a top pad of 16 MiB keep it.
-Measured with ``tdtp export`` of 1M rows of bench/scale.py's table: kernel time 0.16-0.19
--> 0.07-0.12 CPU-s, peak RSS 52.7 -> 57-60 MB.  The memory is not returned until the
+bench/copy_cpu.py (``tdtp export`` of 1M rows): kernel time 0.25 -> 0.09 CPU-s, peak
+RSS 52.7 -> 56.3 MB.  The memory is not returned until the
 process ends, which suits a command or a worker process that moves one export and
 exits; the Dagster layer leaves its long-lived processes alone.
 

@@ -104,21 +104,19 @@ class LanderProcess:
             self.error = f"the landing process could not start: {exc}"
             self._done()
 
-    def begin(self, from_seq: int, *, wait: float = 0.0) -> bool:
-        """Tell a waiting process where the export starts; wait up to ``wait`` s until it reads.
+    def begin(self, from_seq: int) -> None:
+        """Tell a waiting process where the export starts; :meth:`wait_ready` waits until it reads.
 
-        True once it said it is ready; False when it did not within ``wait`` or ended
-        (:meth:`finish` then reports why).  Waiting lets the export publish its first
-        part to a reader already there: the import starts with the first part.
+        Waiting lets the export publish its first part to a reader already there: the
+        import starts with the first part.  A process that died is reported by :meth:`finish`.
         """
         proc = self._proc
         if proc is None or proc.stdin is None:
-            return False
+            return
         with contextlib.suppress(OSError):  # it died: finish() reports why
             proc.stdin.write(b"%d\n" % from_seq)
             proc.stdin.close()
         proc.stdin = None  # closed: communicate() must not flush it
-        return self.wait_ready(wait) if wait > 0 else False
 
     def wait_ready(self, wait: float) -> bool:
         """Wait up to ``wait`` s for the process to say it reads (after :meth:`begin`).

@@ -14,10 +14,10 @@ The rows are taken without blocking (``PQgetCopyData`` in async mode) while libp
 them; when it has none, the wait for the socket is a ``poll``, which lets other
 threads run and a Ctrl-C through.  A blocking ``PQgetCopyData`` would hold the GIL
 through the server's pauses, and inside the C loop a whole batch of rows long.
-libpq reads about 16 KB a call, and the reader outruns the server, so it would wait
-~5,700 times per 1M rows of bench/scale.py's table (+0.05 CPU-s); the socket's receive
-low-water mark is raised to 64 KiB for the COPY (poll then wakes once that much is
-there, or after 10 ms), which brings it to ~540 waits and the blocking read's CPU.
+libpq reads about 16 KB a call and the reader outruns the server, so it waits often;
+the socket's receive low-water mark is raised to 64 KiB for the COPY (poll then wakes
+once that much is there, or after 10 ms).  bench/copy_cpu.py, 1M rows: 5,834 waits and
+0.37 CPU-s without the mark, 563 waits and 0.29 CPU-s with it.
 """
 
 from __future__ import annotations
@@ -103,7 +103,7 @@ class _CopyRows:
         self._idle = False  # libpq read from the socket and no row came since
         self._poll = select.poll()
         self._poll.register(pgconn.socket, select.POLLIN)
-        self._low_water = _set_low_water(pgconn.socket, _LOW_WATER_BYTES)
+        self._low_water_raised = _set_low_water(pgconn.socket, _LOW_WATER_BYTES)
 
     def take(self, n: int) -> list[bytes]:
         """Up to ``n`` rows; fewer only at the end.  Waits on the socket while none has come."""
@@ -131,8 +131,8 @@ class _CopyRows:
 
     def close(self) -> None:
         """Give the socket its low-water mark back: libpq's and psycopg's waits expect 1 byte."""
-        if self._low_water:
-            self._low_water = False
+        if self._low_water_raised:
+            self._low_water_raised = False
             _set_low_water(self._pgconn.socket, 1)
 
 

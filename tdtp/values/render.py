@@ -95,9 +95,12 @@ def _renderers(field: Field, escaped: bool = True) -> dict[type, Renderer]:
     """
     esc: Callable[[str], str] = escape_value if escaped else _identity
     sv = field.specials
-    inf = esc(sv.infinity if sv.infinity is not None else DEFAULT_INF_MARKER)
-    ninf = esc(sv.neg_infinity if sv.neg_infinity is not None else DEFAULT_NEG_INF_MARKER)
-    nan = esc(sv.nan if sv.nan is not None else DEFAULT_NAN_MARKER)
+    # TDTP's DECIMAL carries NaN and infinities only as markers its field declares
+    # (tdtp/values/valid.py): without one, such a value has no text (None) and is refused.
+    exact = field.type == DECIMAL
+    inf = _marker(sv.infinity, DEFAULT_INF_MARKER, esc, exact)
+    ninf = _marker(sv.neg_infinity, DEFAULT_NEG_INF_MARKER, esc, exact)
+    nan = _marker(sv.nan, DEFAULT_NAN_MARKER, esc, exact)
     nodate = esc(sv.no_date if sv.no_date is not None else DEFAULT_NO_DATE_MARKER)
 
     def r_str(s: str) -> str:
@@ -106,13 +109,8 @@ def _renderers(field: Field, escaped: bool = True) -> dict[type, Renderer]:
         _check_text(field, s)
         return esc(s)
 
-    # TDTP's DECIMAL carries NaN and infinities only as markers its field declares
-    # (tdtp/values/valid.py); without them such a value would be refused at import.
-    exact = field.type == DECIMAL
-    declared = (sv.nan, sv.infinity, sv.neg_infinity)
-
-    def special(value: object, marker: str, i: int) -> str:
-        if exact and declared[i] is None:
+    def special(value: object, marker: str | None) -> str:
+        if marker is None:
             raise RowError(
                 f"value {value} cannot travel as DECIMAL: TDTP's DECIMAL has no NaN or infinity "
                 "(select the column as double precision: REAL carries them)",
@@ -122,19 +120,19 @@ def _renderers(field: Field, escaped: bool = True) -> dict[type, Renderer]:
 
     def r_float(f: float) -> str:
         if f != f:
-            return special(f, nan, 0)
+            return special(f, nan)
         if f == math.inf:
-            return special(f, inf, 1)
+            return special(f, inf)
         if f == -math.inf:
-            return special(f, ninf, 2)
+            return special(f, ninf)
         return _float_text(f)
 
     def r_decimal(d: Decimal) -> str:
         if d.is_finite():
             return format(d, "f")
         if d.is_nan():
-            return special(d, nan, 0)
-        return special(d, inf, 1) if d > 0 else special(d, ninf, 2)
+            return special(d, nan)
+        return special(d, inf) if d > 0 else special(d, ninf)
 
     def r_bool(b: bool) -> str:
         return "1" if b else "0"
@@ -169,6 +167,13 @@ def _renderers(field: Field, escaped: bool = True) -> dict[type, Renderer]:
         list: r_json,
         NoDate: lambda _v: nodate,
     }
+
+
+def _marker(declared: str | None, default: str, esc: Callable[[str], str], exact: bool) -> str | None:
+    """A special value's text: the field's marker, else the default one (None for DECIMAL)."""
+    if declared is not None:
+        return esc(declared)
+    return None if exact else esc(default)
 
 
 def _identity(s: str) -> str:

@@ -60,3 +60,24 @@ def test_tdtp_copy_fails_naming_the_value_and_lands_nothing(
     assert f"'{special}'" in proc.stderr and "DECIMAL" in proc.stderr and "'n'" in proc.stderr, proc.stderr
     landed = pg_conn.execute("SELECT to_regclass(%s)", (f"{pg_schema}.landed",)).fetchone()[0]
     assert landed is None or pg_conn.execute(f"SELECT count(*) FROM {pg_schema}.landed").fetchone()[0] == 0
+
+
+def test_tdtp_export_refuses_an_infinite_decimal_from_sqlite(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """A SQLite DECIMAL column holding inf goes through the renderer: refused at export,
+    naming row and field (before: exported, then dead-lettered as 'INF' by every import)."""
+    import sqlite3
+
+    db = tmp_path / "s.db"
+    with sqlite3.connect(db) as conn:
+        conn.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, d DECIMAL(10, 2))")
+        conn.executemany("INSERT INTO t VALUES (?, ?)", [(1, 1.5), (2, float("inf")), (3, 2.5)])
+    proc = subprocess.run(
+        [sys.executable, "-m", "tdtp.cli", "export", "--source", f"sqlite:///{db}", "--table", "t",
+         "--to", str(tmp_path / "out"), "--quiet"],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert proc.returncode == 1 and proc.stdout == ""
+    assert proc.stderr.strip() == (
+        "tdtp export: table 't' row 2: field 'd': value Infinity cannot travel as DECIMAL: TDTP's DECIMAL has "
+        "no NaN or infinity (select the column as double precision: REAL carries them)"
+    )
